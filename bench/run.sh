@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# ClawSocket benchmark driver.
+#
+#   bench/run.sh quick            # seconds, small N; exits non-zero unless every
+#                                 # scenario completes with zero errors
+#   bench/run.sh full             # the sizes of BENCHMARKS.md (minutes)
+#   bench/run.sh quick stream     # only the cases whose name starts with "stream"
+#
+# Every case runs against ClawSocket (target/release/clawsocket of the repo root,
+# `openai` backend pointed at the fake agent) and against the bare relay, each with
+# a fresh fake agent and a fresh broker; reports go to bench/results/<mode>-<time>/
+# (one JSON per case and target, combined.json, summary.md with ratios).
+#
+# Environment knobs:
+#   TARGETS="clawsocket bare"  which targets to run (e.g. TARGETS=bare before the server exists)
+#   AGENT_KIND=openai          ClawSocket backend; `echo` runs its built-in demo agent
+#                              (2 deltas per turn, no time stamps: latency reported n/a)
+#   CLAWSOCKET_BIN=path        the broker binary (default: <repo>/target/release/clawsocket)
+#   SKIP_BUILD=1               do not run cargo build
+#   PIN=1                      pin with taskset: broker/relay on CPU $BROKER_CPU (0), fake
+#                              agent and load generator on CPU $LOAD_CPU (1), so the
+#                              broker has one core to itself and its CPU use shows
+#                              whether it is the bottleneck (PIN=0: no pinning)
+#   PORT_BASE=28700            agent PORT_BASE+1, broker +2, bare relay +3
+#   OUT=dir                    where the results go
+#   LOADGEN_THREADS=1          load generator runtime threads
+#   SWEEP="500 1500 2000 3000"  extra user counts of the 20 ms paced run (full mode; 1000 always runs)
+set -uo pipefail
+
+MODE=${1:-quick}
+shift || true
+ONLY=("$@")
+case "$MODE" in quick|full) ;; *) echo "usage: $0 quick|full [case-prefix...]" >&2; exit 2 ;; esac
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+BIN=$HERE/target/release
+CLAW=${CLAWSOCKET_BIN:-$ROOT/target/release/clawsocket}
+TARGETS=${TARGETS:-"clawsocket bare"}
+AGENT_KIND=${AGENT_KIND:-openai}
+PIN=${PIN:-1}
+BROKER_CPU=${BROKER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+PORT_BASE=${PORT_BASE:-28700}
+AGENT_PORT=$((PORT_BASE + 1))
+BROKER_PORT=$((PORT_BASE + 2))
+BARE_PORT=$((PORT_BASE + 3))
+LOADGEN_THREADS=${LOADGEN_THREADS:-1}
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=${OUT:-$HERE/results/$MODE-$STAMP}
+mkdir -p "$OUT/logs"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/clawbench.XXXXXX")
+
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "[run.sh] $*" >&2; }
+
+# Command prefixes that pin a process (exec'd in place, so $! is the process itself).
+PIN_BROKER=()
+PIN_LOAD=()
+if [ "$PIN" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  PIN_BROKER=(taskset -c "$BROKER_CPU")
+  PIN_LOAD=(taskset -c "$LOAD_CPU")
+fi
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() { # port pid name
+  local i
+  for i in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    if ! kill -0 "$2" 2>/dev/null; then log "$3 exited before listening on $1"; return 1; fi
+    sleep 0.1
+  done
+  log "$3 is not listening on $1 after 30 s"
+  return 1
+}
+
+stop() { # pid...
+  local p
+  for p in "$@"; do kill "$p" 2>/dev/null; done
+  for p in "$@"; do
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+  done
+  local keep=() q
+  for q in "${PIDS[@]}"; do
+    local gone=1
+    for p in "$@"; do [ "$q" = "$p" ] && gone=0; done
+    [ $gone = 1 ] && keep+=("$q")
+  done
+  PIDS=("${keep[@]}")
+}
+
+# ---------------------------------------------------------------- build
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  log "building bench/ (release)"
+  (cd "$HERE" && cargo build --release --quiet) || { log "bench build failed"; exit 1; }
+  if [[ " $TARGETS " == *" clawsocket "* ]] && [ -z "${CLAWSOCKET_BIN:-}" ]; then
+    log "building the ClawSocket release binary"
+    (cd "$ROOT" && cargo build --release --quiet --bin clawsocket) || { log "clawsocket build failed"; exit 1; }
+  fi
+fi
+for b in fake-agent bare-relay loadgen bench-report; do
+  [ -x "$BIN/$b" ] || { log "missing $BIN/$b (build bench/ first)"; exit 1; }
+done
+if [[ " $TARGETS " == *" clawsocket "* ]] && [ ! -x "$CLAW" ]; then
+  log "missing ClawSocket binary $CLAW (build it, set CLAWSOCKET_BIN, or run with TARGETS=bare)"
+  exit 1
+fi
+for p in $AGENT_PORT $BROKER_PORT $BARE_PORT; do
+  port_free "$p" || { log "port $p is in use; set PORT_BASE to a free range"; exit 1; }
+done
+
+# ---------------------------------------------------------------- environment record
+cat > "$OUT/env.json" <<EOF
+{
+  "mode": "$MODE",
+  "date_utc": "$STAMP",
+  "host": "$(uname -srm)",
+  "cpus": "$(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//;s/"//g')",
+  "memory": "$(free -g 2>/dev/null | awk '/Mem:/{print $2" GiB"}')",
+  "load_average_at_start": "$(cut -d' ' -f1-3 /proc/loadavg)",
+  "open_file_limit": "$(ulimit -Hn)",
+  "pinning": "$( [ "$PIN" = 1 ] && echo "broker/relay on CPU $BROKER_CPU; fake agent + loadgen on CPU $LOAD_CPU" || echo none)",
+  "agent_kind": "$AGENT_KIND",
+  "repo_commit": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)",
+  "clawsocket_bin": "$CLAW"
+}
+EOF
+
+# ---------------------------------------------------------------- one case
+FAILED=()
+
+# run_case NAME SCENARIO "AGENT ARGS" "LOADGEN ARGS" [fanout] [auth]
+run_case() {
+  local name=$1 scen=$2 agent_args=$3 lg_args=$4 flags=${5:-}
+  if [ ${#ONLY[@]} -gt 0 ]; then
+    local hit=0 o
+    for o in "${ONLY[@]}"; do [[ $name == "$o"* ]] && hit=1; done
+    [ $hit = 1 ] || return 0
+  fi
+  local target
+  for target in $TARGETS; do
+    log "case $name ($scen) against $target"
+    local alog="$OUT/logs/$name.$target.agent.log" blog="$OUT/logs/$name.$target.broker.log"
+    # shellcheck disable=SC2086
+    "${PIN_LOAD[@]}" "$BIN/fake-agent" --port "$AGENT_PORT" $agent_args >"$alog" 2>&1 &
+    local apid=$!
+    PIDS+=("$apid")
+    wait_port "$AGENT_PORT" "$apid" fake-agent || { FAILED+=("$name.$target"); stop "$apid"; continue; }
+    local bpid url extra=""
+    if [ "$target" = clawsocket ]; then
+      local store="$TMP/store-$name"
+      rm -rf "$store"; mkdir -p "$store"
+      local auth_on=false
+      [[ $flags == *auth* ]] && auth_on=true
+      env RUST_LOG="${BROKER_LOG:-warn}" \
+        CLAWSOCKET__AGENT__KIND="$AGENT_KIND" \
+        CLAWSOCKET__AGENT__URL="http://127.0.0.1:$AGENT_PORT/v1" \
+        CLAWSOCKET__AGENT__MODEL=bench \
+        CLAWSOCKET__STORE__DIR="$store" \
+        CLAWSOCKET__LIMITS__MAXCONNECTIONS=20000 \
+        CLAWSOCKET__LIMITS__MESSAGESPERMINUTE=100000 \
+        WS_AUTH_ENABLED=$auth_on \
+        WS_AUTH_ENDPOINT="http://127.0.0.1:$AGENT_PORT/auth/verify" \
+        bash -c 'ulimit -n "$(ulimit -Hn)"; exec "$@"' _ \
+        "${PIN_BROKER[@]}" "$CLAW" --port "$BROKER_PORT" >"$blog" 2>&1 &
+      bpid=$!
+      url="ws://127.0.0.1:$BROKER_PORT/ws"
+      [ "$AGENT_KIND" = echo ] && extra="--no-expect"
+    else
+      local rargs=()
+      [[ $flags == *fanout* ]] && rargs+=(--fanout-group)
+      [[ $flags == *auth* ]] && rargs+=(--auth "http://127.0.0.1:$AGENT_PORT/auth/verify")
+      "${PIN_BROKER[@]}" "$BIN/bare-relay" --port "$BARE_PORT" --agent "127.0.0.1:$AGENT_PORT" "${rargs[@]}" >"$blog" 2>&1 &
+      bpid=$!
+      url="ws://127.0.0.1:$BARE_PORT/ws"
+    fi
+    PIDS+=("$bpid")
+    local bport=$BARE_PORT
+    [ "$target" = clawsocket ] && bport=$BROKER_PORT
+    if ! wait_port "$bport" "$bpid" "$target"; then
+      tail -5 "$blog" >&2
+      FAILED+=("$name.$target"); stop "$bpid" "$apid"; continue
+    fi
+    local lga=$lg_args
+    if [ "$extra" = "--no-expect" ]; then
+      # The echo agent streams its own 2 deltas: do not check the count.
+      lga=$(echo "$lg_args" | sed -E 's/(^| )-d [0-9]+//')
+    fi
+    # shellcheck disable=SC2086
+    "${PIN_LOAD[@]}" "$BIN/loadgen" --scenario "$scen" --target "$target" --url "$url" \
+      --broker-pid "$bpid" --agent-pid "$apid" --threads "$LOADGEN_THREADS" \
+      --sender-prefix "${name//[^A-Za-z0-9]/}" --label "$name" \
+      --json "$OUT/$name.$target.json" --quiet-json --fail-on-error $lga \
+      2> >(tee "$OUT/logs/$name.$target.loadgen.log" >&2)
+    local rc=$?
+    if [ $rc != 0 ]; then
+      log "case $name against $target FAILED (loadgen exit $rc); logs in $OUT/logs/"
+      FAILED+=("$name.$target")
+      if ! kill -0 "$bpid" 2>/dev/null; then log "$target died:"; tail -20 "$blog" >&2; fi
+    fi
+    stop "$bpid" "$apid"
+  done
+}
+
+# ---------------------------------------------------------------- the cases
+if [ "$MODE" = quick ]; then
+  run_case idle-200 idle "--deltas 20" "-n 200 --rate 1000 --hold-secs 1 --settle-secs 0.5 --max-secs 60"
+  run_case stream-20x2x20 stream "--deltas 20 --delta-bytes 64" "-n 20 -t 2 -d 20 --turn-timeout-secs 20 --max-secs 60"
+  run_case stream-paced-20 stream "--deltas 20 --delta-bytes 64 --pace-ms 5" "-n 20 -t 2 -d 20 --turn-timeout-secs 20 --max-secs 60"
+  run_case fanout-20 fanout "--deltas 20 --delta-bytes 64 --pace-ms 5" "-n 20 -t 2 -d 20 --turn-timeout-secs 20 --max-secs 60" fanout
+  run_case connect-50 connect "--deltas 1" "-n 50 --rate 500 --max-secs 60" auth
+else
+  run_case idle-10k idle "--deltas 20" "-n 10000 --rate 2000 --hold-secs 10 --max-secs 300"
+  run_case idle-19.9k idle "--deltas 20" "-n 19900 --rate 2000 --hold-secs 10 --max-secs 300"
+  run_case stream-full-1000 stream "--deltas 200 --delta-bytes 64" "-n 1000 -t 10 -d 200 --turn-timeout-secs 120 --max-secs 600"
+  run_case stream-paced-1000 stream "--deltas 50 --delta-bytes 64 --pace-ms 20" "-n 1000 -t 3 -d 50 --turn-timeout-secs 60 --max-secs 600"
+  for c in ${SWEEP:-500 1500 2000 3000}; do
+    run_case "sweep-paced-$c" stream "--deltas 50 --delta-bytes 64 --pace-ms 20" "-n $c -t 3 -d 50 --rate 2000 --turn-timeout-secs 60 --max-secs 600"
+  done
+  run_case fanout-1000 fanout "--deltas 50 --delta-bytes 64 --pace-ms 20" "-n 1000 -t 5 -d 50 --turn-timeout-secs 60 --max-secs 600" fanout
+  run_case connect-5000 connect "--deltas 1" "-n 5000 --rate 5000 --max-secs 300" auth
+fi
+
+"$BIN/bench-report" "$OUT" --env "$OUT/env.json" >/dev/null || log "bench-report failed"
+log "results: $OUT/summary.md and $OUT/combined.json"
+cat "$OUT/summary.md"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  log "FAILED: ${FAILED[*]}"
+  echo "bench: 0 passed, ${#FAILED[@]} failed"
+  exit 1
+fi
+echo "bench ($MODE): all cases completed with zero errors"
+exit 0
