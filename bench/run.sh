@@ -138,6 +138,10 @@ cat > "$OUT/env.json" <<EOF
 }
 EOF
 
+# The echo demo agent pauses between words (agent.echoDelayMs); 0 unless ECHO_DELAY_MS says.
+ECHO_ENV=""
+[ "$AGENT_KIND" = echo ] && ECHO_ENV="CLAWSOCKET__AGENT__ECHODELAYMS=${ECHO_DELAY_MS:-0}"
+
 # ---------------------------------------------------------------- one case
 FAILED=()
 
@@ -171,10 +175,11 @@ run_case() {
         CLAWSOCKET__STORE__DIR="$store" \
         CLAWSOCKET__LIMITS__MAXCONNECTIONS=20000 \
         CLAWSOCKET__LIMITS__MESSAGESPERMINUTE=100000 \
+        ${ECHO_ENV} \
         WS_AUTH_ENABLED=$auth_on \
         WS_AUTH_ENDPOINT="http://127.0.0.1:$AGENT_PORT/auth/verify" \
         bash -c 'ulimit -n "$(ulimit -Hn)"; exec "$@"' _ \
-        "${PIN_BROKER[@]}" "$CLAW" --port "$BROKER_PORT" >"$blog" 2>&1 &
+        "${PIN_BROKER[@]}" "$CLAW" --host 127.0.0.1 --port "$BROKER_PORT" >"$blog" 2>&1 &
       bpid=$!
       url="ws://127.0.0.1:$BROKER_PORT/ws"
       [ "$AGENT_KIND" = echo ] && extra="--no-expect"

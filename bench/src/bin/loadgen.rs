@@ -687,6 +687,7 @@ async fn read_turn(
     ttfd: Option<&mut Vec<u64>>,
     lat: &mut Vec<u64>,
     mut arrivals: Option<&mut Vec<u64>>,
+    count_missing_stamps: bool,
 ) -> TurnOut {
     let expect = cfg.args.deltas;
     let mut n: u64 = 0;
@@ -735,9 +736,10 @@ async fn read_turn(
                     }
                     match stamp {
                         Some(st) => lat.push(now_ns.saturating_sub(st)),
-                        None => {
+                        None if count_missing_stamps => {
                             cfg.no_stamp.fetch_add(1, Ordering::Relaxed);
                         }
+                        None => {}
                     }
                     if let Some(a) = arrivals.as_mut() {
                         a.push(now_ns);
@@ -811,7 +813,7 @@ async fn stream(cfg: Arc<Cfg>) -> (Value, bool) {
                     cfg.error("send_failed", Some(&e.to_string()));
                     break;
                 }
-                let out = read_turn(&cfg, &mut ws, sent, Some(&mut ttfd), &mut lat, None).await;
+                let out = read_turn(&cfg, &mut ws, sent, Some(&mut ttfd), &mut lat, None, true).await;
                 cfg.deltas.fetch_add(out.deltas, Ordering::Relaxed);
                 cfg.lat.flush(i, &mut lat);
                 cfg.ttfd.flush(i, &mut ttfd);
@@ -939,7 +941,7 @@ async fn fanout(cfg: Arc<Cfg>) -> (Value, bool) {
             let mut arr = Vec::new();
             for t in 0..cfg.args.turns {
                 let r = tokio::select! {
-                    r = read_turn(&cfg, &mut ws, Instant::now(), None, &mut lat, Some(&mut arr)) => Some(r),
+                    r = read_turn(&cfg, &mut ws, Instant::now(), None, &mut lat, Some(&mut arr), true) => Some(r),
                     _ = stop.changed() => None,
                 };
                 for (k, &ns) in arr.iter().enumerate() {
@@ -995,7 +997,7 @@ async fn fanout(cfg: Arc<Cfg>) -> (Value, bool) {
                         cfg.error("send_failed", Some(&e.to_string()));
                         break;
                     }
-                    let r = read_turn(&cfg, &mut ws, sent, None, &mut lat, None).await;
+                    let r = read_turn(&cfg, &mut ws, sent, None, &mut lat, None, false).await;
                     lat.clear();
                     if !r.ok {
                         break;
