@@ -177,10 +177,9 @@ impl SessionActor {
 impl Actor for SessionActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Commands come from every connection of a group; the bound that matters is
-        // the turn queue, so the mailbox itself is not the limit.
-        ctx.set_mailbox_capacity(usize::MAX);
+    // Everything reaches a session by `do_send`, which does not wait on the mailbox
+    // bound: the bounds that matter are the turn queue and the senders' rate limits.
+    fn started(&mut self, _ctx: &mut Self::Context) {
         log::debug!("session {} started", self.setup.key);
     }
 
