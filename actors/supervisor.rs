@@ -101,14 +101,10 @@ impl Supervisor {
     }
 }
 
+// Every connection and command reaches the Supervisor by `do_send`, which does not
+// wait on the mailbox bound; the bounds are maxConnections and messagesPerMinute.
 impl Actor for Supervisor {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Every connection and every command passes here; the bound is elsewhere
-        // (maxConnections, messagesPerMinute), so the mailbox must not refuse them.
-        ctx.set_mailbox_capacity(usize::MAX);
-    }
 }
 
 impl Handler<ConnectionOpened> for Supervisor {

@@ -1,0 +1,25 @@
+//! Test support: start the real server, talk to it over a real WebSocket.
+
+pub mod client;
+pub mod server;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use client::WsClient;
+pub use server::spawn_server;
+
+/// Polls `condition` until it holds; fails the test after 10 s (a hang, not a timing claim).
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..1000 {
+        if condition().await {
+            return;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
