@@ -361,8 +361,28 @@ fn set_bind_no_port(sock: &TcpSocket) {
     }
 }
 
-async fn close(mut ws: Ws) {
-    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+/// Close handshake: send Close (1000), then read until the server's Close reply
+/// or the end of the stream (bounded by 2 s). Returns the code of the server's
+/// Close frame, if one came.
+async fn close(mut ws: Ws) -> Option<u16> {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let fut = async {
+        ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })).await.ok()?;
+        while let Some(m) = ws.next().await {
+            match m {
+                Ok(Message::Close(f)) => return Some(f.map(|f| u16::from(f.code)).unwrap_or(1005)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    };
+    let code = tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten();
+    if std::env::var_os("LOADGEN_DEBUG_CLOSE").is_some() {
+        eprintln!("loadgen: server close reply {code:?}");
+    }
+    code
 }
 
 /// Spawn `n` tasks at `rate` per second; `f(i)` builds task i.
