@@ -223,16 +223,16 @@ run_case() {
 if [ "$MODE" = quick ]; then
   run_case idle-200 idle "--deltas 20" "-n 200 --rate 1000 --hold-secs 1 --settle-secs 0.5 --max-secs 60"
   run_case stream-20x2x20 stream "--deltas 20 --delta-bytes 64" "-n 20 -t 2 -d 20 --turn-timeout-secs 20 --max-secs 60"
-  run_case stream-paced-20 stream "--deltas 20 --delta-bytes 64 --pace-ms 5" "-n 20 -t 2 -d 20 --turn-timeout-secs 20 --max-secs 60"
+  run_case stream-paced-20 stream "--deltas 20 --delta-bytes 64 --pace-ms 5" "-n 20 -t 2 -d 20 --start-spread-ms 5 --turn-timeout-secs 20 --max-secs 60"
   run_case fanout-20 fanout "--deltas 20 --delta-bytes 64 --pace-ms 5" "-n 20 -t 2 -d 20 --turn-timeout-secs 20 --max-secs 60" fanout
   run_case connect-50 connect "--deltas 1" "-n 50 --rate 500 --max-secs 60" auth
 else
   run_case idle-10k idle "--deltas 20" "-n 10000 --rate 2000 --hold-secs 10 --max-secs 300"
   run_case idle-19.9k idle "--deltas 20" "-n 19900 --rate 2000 --hold-secs 10 --max-secs 300"
   run_case stream-full-1000 stream "--deltas 200 --delta-bytes 64" "-n 1000 -t 10 -d 200 --turn-timeout-secs 120 --max-secs 600"
-  run_case stream-paced-1000 stream "--deltas 50 --delta-bytes 64 --pace-ms 20" "-n 1000 -t 3 -d 50 --turn-timeout-secs 60 --max-secs 600"
+  run_case stream-paced-1000 stream "--deltas 50 --delta-bytes 64 --pace-ms 20" "-n 1000 -t 3 -d 50 --start-spread-ms 20 --turn-timeout-secs 60 --max-secs 600"
   for c in ${SWEEP:-500 1500 2000 3000}; do
-    run_case "sweep-paced-$c" stream "--deltas 50 --delta-bytes 64 --pace-ms 20" "-n $c -t 3 -d 50 --rate 2000 --turn-timeout-secs 60 --max-secs 600"
+    run_case "sweep-paced-$c" stream "--deltas 50 --delta-bytes 64 --pace-ms 20" "-n $c -t 3 -d 50 --start-spread-ms 20 --rate 2000 --turn-timeout-secs 60 --max-secs 600"
   done
   run_case fanout-1000 fanout "--deltas 50 --delta-bytes 64 --pace-ms 20" "-n 1000 -t 5 -d 50 --turn-timeout-secs 60 --max-secs 600" fanout
   run_case connect-5000 connect "--deltas 1" "-n 5000 --rate 5000 --max-secs 300" auth

@@ -142,12 +142,16 @@ fn parse_head(raw: &[u8]) -> io::Result<Head> {
     Ok(head)
 }
 
-/// Read one request (head and whole body). Ok(None) when the peer closed the
-/// keep-alive connection between requests.
-pub async fn read_request<R: AsyncRead + Unpin>(r: &mut Reader<R>) -> io::Result<Option<(Head, Vec<u8>)>> {
-    let Some(raw) = r.read_until(b"\r\n\r\n", MAX_HEAD).await? else { return Ok(None) };
+/// Read one response with its whole body (content-length or chunked).
+pub async fn read_response<R: AsyncRead + Unpin>(r: &mut Reader<R>) -> io::Result<(Head, Vec<u8>)> {
+    let raw = r.read_until(b"\r\n\r\n", MAX_HEAD).await?.ok_or_else(|| bad("closed before a response"))?;
     let head = parse_head(&raw)?;
-    let body = if head.chunked {
+    let body = read_body(r, &head).await?;
+    Ok((head, body))
+}
+
+async fn read_body<R: AsyncRead + Unpin>(r: &mut Reader<R>, head: &Head) -> io::Result<Vec<u8>> {
+    if head.chunked {
         let mut body = Vec::new();
         loop {
             let line = r.read_until(b"\r\n", 1024).await?.ok_or_else(|| bad("eof in chunk"))?;
@@ -160,7 +164,7 @@ pub async fn read_request<R: AsyncRead + Unpin>(r: &mut Reader<R>) -> io::Result
                         break;
                     }
                 }
-                break;
+                return Ok(body);
             }
             if body.len() + size > MAX_BODY {
                 return Err(bad("body too large"));
@@ -168,14 +172,20 @@ pub async fn read_request<R: AsyncRead + Unpin>(r: &mut Reader<R>) -> io::Result
             body.extend_from_slice(&r.read_exact_vec(size).await?);
             r.read_exact_vec(2).await?;
         }
-        body
-    } else {
-        let n = head.content_length.unwrap_or(0);
-        if n > MAX_BODY {
-            return Err(bad("body too large"));
-        }
-        r.read_exact_vec(n).await?
-    };
+    }
+    let n = head.content_length.unwrap_or(0);
+    if n > MAX_BODY {
+        return Err(bad("body too large"));
+    }
+    r.read_exact_vec(n).await
+}
+
+/// Read one request (head and whole body). Ok(None) when the peer closed the
+/// keep-alive connection between requests.
+pub async fn read_request<R: AsyncRead + Unpin>(r: &mut Reader<R>) -> io::Result<Option<(Head, Vec<u8>)>> {
+    let Some(raw) = r.read_until(b"\r\n\r\n", MAX_HEAD).await? else { return Ok(None) };
+    let head = parse_head(&raw)?;
+    let body = read_body(r, &head).await?;
     Ok(Some((head, body)))
 }
 

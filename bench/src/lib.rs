@@ -97,6 +97,22 @@ pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
+/// Bind a listener with a deep accept queue (4096; the kernel caps it at
+/// net.core.somaxconn). tokio's `TcpListener::bind` uses 1024, which overflows when
+/// a thousand clients connect in the same millisecond and costs them a 1 s SYN
+/// retransmission.
+pub fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let addr = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+    let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
+}
+
 /// Raise the soft RLIMIT_NOFILE to the hard limit; returns (soft, hard) after.
 pub fn raise_nofile() -> (u64, u64) {
     unsafe {

@@ -29,6 +29,28 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / tck)
 }
 
+/// Busy and total jiffies of each CPU (`cpuN` lines of /proc/stat); busy is
+/// everything but idle and iowait.
+pub fn cpu_jiffies() -> Vec<(u64, u64)> {
+    let Ok(s) = fs::read_to_string("/proc/stat") else { return Vec::new() };
+    let mut out = Vec::new();
+    for line in s.lines() {
+        let Some(rest) = line.strip_prefix("cpu") else { continue };
+        if !rest.starts_with(|c: char| c.is_ascii_digit()) {
+            continue;
+        }
+        let v: Vec<u64> = rest.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+        if v.len() < 5 {
+            continue;
+        }
+        // user nice system idle iowait irq softirq steal (guest counted in user)
+        let total: u64 = v.iter().take(8).sum();
+        let idle = v[3] + v[4];
+        out.push((total - idle, total));
+    }
+    out
+}
+
 /// This process's own CPU time (user + system) in seconds.
 pub fn self_cpu_secs() -> f64 {
     unsafe {

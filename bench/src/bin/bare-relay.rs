@@ -16,13 +16,14 @@
 //! - Idle connections are simply held.
 
 use clap::Parser;
-use clawsocket_bench::http::{Reader, SseResponse};
+use clawsocket_bench::http::{read_response, Reader, SseResponse};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -61,6 +62,8 @@ struct Shared {
     args: Args,
     group: broadcast::Sender<Utf8Bytes>,
     open: AtomicU64,
+    /// Idle keep-alive connections to the auth service.
+    auth_pool: Mutex<Vec<(Reader<OwnedReadHalf>, OwnedWriteHalf)>>,
 }
 
 fn main() {
@@ -70,13 +73,13 @@ fn main() {
     let rt = clawsocket_bench::runtime(args.threads).expect("runtime");
     rt.block_on(async move {
         let addr = format!("{}:{}", args.host, args.port);
-        let listener = TcpListener::bind(&addr).await.unwrap_or_else(|e| {
+        let listener = clawsocket_bench::listen(&addr).unwrap_or_else(|e| {
             eprintln!("bare-relay: cannot bind {addr}: {e}");
             std::process::exit(1)
         });
         eprintln!("bare-relay: ws://{addr}/ agent={} fanout={}", args.agent, args.fanout_group);
         let (group, _) = broadcast::channel(args.fanout_capacity);
-        let shared = Arc::new(Shared { args, group, open: AtomicU64::new(0) });
+        let shared = Arc::new(Shared { args, group, open: AtomicU64::new(0), auth_pool: Mutex::new(Vec::new()) });
         let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
         loop {
             tokio::select! {
@@ -115,7 +118,7 @@ async fn conn(sock: TcpStream, sh: Arc<Shared>) {
         return;
     };
     if let Some(url) = &sh.args.auth {
-        if !verify(url, &token).await {
+        if !verify(&sh, url, &token).await {
             let _ = ws
                 .close(Some(CloseFrame { code: CloseCode::Library(4401), reason: "auth failed".into() }))
                 .await;
@@ -259,28 +262,45 @@ async fn fanout_conn(mut ws: WebSocketStream<TcpStream>, sh: &Arc<Shared>) {
     }
 }
 
-/// POST {"token": ...} to the auth endpoint on a new connection.
-async fn verify(url: &str, token: &str) -> bool {
+/// POST {"token": ...} to the auth endpoint over a pooled keep-alive connection
+/// (a new one when none is idle; one retry on a fresh connection when a pooled one
+/// turns out to be closed).
+async fn verify(sh: &Shared, url: &str, token: &str) -> bool {
     let Some(rest) = url.strip_prefix("http://") else { return false };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let body = serde_json::json!({ "token": token, "tokenType": "local" }).to_string();
-    let r = async {
-        let mut s = TcpStream::connect(hostport).await?;
-        let _ = s.set_nodelay(true);
-        let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await?;
-        let mut out = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out).await?;
-        Ok::<_, std::io::Error>(out)
-    };
-    match tokio::time::timeout(Duration::from_secs(5), r).await {
-        Ok(Ok(out)) => clawsocket_bench::memfind(&out, b"\"success\":true").is_some(),
-        _ => false,
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for attempt in 0..2 {
+        let pooled = if attempt == 0 { sh.auth_pool.lock().unwrap().pop() } else { None };
+        let was_pooled = pooled.is_some();
+        let r = async {
+            let (mut rd, mut wr) = match pooled {
+                Some(c) => c,
+                None => {
+                    let s = TcpStream::connect(hostport).await?;
+                    let _ = s.set_nodelay(true);
+                    let (r, w) = s.into_split();
+                    (Reader::new(r), w)
+                }
+            };
+            wr.write_all(req.as_bytes()).await?;
+            let (head, body) = read_response(&mut rd).await?;
+            if !head.close {
+                sh.auth_pool.lock().unwrap().push((rd, wr));
+            }
+            Ok::<_, std::io::Error>(body)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), r).await {
+            Ok(Ok(out)) => return clawsocket_bench::memfind(&out, b"\"success\":true").is_some(),
+            Ok(Err(_)) if was_pooled => continue,
+            _ => return false,
+        }
     }
+    false
 }

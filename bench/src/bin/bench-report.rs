@@ -33,6 +33,8 @@ fn metrics(scenario: &str) -> Vec<(&'static str, &'static str, bool)> {
             ("agent CPU µs/delta", "/cpu/agent/cpu_us_per_delta", true),
             ("loadgen CPU µs/delta", "/cpu/loadgen/cpu_us_per_delta", true),
             ("broker RSS after (MiB)", "/broker_rss_bytes/after", true),
+            ("machine busy cores (of 2)", "/cpu/machine/busy_cores", true),
+            ("other processes' cores", "/cpu/machine/others_cores", true),
         ],
         "fanout" => vec![
             ("members complete", "/members_complete", false),
@@ -46,6 +48,8 @@ fn metrics(scenario: &str) -> Vec<(&'static str, &'static str, bool)> {
             ("member spread max ms", "/spread_ms/max", true),
             ("broker CPU µs/delta", "/cpu/broker/cpu_us_per_delta", true),
             ("loadgen CPU µs/delta", "/cpu/loadgen/cpu_us_per_delta", true),
+            ("machine busy cores (of 2)", "/cpu/machine/busy_cores", true),
+            ("other processes' cores", "/cpu/machine/others_cores", true),
         ],
         "connect" => vec![
             ("connections ok", "/connections/ok", false),

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::MissedTickBehavior;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -94,7 +94,7 @@ fn main() {
 
 async fn serve(args: Args) {
     let addr = format!("{}:{}", args.host, args.port);
-    let listener = match TcpListener::bind(&addr).await {
+    let listener = match clawsocket_bench::listen(&addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("fake-agent: cannot bind {addr}: {e}");

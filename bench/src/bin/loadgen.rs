@@ -9,7 +9,7 @@
 //! reader can see when it was the bottleneck.
 
 use clap::{Parser, ValueEnum};
-use clawsocket_bench::procinfo::{cpu_secs, rss_bytes, self_cpu_secs, self_max_rss_bytes};
+use clawsocket_bench::procinfo::{cpu_jiffies, cpu_secs, rss_bytes, self_cpu_secs, self_max_rss_bytes};
 use clawsocket_bench::{find_stamp, memfind, unix_nanos};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -88,6 +88,12 @@ struct Args {
     /// First host byte of the source addresses.
     #[arg(long, default_value_t = 1)]
     src_ip_base: u8,
+    /// stream: spread the users' first turns evenly over this many milliseconds
+    /// (user i starts i/C of it late) instead of starting all in the same instant;
+    /// with a paced agent, one pace period keeps the users' deltas out of phase, as
+    /// independent real users would be. 0 = all at once (the worst-case burst).
+    #[arg(long, default_value_t = 0.0)]
+    start_spread_ms: f64,
     /// Seconds one turn may take before it counts as an error.
     #[arg(long, default_value_t = 60.0)]
     turn_timeout_secs: f64,
@@ -410,12 +416,14 @@ where
 
 // ---------------------------------------------------------------- readings
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct CpuSnap {
     broker: Option<f64>,
     agent: Option<f64>,
     me: f64,
     at: Instant,
+    /// (busy, total) jiffies per CPU from /proc/stat.
+    cpus: Vec<(u64, u64)>,
 }
 
 fn cpu_snap(a: &Args) -> CpuSnap {
@@ -424,12 +432,13 @@ fn cpu_snap(a: &Args) -> CpuSnap {
         agent: a.agent_pid.and_then(cpu_secs),
         me: self_cpu_secs(),
         at: Instant::now(),
+        cpus: cpu_jiffies(),
     }
 }
 
 /// CPU seconds used between two snapshots, per process, with µs per delta and
 /// the share of one core.
-fn cpu_report(a: &Args, s0: CpuSnap, s1: CpuSnap, deltas: u64) -> Value {
+fn cpu_report(a: &Args, s0: &CpuSnap, s1: &CpuSnap, deltas: u64) -> Value {
     let wall = (s1.at - s0.at).as_secs_f64().max(1e-9);
     let one = |pid: Option<u32>, c0: Option<f64>, c1: Option<f64>| -> Value {
         match (c0, c1) {
@@ -445,8 +454,31 @@ fn cpu_report(a: &Args, s0: CpuSnap, s1: CpuSnap, deltas: u64) -> Value {
             _ => Value::Null,
         }
     };
+    // The whole machine: how busy each CPU was, and how much of that was neither
+    // the broker, the agent nor this load generator (other users of the box).
+    let per_cpu: Vec<f64> = s0
+        .cpus
+        .iter()
+        .zip(s1.cpus.iter())
+        .map(|(x, y)| {
+            let total = y.1.saturating_sub(x.1).max(1) as f64;
+            round3(y.0.saturating_sub(x.0) as f64 / total)
+        })
+        .collect();
+    let busy: f64 = per_cpu.iter().sum();
+    let ours = [s1.broker.zip(s0.broker), s1.agent.zip(s0.agent), Some((s1.me, s0.me))]
+        .iter()
+        .flatten()
+        .map(|(y, x)| y - x)
+        .sum::<f64>()
+        / wall;
     json!({
         "wall_s": round3(wall),
+        "machine": {
+            "busy_per_cpu": per_cpu,
+            "busy_cores": round3(busy),
+            "others_cores": round3((busy - ours).max(0.0)),
+        },
         "broker": one(a.broker_pid, s0.broker, s1.broker),
         "agent": one(a.agent_pid, s0.agent, s1.agent),
         "loadgen": one(Some(std::process::id()), Some(s0.me), Some(s1.me)),
@@ -570,6 +602,7 @@ async fn run(args: Args) -> i32 {
         json!({
             "connections": args.connections, "turns": args.turns, "deltas": args.deltas,
             "rate": args.rate, "threads": args.threads, "hold_secs": args.hold_secs,
+            "start_spread_ms": args.start_spread_ms,
             "src_ips": cfg.src.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
         }),
     );
@@ -675,7 +708,7 @@ async fn idle(cfg: Arc<Cfg>) -> (Value, bool) {
         "broker_rss_bytes": {"before": rss0, "after_connect": rss1, "after_hold": rss2, "after_close": rss3},
         "bytes_per_connection": per(rss2),
         "bytes_per_connection_after_connect": per(rss1),
-        "cpu": cpu_report(a, s0, s1, 0),
+        "cpu": cpu_report(a, &s0, &s1, 0),
     });
     (report, n_ok == a.connections && still == n_ok as u64)
 }
@@ -828,6 +861,10 @@ async fn stream(cfg: Arc<Cfg>) -> (Value, bool) {
                     return;
                 }
             }
+            if cfg.args.start_spread_ms > 0.0 {
+                let late = cfg.args.start_spread_ms * i as f64 / cfg.args.connections as f64;
+                tokio::time::sleep(Duration::from_secs_f64(late / 1000.0)).await;
+            }
             let mut lat = Vec::with_capacity(cfg.args.deltas.unwrap_or(64) + 8);
             let mut ttfd = Vec::with_capacity(1);
             for t in 0..cfg.args.turns {
@@ -890,7 +927,7 @@ async fn stream(cfg: Arc<Cfg>) -> (Value, bool) {
         "deltas_without_stamp": cfg.no_stamp.load(Ordering::Relaxed),
         "seq_out_of_order": cfg.out_of_order.load(Ordering::Relaxed),
         "broker_rss_bytes": {"before_connect": rss0, "before_turns": rss1, "after": rss2},
-        "cpu": cpu_report(&a, s0, s1, deltas),
+        "cpu": cpu_report(&a, &s0, &s1, deltas),
     });
     (report, tok == want_turns)
 }
@@ -1083,7 +1120,7 @@ async fn fanout(cfg: Arc<Cfg>) -> (Value, bool) {
         "deltas_without_stamp": cfg.no_stamp.load(Ordering::Relaxed),
         "seq_out_of_order": cfg.out_of_order.load(Ordering::Relaxed),
         "broker_rss_bytes": {"before_connect": rss0, "before_turns": rss1, "after": rss2},
-        "cpu": cpu_report(&a, s0, s1, deltas),
+        "cpu": cpu_report(&a, &s0, &s1, deltas),
     });
     (report, members_done == g && sender_ok == a.turns)
 }
@@ -1126,7 +1163,7 @@ async fn connect(cfg: Arc<Cfg>) -> (Value, bool) {
         "offered_rate": round3(a.connections as f64 / spawn_secs.max(1e-9)),
         "connections_per_sec": round3(n_ok as f64 / secs.max(1e-9)),
         "handshake_ms": summary_ms(&hs.lock().unwrap()),
-        "cpu": cpu_report(&a, s0, s1, 0),
+        "cpu": cpu_report(&a, &s0, &s1, 0),
     });
     (report, n_ok == a.connections)
 }
@@ -1185,6 +1222,10 @@ fn print_table(r: &Value) {
                 format!("{} s ({} cores), {} µs/delta", s(&c["cpu_s"]), s(&c["cores"]), s(&c["cpu_us_per_delta"])),
             );
         }
+    }
+    let m = &r["cpu"]["machine"];
+    if !m.is_null() {
+        add("machine busy", format!("per CPU {} ; not ours {} cores", m["busy_per_cpu"], s(&m["others_cores"])));
     }
     add("errors", format!("{} {}", s(&r["errors"]), r["error_kinds"]));
     add("complete", s(&r["complete"]));
