@@ -144,6 +144,7 @@ ECHO_ENV=""
 
 # ---------------------------------------------------------------- one case
 FAILED=()
+PASSED=0
 
 # run_case NAME SCENARIO "AGENT ARGS" "LOADGEN ARGS" [fanout] [auth]
 run_case() {
@@ -215,6 +216,7 @@ run_case() {
       FAILED+=("$name.$target")
       if ! kill -0 "$bpid" 2>/dev/null; then log "$target died:"; tail -20 "$blog" >&2; fi
     fi
+    [ $rc = 0 ] && PASSED=$((PASSED + 1))
     stop "$bpid" "$apid"
   done
 }
@@ -243,8 +245,13 @@ log "results: $OUT/summary.md and $OUT/combined.json"
 cat "$OUT/summary.md"
 if [ ${#FAILED[@]} -gt 0 ]; then
   log "FAILED: ${FAILED[*]}"
-  echo "bench: 0 passed, ${#FAILED[@]} failed"
+  echo "bench: $PASSED passed, ${#FAILED[@]} failed"
   exit 1
 fi
-echo "bench ($MODE): all cases completed with zero errors"
+if [ "$PASSED" = 0 ]; then
+  log "no case ran (case filter: ${ONLY[*]:-none})"
+  exit 1
+fi
+log "$MODE: every case completed with zero errors"
+echo "bench: $PASSED passed, 0 failed"
 exit 0

@@ -272,7 +272,11 @@ impl SseResponse {
     /// Decode what is buffered (reading once from the socket when nothing is) and
     /// push the contents of complete events into `out`. Returns false once the
     /// response has ended.
-    pub async fn next_batch<R: AsyncRead + Unpin>(&mut self, r: &mut Reader<R>, out: &mut Vec<String>) -> io::Result<bool> {
+    pub async fn next_batch<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut Reader<R>,
+        out: &mut Vec<String>,
+    ) -> io::Result<bool> {
         if self.done {
             return Ok(false);
         }

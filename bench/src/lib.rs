@@ -17,10 +17,7 @@ pub const STAMP_CLOSE: &str = "\u{27E7}";
 /// the same clock (CLOCK_REALTIME, read through the vDSO: ~20-30 ns).
 #[inline]
 pub fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 /// Write one delta's content: `⟦t=<unix_nanos>⟧` padded with ASCII 'x' up to
@@ -90,10 +87,7 @@ pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
     }
 }
 
@@ -114,6 +108,7 @@ pub fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 /// Raise the soft RLIMIT_NOFILE to the hard limit; returns (soft, hard) after.
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
 pub fn raise_nofile() -> (u64, u64) {
     unsafe {
         let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

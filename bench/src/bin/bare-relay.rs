@@ -101,6 +101,8 @@ fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(8192)
 }
 
+// The handshake callback's error type is tungstenite's (an HTTP response).
+#[allow(clippy::result_large_err)]
 async fn conn(sock: TcpStream, sh: Arc<Shared>) {
     let _ = sock.set_nodelay(true);
     let mut token = String::new();
@@ -119,9 +121,7 @@ async fn conn(sock: TcpStream, sh: Arc<Shared>) {
     };
     if let Some(url) = &sh.args.auth {
         if !verify(&sh, url, &token).await {
-            let _ = ws
-                .close(Some(CloseFrame { code: CloseCode::Library(4401), reason: "auth failed".into() }))
-                .await;
+            let _ = ws.close(Some(CloseFrame { code: CloseCode::Library(4401), reason: "auth failed".into() })).await;
             return;
         }
     }

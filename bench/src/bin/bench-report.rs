@@ -92,7 +92,8 @@ fn main() {
     while let Some(a) = args.next() {
         if a == "--env" {
             if let Some(f) = args.next() {
-                env = std::fs::read_to_string(&f).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null);
+                env =
+                    std::fs::read_to_string(&f).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null);
             }
         }
     }
@@ -122,7 +123,10 @@ fn main() {
         md.push_str("| | |\n|---|---|\n");
         if let Some(o) = env.as_object() {
             for (k, v) in o {
-                md.push_str(&format!("| {k} | {} |\n", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())));
+                md.push_str(&format!(
+                    "| {k} | {} |\n",
+                    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
+                ));
             }
         }
         md.push('\n');
@@ -164,7 +168,8 @@ fn main() {
         combined.push(json!({"case": case, "scenario": scen, "rows": rows, "clawsocket": claw, "bare": bare}));
     }
     let out = json!({"env": env, "cases": combined, "errors": total_errors});
-    std::fs::write(dir.join("combined.json"), serde_json::to_string_pretty(&out).unwrap()).expect("write combined.json");
+    std::fs::write(dir.join("combined.json"), serde_json::to_string_pretty(&out).unwrap())
+        .expect("write combined.json");
     std::fs::write(dir.join("summary.md"), &md).expect("write summary.md");
     print!("{md}");
 }

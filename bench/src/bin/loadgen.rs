@@ -289,7 +289,13 @@ fn ws_config(big: bool) -> WebSocketConfig {
 /// TCP connect (from a spread source address when configured), WebSocket
 /// handshake, then wait for the welcome frame. Returns the stream and the time
 /// from the start of the TCP connect to the welcome frame.
-async fn open(cfg: &Cfg, i: usize, sender: &str, token: bool, big: bool) -> Result<(Ws, Duration), (String, Option<String>)> {
+async fn open(
+    cfg: &Cfg,
+    i: usize,
+    sender: &str,
+    token: bool,
+    big: bool,
+) -> Result<(Ws, Duration), (String, Option<String>)> {
     let t0 = Instant::now();
     let fut = async {
         let sock = TcpSocket::new_v4().map_err(|e| (io_kind("socket", &e), Some(e.to_string())))?;
@@ -497,7 +503,10 @@ fn broker_rss(a: &Args) -> Option<u64> {
 
 fn main() {
     let args = Args::parse();
-    if args.target == Target::Bare && matches!(args.scenario, Scenario::Stream | Scenario::Fanout) && args.deltas.is_none() {
+    if args.target == Target::Bare
+        && matches!(args.scenario, Scenario::Stream | Scenario::Fanout)
+        && args.deltas.is_none()
+    {
         eprintln!("loadgen: --target bare needs --deltas (the relay's frames carry no end-of-turn marker)");
         std::process::exit(2);
     }
@@ -526,8 +535,13 @@ fn parse_url(url: &str) -> Result<(SocketAddr, String), String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let hp = if hostport.starts_with("localhost") { hostport.replacen("localhost", "127.0.0.1", 1) } else { hostport.to_string() };
-    let addr: SocketAddr = hp.parse().map_err(|_| format!("cannot parse host:port {hostport:?} (use a numeric address)"))?;
+    let hp = if hostport.starts_with("localhost") {
+        hostport.replacen("localhost", "127.0.0.1", 1)
+    } else {
+        hostport.to_string()
+    };
+    let addr: SocketAddr =
+        hp.parse().map_err(|_| format!("cannot parse host:port {hostport:?} (use a numeric address)"))?;
     if !addr.ip().is_loopback() {
         return Err(format!("{addr}: this benchmark only targets loopback addresses"));
     }
@@ -570,7 +584,15 @@ async fn run(args: Args) -> i32 {
     });
     eprintln!(
         "loadgen: {:?} against {:?} {} n={} turns={} deltas={:?} rate={}/s threads={} src={:?}",
-        args.scenario, args.target, args.url, args.connections, args.turns, args.deltas, args.rate, args.threads, cfg.src
+        args.scenario,
+        args.target,
+        args.url,
+        args.connections,
+        args.turns,
+        args.deltas,
+        args.rate,
+        args.threads,
+        cfg.src
     );
     let started_unix = unix_nanos() / 1_000_000_000;
     let deadline = Duration::from_secs_f64(args.max_secs);
@@ -721,7 +743,8 @@ fn send_frame(cfg: &Cfg, i: usize, t: usize, group: bool) -> String {
         Target::Clawsocket => {
             let mid = format!("{}-{}-{}", cfg.run_id, i, t);
             if group {
-                json!({"type":"chat.send","content":"go","chatType":"group","groupId":cfg.args.group,"messageId":mid}).to_string()
+                json!({"type":"chat.send","content":"go","chatType":"group","groupId":cfg.args.group,"messageId":mid})
+                    .to_string()
             } else {
                 json!({"type":"chat.send","content":"go","messageId":mid}).to_string()
             }
@@ -808,7 +831,10 @@ async fn read_turn(
                 Kind::Response => {
                     if let Some(d) = expect {
                         if n as usize != d {
-                            cfg.error("delta_count", Some(&format!("expected {d} chat.stream frames, got {n}; then {text}")));
+                            cfg.error(
+                                "delta_count",
+                                Some(&format!("expected {d} chat.stream frames, got {n}; then {text}")),
+                            );
                         }
                     }
                     return true;
@@ -950,7 +976,9 @@ async fn join(cfg: &Cfg, ws: &mut Ws) -> Result<(), (String, Option<String>)> {
                         Target::Bare => {}
                         Target::Clawsocket => match classify_claw(&text) {
                             (Kind::Joined, _) => return Ok(()),
-                            (Kind::Error, code) => return Err((format!("join_error:{}", code.unwrap_or_default()), Some(text))),
+                            (Kind::Error, code) => {
+                                return Err((format!("join_error:{}", code.unwrap_or_default()), Some(text)))
+                            }
                             _ => {}
                         },
                     }
@@ -1185,7 +1213,14 @@ fn print_table(r: &Value) {
         if v.is_null() {
             return "n/a".into();
         }
-        format!("p50 {} p90 {} p99 {} max {} ms (n={})", s(&v["p50"]), s(&v["p90"]), s(&v["p99"]), s(&v["max"]), s(&v["count"]))
+        format!(
+            "p50 {} p90 {} p99 {} max {} ms (n={})",
+            s(&v["p50"]),
+            s(&v["p90"]),
+            s(&v["p99"]),
+            s(&v["max"]),
+            s(&v["count"])
+        )
     };
     add("scenario / target", format!("{} / {}", s(&r["scenario"]), s(&r["target"])));
     add("connections ok", format!("{} of {}", s(&r["connections"]["ok"]), s(&r["connections"]["requested"])));
