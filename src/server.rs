@@ -82,7 +82,9 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.backend.probe().await {
         Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
-        Err(reason) => HttpResponse::ServiceUnavailable().content_type("text/plain").body(format!("not ready: {reason}\n")),
+        Err(reason) => {
+            HttpResponse::ServiceUnavailable().content_type("text/plain").body(format!("not ready: {reason}\n"))
+        }
     }
 }
 

@@ -1,13 +1,14 @@
 //! Test support: start the real server, talk to it over a real WebSocket.
 
 pub mod client;
+pub mod fake_agent;
 pub mod server;
 
 use std::future::Future;
 use std::time::Duration;
 
 pub use client::WsClient;
-pub use server::spawn_server;
+pub use server::{spawn_server, TestServer as TestServerHandle};
 
 /// Polls `condition` until it holds; fails the test after 10 s (a hang, not a timing claim).
 pub async fn eventually<F, Fut>(what: &str, mut condition: F)
