@@ -5,3 +5,4 @@ mod support;
 
 mod backends;
 mod foundation;
+mod sessions;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,7 +48,40 @@ pub type Script = Arc<dyn Fn(usize, &Recorded) -> Reply + Send + Sync>;
 pub struct FakeAgent {
     pub addr: SocketAddr,
     recorded: Arc<Mutex<Vec<Recorded>>>,
+    activity: Arc<Activity>,
     handle: actix_web::dev::ServerHandle,
+}
+
+/// What the fake saw of its calls in flight.
+#[derive(Debug, Default)]
+pub struct Activity {
+    active: AtomicUsize,
+    most_at_once: AtomicUsize,
+    completed: AtomicUsize,
+    /// Calls whose response was dropped by the client before it was complete.
+    cancelled: AtomicUsize,
+}
+
+/// Held by one call's response until it is fully written (complete) or dropped (cancelled).
+struct CallGuard {
+    activity: Arc<Activity>,
+    complete: bool,
+}
+
+impl CallGuard {
+    fn new(activity: Arc<Activity>) -> Self {
+        let now = activity.active.fetch_add(1, Ordering::SeqCst) + 1;
+        activity.most_at_once.fetch_max(now, Ordering::SeqCst);
+        CallGuard { activity, complete: false }
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.activity.active.fetch_sub(1, Ordering::SeqCst);
+        let counter = if self.complete { &self.activity.completed } else { &self.activity.cancelled };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl FakeAgent {
@@ -60,9 +94,11 @@ impl FakeAgent {
     pub fn start_on(listener: TcpListener, script: Script) -> FakeAgent {
         let addr = listener.local_addr().expect("fake agent address");
         let recorded: Arc<Mutex<Vec<Recorded>>> = Arc::default();
-        let shared = recorded.clone();
+        let activity: Arc<Activity> = Arc::default();
+        let (shared, shared_activity) = (recorded.clone(), activity.clone());
         let server = HttpServer::new(move || {
             let recorded = shared.clone();
+            let activity = shared_activity.clone();
             let script = script.clone();
             App::new()
                 .route("/v1/models", web::get().to(|| async { HttpResponse::Ok().json(json!({"data": []})) }))
@@ -70,7 +106,8 @@ impl FakeAgent {
                 .default_service(web::to(move |request: HttpRequest, body: Bytes| {
                     let recorded = recorded.clone();
                     let script = script.clone();
-                    async move { answer(request, body, recorded, script).await }
+                    let guard = CallGuard::new(activity.clone());
+                    async move { answer(request, body, recorded, script, guard).await }
                 }))
         })
         .workers(1)
@@ -80,7 +117,22 @@ impl FakeAgent {
         .run();
         let handle = server.handle();
         actix_rt::spawn(server);
-        FakeAgent { addr, recorded, handle }
+        FakeAgent { addr, recorded, activity, handle }
+    }
+
+    /// The most calls that were in flight at the same moment.
+    pub fn most_at_once(&self) -> usize {
+        self.activity.most_at_once.load(Ordering::SeqCst)
+    }
+
+    /// Calls whose answer the client dropped before it was complete (aborts).
+    pub fn cancelled(&self) -> usize {
+        self.activity.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Calls answered to the end.
+    pub fn completed(&self) -> usize {
+        self.activity.completed.load(Ordering::SeqCst)
     }
 
     /// `http://127.0.0.1:PORT` (the openclaw gateway URL).
@@ -115,6 +167,7 @@ async fn answer(
     body: Bytes,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     script: Script,
+    mut guard: CallGuard,
 ) -> HttpResponse {
     let call = Recorded {
         path: request.path().to_string(),
@@ -136,27 +189,43 @@ async fn answer(
         reply = *inner;
     }
     match reply {
-        Reply::Json(value) => HttpResponse::Ok().json(value),
+        Reply::Json(value) => {
+            guard.complete = true;
+            HttpResponse::Ok().json(value)
+        }
         Reply::Status(status, body) => {
+            guard.complete = true;
             HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status"))
                 .content_type("application/json")
                 .body(body)
         }
-        Reply::Stream(chunks) => HttpResponse::Ok().content_type("text/event-stream").streaming(
-            stream::iter(chunks).then(|chunk| async move {
-                match chunk {
-                    Chunk::Bytes(delay, bytes) => {
-                        if !delay.is_zero() {
-                            actix_rt::time::sleep(delay).await;
-                        }
-                        Ok(Bytes::from(bytes))
-                    }
-                    Chunk::Abort => Err(actix_web::error::ErrorInternalServerError("cut")),
-                }
-            }),
-        ),
+        Reply::Stream(chunks) => {
+            HttpResponse::Ok().content_type("text/event-stream").streaming(stream_chunks(chunks, guard))
+        }
         Reply::Late(..) => unreachable!("unwrapped above"),
     }
+}
+
+/// Writes the chunks in order; the guard learns whether the stream was written whole.
+fn stream_chunks(
+    chunks: Vec<Chunk>,
+    guard: CallGuard,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    stream::unfold((chunks.into_iter(), guard), |(mut chunks, mut guard)| async move {
+        match chunks.next() {
+            Some(Chunk::Bytes(delay, bytes)) => {
+                if !delay.is_zero() {
+                    actix_rt::time::sleep(delay).await;
+                }
+                Some((Ok(Bytes::from(bytes)), (chunks, guard)))
+            }
+            Some(Chunk::Abort) => Some((Err(actix_web::error::ErrorInternalServerError("cut")), (chunks, guard))),
+            None => {
+                guard.complete = true;
+                None
+            }
+        }
+    })
 }
 
 /// A complete SSE answer: a role-only first chunk, one chunk per delta, a
@@ -197,6 +266,15 @@ pub fn cut_every(body: &[u8], every: usize) -> Vec<Chunk> {
 /// A stream that answers `deltas` in one write.
 pub fn answer_with(deltas: &[&str]) -> Reply {
     Reply::Stream(vec![Chunk::Bytes(Duration::ZERO, sse_body(deltas))])
+}
+
+/// `deltas` as separate writes, `pause` apart: a slow, LLM-paced answer.
+pub fn slowly(deltas: &[&str], pause: Duration) -> Reply {
+    let body = sse_body(deltas);
+    let text = String::from_utf8(body).expect("SSE text");
+    let events: Vec<Chunk> =
+        text.split_inclusive("\n\n").map(|event| Chunk::Bytes(pause, event.as_bytes().to_vec())).collect();
+    Reply::Stream(events)
 }
 
 /// A script that always answers `deltas`.
