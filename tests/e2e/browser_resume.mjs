@@ -65,7 +65,7 @@ runTest('browser resume after a dropped connection', 60000, async (setCleanup) =
   assert(await page.locator('#transcript .msg.agent').count() === 1, 'more than one agent bubble for one turn');
   assert(await page.locator('#transcript .msg.error').count() === 0, 'error line(s) in the transcript');
 
-  const inAfter = after.filter((f) => f.dir === 'in').map((f) => f.msg);
+  const inAfter = after.filter((f) => f.dir === 'in' && f.sock === join.sock).map((f) => f.msg);
   const replayed = inAfter.filter((m) => m.type === 'chat.stream');
   const how = replayed.length
     ? `${replayed.length} delta(s) after the rejoin, the first seq ${replayed[0].seq}${replayed[0].catchUp ? ' (catch-up)' : ''}`

@@ -42,12 +42,14 @@ export async function launch() {
     timeout: 30000,
   });
   const page = context.pages()[0] || (await context.newPage());
-  const frames = []; // { dir: 'in'|'out', msg, t }
+  const frames = []; // { dir: 'in'|'out', msg, t, sock: 1, 2, … (the page's nth socket) }
+  let sockets = 0;
   page.on('websocket', (ws) => {
+    const sock = ++sockets;
     const record = (dir) => ({ payload }) => {
       let msg = payload;
       try { msg = JSON.parse(typeof payload === 'string' ? payload : payload.toString('utf8')); } catch { /* keep raw */ }
-      frames.push({ dir, msg, t: Date.now() });
+      frames.push({ dir, msg, t: Date.now(), sock });
     };
     ws.on('framereceived', record('in'));
     ws.on('framesent', record('out'));

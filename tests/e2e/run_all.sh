@@ -58,10 +58,18 @@ SERVER_PID=$!
 
 export CLAWSOCKET_URL="http://127.0.0.1:$PORT"
 export CLAWSOCKET_WS="ws://127.0.0.1:$PORT/ws"
+healthy() {
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsS --max-time 2 "$CLAWSOCKET_URL/healthz" >/dev/null 2>&1
+  else
+    python3 -c 'import sys, urllib.request; sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else 1)' \
+      "$CLAWSOCKET_URL/healthz" >/dev/null 2>&1
+  fi
+}
 ready=0
 for _ in $(seq 150); do
   if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
-  if curl -fsS --max-time 2 "$CLAWSOCKET_URL/healthz" >/dev/null 2>&1; then ready=1; break; fi
+  if healthy; then ready=1; break; fi
   sleep 0.2
 done
 if [ "$ready" != 1 ]; then
