@@ -1,0 +1,22 @@
+//! ClawSocket: a multi-tenant WebSocket front-end that relays chats to AI agents.
+//!
+//! It speaks the openclaw-websocket channel protocol (`chat.send` in; `chat.typing`,
+//! `chat.stream`, `chat.response`, `chat.error` out). Each socket is a
+//! `ConnectionActor`; each conversation a `SessionActor` that runs one turn at a time;
+//! each running turn an `AgentBridge` that streams the backend's answer and fans every
+//! delta out to the session's subscribers; a `Supervisor` holds the registries.
+//! `server::run` wires them behind actix-web; `main.rs` only parses flags and loads
+//! [`config::Settings`]. See ARCHITECTURE.md for the path of one message.
+
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod protocol;
+pub mod server;
+
+// The actors live in the top-level `actors/` folder (the project layout of SPEC §9)
+// but belong to this crate: they need `protocol`, `config` and `backend`, and the
+// server needs them, so a separate crate would be a dependency cycle.
+#[path = "../actors/mod.rs"]
+pub mod actors;

@@ -1,0 +1,242 @@
+//! `AgentBridge`: one per running turn, started by its SessionActor on the same thread.
+//!
+//! It runs the backend call, and for each streamed delta builds one `chat.stream`
+//! frame, serializes it once and hands the same bytes to every subscriber of the
+//! session (the hot path: no per-subscriber copy, no lock, no await). It keeps the
+//! answer so far and where each delta ends in it, so a connection that joins
+//! mid-turn is replayed what it missed before it gets live deltas. When the stream
+//! ends, fails or times out it reports `TurnFinished` to the session, which records
+//! the answer and sends the final `chat.response`. Stopping the bridge (abort) drops
+//! the backend stream and with it the HTTP request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::connection::{fan_out, ConnectionHandle, Delivery};
+use super::session::{DropSubscribers, SessionActor, TurnFinished};
+use crate::backend::{AgentBackend, BackendError, TurnRequest};
+use crate::config::StreamMode;
+use crate::identity::SessionKey;
+use crate::protocol::{Frame, Outbound};
+
+/// Replaying more than this many bytes to a late joiner is done as one catch-up
+/// `chat.stream` frame holding all the missed text, instead of one frame per delta.
+pub const REPLAY_FRAME_BYTES: usize = 64 * 1024;
+
+/// The session's subscribers changed: deliver to these from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetSubscribers {
+    pub subscribers: Arc<[ConnectionHandle]>,
+}
+
+/// A connection joined mid-turn: replay to it what came after `after_seq`, then
+/// deliver to `subscribers` (which include it) from the next delta on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Attach {
+    pub from: ConnectionHandle,
+    pub after_seq: u64,
+    pub subscribers: Arc<[ConnectionHandle]>,
+}
+
+/// Abort: stop now, report nothing (the session has already told the subscribers).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopTurn;
+
+/// What a bridge is started with.
+pub struct TurnSetup {
+    /// The session's turn counter, echoed in `TurnFinished` so a stale report is ignored.
+    pub number: u64,
+    pub message_id: Arc<str>,
+    pub session_key: SessionKey,
+    pub agent_id: Arc<str>,
+    pub stream_mode: StreamMode,
+    pub turn_timeout: Duration,
+    pub subscribers: Arc<[ConnectionHandle]>,
+    pub session: Addr<SessionActor>,
+    pub backend: Arc<dyn AgentBackend>,
+    pub request: TurnRequest,
+}
+
+/// One turn's relay.
+pub struct AgentBridge {
+    number: u64,
+    message_id: Arc<str>,
+    session_key: SessionKey,
+    stream_mode: StreamMode,
+    turn_timeout: Duration,
+    subscribers: Arc<[ConnectionHandle]>,
+    session: Addr<SessionActor>,
+    backend: Arc<dyn AgentBackend>,
+    /// Taken when the turn starts.
+    request: Option<TurnRequest>,
+    /// The answer so far.
+    text: String,
+    /// Where delta `n` (seq n) ends in `text`: `delta_ends[n - 1]`.
+    delta_ends: Vec<usize>,
+    /// Set once `TurnFinished` is sent, so it is sent once.
+    reported: bool,
+}
+
+impl AgentBridge {
+    pub fn new(setup: TurnSetup) -> Self {
+        AgentBridge {
+            number: setup.number,
+            message_id: setup.message_id,
+            session_key: setup.session_key,
+            stream_mode: setup.stream_mode,
+            turn_timeout: setup.turn_timeout,
+            subscribers: setup.subscribers,
+            session: setup.session,
+            backend: setup.backend,
+            request: Some(setup.request),
+            text: String::new(),
+            delta_ends: Vec::new(),
+            reported: false,
+        }
+    }
+
+    fn seq(&self) -> u64 {
+        self.delta_ends.len() as u64
+    }
+}
+
+impl Actor for AgentBridge {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let typing = self.typing_frame();
+        self.send_to_all(&typing);
+        if let Some(request) = self.request.take() {
+            ctx.add_stream(self.backend.stream_turn(request));
+        }
+        ctx.run_later(self.turn_timeout, |bridge, ctx| {
+            bridge.report(Err(BackendError::Timeout("limits.turnTimeoutMs")));
+            ctx.stop();
+        });
+    }
+}
+
+impl StreamHandler<Result<String, BackendError>> for AgentBridge {
+    fn handle(&mut self, item: Result<String, BackendError>, ctx: &mut Self::Context) {
+        match item {
+            Ok(delta) if delta.is_empty() => {}
+            Ok(delta) => self.relay(&delta),
+            Err(error) => {
+                self.report(Err(error));
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        let answer = std::mem::take(&mut self.text);
+        self.report(Ok(answer));
+        ctx.stop();
+    }
+}
+
+impl Handler<SetSubscribers> for AgentBridge {
+    type Result = ();
+
+    fn handle(&mut self, message: SetSubscribers, _ctx: &mut Self::Context) {
+        self.subscribers = message.subscribers;
+    }
+}
+
+impl Handler<Attach> for AgentBridge {
+    type Result = ();
+
+    fn handle(&mut self, message: Attach, _ctx: &mut Self::Context) {
+        self.subscribers = message.subscribers;
+        if message.from.deliver(&self.typing_frame()) != Delivery::Queued {
+            return;
+        }
+        for frame in self.replay_frames(message.after_seq) {
+            if message.from.deliver(&frame) != Delivery::Queued {
+                return;
+            }
+        }
+    }
+}
+
+impl Handler<StopTurn> for AgentBridge {
+    type Result = ();
+
+    fn handle(&mut self, _: StopTurn, ctx: &mut Self::Context) {
+        self.reported = true;
+        ctx.stop();
+    }
+}
+
+impl AgentBridge {
+    /// The hot path: one frame per delta, its bytes shared by every subscriber.
+    fn relay(&mut self, delta: &str) {
+        self.text.push_str(delta);
+        self.delta_ends.push(self.text.len());
+        let content = match self.stream_mode {
+            StreamMode::Delta => delta,
+            StreamMode::Cumulative => &self.text,
+        };
+        let frame = self.stream_frame(content, self.seq(), false);
+        self.send_to_all(&frame);
+    }
+
+    fn send_to_all(&mut self, frame: &Frame) {
+        let dropped = fan_out(&self.subscribers, frame);
+        if !dropped.is_empty() {
+            self.subscribers =
+                self.subscribers.iter().filter(|handle| !dropped.contains(&handle.id)).cloned().collect();
+            self.session.do_send(DropSubscribers { ids: dropped });
+        }
+    }
+
+    /// What a joiner that saw up to `after_seq` missed: one frame per delta, or one
+    /// catch-up frame when that is more than `REPLAY_FRAME_BYTES` of text.
+    fn replay_frames(&self, after_seq: u64) -> Vec<Frame> {
+        let seq = self.seq();
+        if after_seq >= seq {
+            return Vec::new();
+        }
+        let from = self.delta_end(after_seq);
+        let missed = &self.text[from..];
+        if missed.len() > REPLAY_FRAME_BYTES || self.stream_mode == StreamMode::Cumulative {
+            let content = match self.stream_mode {
+                StreamMode::Delta => missed,
+                StreamMode::Cumulative => &self.text,
+            };
+            return vec![self.stream_frame(content, seq, true)];
+        }
+        (after_seq + 1..=seq)
+            .map(|n| self.stream_frame(&self.text[self.delta_end(n - 1)..self.delta_end(n)], n, false))
+            .collect()
+    }
+
+    /// Byte offset in `text` where delta `seq` ends (0 for seq 0).
+    fn delta_end(&self, seq: u64) -> usize {
+        match seq {
+            0 => 0,
+            n => self.delta_ends.get(n as usize - 1).copied().unwrap_or(self.text.len()),
+        }
+    }
+
+    fn stream_frame(&self, content: &str, seq: u64, catch_up: bool) -> Frame {
+        Outbound::Stream { message_id: &self.message_id, content, done: false, seq, catch_up }.to_frame()
+    }
+
+    fn typing_frame(&self) -> Frame {
+        Outbound::Typing { message_id: &self.message_id, session_key: self.session_key.as_str() }.to_frame()
+    }
+
+    fn report(&mut self, outcome: Result<String, BackendError>) {
+        if self.reported {
+            return;
+        }
+        self.reported = true;
+        self.session.do_send(TurnFinished { number: self.number, outcome });
+    }
+}

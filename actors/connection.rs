@@ -1,0 +1,364 @@
+//! `ConnectionActor`: one per WebSocket, the only actor that touches a socket.
+//!
+//! It decodes inbound frames (a bad one earns a `chat.error`, never a close), fixes
+//! the identity a message acts as, and routes every session command through the
+//! Supervisor, which owns the question "which SessionActor is that". Outbound it
+//! only writes frames it is handed (`Deliver`): it never builds an agent answer.
+//! Its mailbox is bounded by `limits.outboundQueue`: a sender that finds it full
+//! evicts the connection (`Evict`, close 1008) instead of buffering without end.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_http::ws::Item;
+use actix_web_actors::ws;
+use bytes::BytesMut;
+
+use super::session::{AbortTurn, JoinSession, LeaveSession, ReadHistory, SessionCommand, SubmitTurn, Turn};
+use super::supervisor::{ConnectionClosed, ConnectionOpened, Route, Supervisor};
+use crate::config::{DmPolicy, Settings};
+use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
+use crate::protocol::{self, ErrorCode, Frame, Inbound, Outbound, SessionSelector, CLOSE_POLICY, CLOSE_TOO_BIG};
+
+/// Write one serialized frame to the socket.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub frame: Frame,
+}
+
+/// The connection fell too far behind (its outbound queue filled): close it with 1008.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evict;
+
+/// Close the socket with `code` (shutdown, over capacity), after a last frame if any.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseWith {
+    pub code: u16,
+    pub reason: &'static str,
+    pub last_frame: Option<Frame>,
+}
+
+/// How sessions and agent bridges reach a subscribed connection.
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    pub id: ConnectionId,
+    pub address: Addr<ConnectionActor>,
+}
+
+/// What became of a frame handed to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Queued,
+    /// The connection is gone; drop the subscriber.
+    Gone,
+    /// The connection's queue was full: it was told to close; drop the subscriber.
+    Evicted,
+}
+
+impl ConnectionHandle {
+    /// Queues `frame` without waiting and without growing a full queue.
+    pub fn deliver(&self, frame: &Frame) -> Delivery {
+        match self.address.try_send(Deliver { frame: frame.clone() }) {
+            Ok(()) => Delivery::Queued,
+            Err(SendError::Closed(_)) => Delivery::Gone,
+            Err(SendError::Full(_)) => {
+                // One message past the bound, once: the caller drops this subscriber.
+                self.address.do_send(Evict);
+                Delivery::Evicted
+            }
+        }
+    }
+}
+
+/// Hands `frame` to every subscriber; returns the ids of those that must be dropped.
+pub fn fan_out(subscribers: &[ConnectionHandle], frame: &Frame) -> Vec<ConnectionId> {
+    let mut dropped = Vec::new();
+    for subscriber in subscribers {
+        if subscriber.deliver(frame) != Delivery::Queued {
+            dropped.push(subscriber.id.clone());
+        }
+    }
+    dropped
+}
+
+/// A text or binary message arriving in several frames, bounded by `maxMessageBytes`.
+struct Continuation {
+    buffer: BytesMut,
+}
+
+/// One WebSocket connection.
+pub struct ConnectionActor {
+    id: ConnectionId,
+    /// Who this connection speaks for; messages may override it only when unauthenticated.
+    identity: Identity,
+    settings: Arc<Settings>,
+    supervisor: Addr<Supervisor>,
+    /// Sessions this connection sent into or joined: the ones it receives, may abort
+    /// and may read, and must leave when it closes.
+    subscribed: HashSet<SessionTarget>,
+    /// A fragmented message being reassembled.
+    continuation: Option<Continuation>,
+    /// Last time the peer showed it is alive (any frame, or a pong).
+    last_heartbeat: Instant,
+    opened_at: Instant,
+}
+
+impl ConnectionActor {
+    pub fn new(id: ConnectionId, identity: Identity, settings: Arc<Settings>, supervisor: Addr<Supervisor>) -> Self {
+        ConnectionActor {
+            id,
+            identity,
+            settings,
+            supervisor,
+            subscribed: HashSet::new(),
+            continuation: None,
+            last_heartbeat: Instant::now(),
+            opened_at: Instant::now(),
+        }
+    }
+}
+
+impl Actor for ConnectionActor {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.settings.limits.outbound_queue);
+        self.start_heartbeat(ctx);
+        let handle = ConnectionHandle { id: self.id.clone(), address: ctx.address() };
+        self.supervisor.do_send(ConnectionOpened { handle });
+        log::info!(
+            "connection {} opened: sender {:?} ({})",
+            self.id,
+            self.identity.sender_id,
+            if self.identity.authenticated { "authenticated" } else { "anonymous" }
+        );
+        let welcome = Outbound::Welcome {
+            content: protocol::WELCOME_TEXT,
+            connection_id: self.id.as_str(),
+            sender_id: &self.identity.sender_id,
+            sender_name: &self.identity.sender_name,
+            authenticated: self.identity.authenticated,
+        };
+        ctx.text(welcome.to_frame().text());
+    }
+
+    fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
+        let subscribed = self.subscribed.drain().collect();
+        self.supervisor.do_send(ConnectionClosed { id: self.id.clone(), subscribed });
+        log::info!("connection {} closed after {:.1?}", self.id, self.opened_at.elapsed());
+        Running::Stop
+    }
+}
+
+impl Handler<Deliver> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: Deliver, ctx: &mut Self::Context) {
+        ctx.text(message.frame.text());
+    }
+}
+
+impl Handler<Evict> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Evict, ctx: &mut Self::Context) {
+        log::warn!("connection {} is too slow to read its frames; closing (1008)", self.id);
+        close(ctx, CLOSE_POLICY, "slow consumer: outbound queue full");
+    }
+}
+
+impl Handler<CloseWith> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: CloseWith, ctx: &mut Self::Context) {
+        if let Some(frame) = message.last_frame {
+            ctx.text(frame.text());
+        }
+        close(ctx, message.code, message.reason);
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConnectionActor {
+    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heartbeat = Instant::now();
+        let message = match item {
+            Ok(message) => message,
+            Err(ws::ProtocolError::Overflow) => return self.too_big(ctx),
+            Err(error) => {
+                log::info!("connection {}: protocol error, closing: {error}", self.id);
+                return close(ctx, 1002, "protocol error");
+            }
+        };
+        match message {
+            ws::Message::Text(text) => self.on_message(text.as_bytes(), ctx),
+            ws::Message::Binary(bytes) => self.on_message(&bytes, ctx),
+            ws::Message::Continuation(item) => self.on_continuation(item, ctx),
+            ws::Message::Ping(payload) => ctx.pong(&payload),
+            ws::Message::Pong(_) | ws::Message::Nop => {}
+            ws::Message::Close(reason) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl ConnectionActor {
+    fn start_heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        let heartbeat = &self.settings.limits.heartbeat;
+        let interval = Duration::from_millis(heartbeat.interval_ms);
+        let timeout = Duration::from_millis(heartbeat.timeout_ms);
+        ctx.run_interval(interval, move |actor, ctx| {
+            if actor.last_heartbeat.elapsed() > timeout {
+                log::info!("connection {}: no sign of life for {timeout:?}; dropping", actor.id);
+                ctx.stop();
+                return;
+            }
+            ctx.ping(b"");
+        });
+    }
+
+    fn too_big(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let limit = self.settings.limits.max_message_bytes;
+        log::info!("connection {}: message over {limit} bytes; closing (1009)", self.id);
+        close(ctx, CLOSE_TOO_BIG, "message too big");
+    }
+
+    fn on_continuation(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let limit = self.settings.limits.max_message_bytes;
+        let (chunk, last) = match item {
+            Item::FirstText(chunk) | Item::FirstBinary(chunk) => {
+                self.continuation = Some(Continuation { buffer: BytesMut::new() });
+                (chunk, false)
+            }
+            Item::Continue(chunk) => (chunk, false),
+            Item::Last(chunk) => (chunk, true),
+        };
+        let Some(continuation) = self.continuation.as_mut() else {
+            return close(ctx, 1002, "continuation without a first frame");
+        };
+        if continuation.buffer.len() + chunk.len() > limit {
+            self.continuation = None;
+            return self.too_big(ctx);
+        }
+        continuation.buffer.extend_from_slice(&chunk);
+        if last {
+            if let Some(whole) = self.continuation.take() {
+                self.on_message(&whole.buffer, ctx);
+            }
+        }
+    }
+
+    fn on_message(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+        match protocol::decode(bytes) {
+            Ok(inbound) => self.dispatch(inbound, ctx),
+            Err(error) => {
+                log::debug!("connection {}: refused a frame: {}", self.id, error.message);
+                reply(ctx, Outbound::error_frame(error.code, &error.message, error.message_id.as_deref()));
+            }
+        }
+    }
+
+    fn dispatch(&mut self, inbound: Inbound, ctx: &mut ws::WebsocketContext<Self>) {
+        match inbound {
+            Inbound::Send(message) => self.submit(*message, ctx),
+            Inbound::Join(request) => {
+                let target = self.target_of(&request.session);
+                self.subscribed.insert(target.clone());
+                let from = self.own_handle(ctx);
+                self.route(target, SessionCommand::Join(JoinSession { from, after_seq: request.after_seq }));
+            }
+            Inbound::Leave(selector) => {
+                let target = self.target_of(&selector);
+                self.subscribed.remove(&target);
+                let from = self.own_handle(ctx);
+                self.route(target, SessionCommand::Leave(LeaveSession { from }));
+            }
+            Inbound::Abort(request) => {
+                let target = self.target_of(&request.session);
+                if self.may_control(&target, ctx, request.message_id.as_deref()) {
+                    let from = self.own_handle(ctx);
+                    let abort = AbortTurn { from, message_id: request.message_id };
+                    self.route(target, SessionCommand::Abort(abort));
+                }
+            }
+            Inbound::History(request) => {
+                let target = self.target_of(&request.session);
+                if self.may_control(&target, ctx, None) {
+                    let from = self.own_handle(ctx);
+                    let limit = protocol::history_limit(request.limit);
+                    self.route(target, SessionCommand::History(ReadHistory { from, limit }));
+                }
+            }
+            Inbound::Ping => reply(ctx, Outbound::Pong.to_frame()),
+        }
+    }
+
+    fn submit(&mut self, message: protocol::SendMessage, ctx: &mut ws::WebsocketContext<Self>) {
+        let identity = self.identity.for_message(message.sender_id.as_deref(), message.sender_name.as_deref());
+        let message_id = message.message_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let websocket = &self.settings.channels.websocket;
+        if websocket.dm_policy == DmPolicy::Allowlist && !websocket.allow_from.contains(&identity.sender_id) {
+            let text = "this sender is not allowed to talk to the agent (dmPolicy allowlist)";
+            return reply(ctx, Outbound::error_frame(ErrorCode::Forbidden, text, Some(&message_id)));
+        }
+        let chat = match &message.group_id {
+            Some(group) if message.chat_type == protocol::ChatType::Group => Chat::Group(group.clone()),
+            _ => Chat::Direct(identity.sender_id.clone()),
+        };
+        let target = SessionTarget { chat, thread_id: message.thread_id.clone() };
+        self.subscribed.insert(target.clone());
+        let turn = Turn { message_id: Arc::from(message_id), identity, message, origin: self.id.clone() };
+        let from = self.own_handle(ctx);
+        self.route(target, SessionCommand::Submit(SubmitTurn { from, turn: Box::new(turn) }));
+    }
+
+    /// The session a control message names: a group, or the caller's direct session.
+    fn target_of(&self, selector: &SessionSelector) -> SessionTarget {
+        let chat = match &selector.group_id {
+            Some(group) => Chat::Group(group.clone()),
+            None => Chat::Direct(self.identity.for_message(selector.sender_id.as_deref(), None).sender_id),
+        };
+        SessionTarget { chat, thread_id: selector.thread_id.clone() }
+    }
+
+    /// Abort and history are for the caller's own direct sessions and the sessions it
+    /// sent into or joined (SPEC §2); anything else is answered `forbidden`.
+    fn may_control(
+        &self,
+        target: &SessionTarget,
+        ctx: &mut ws::WebsocketContext<Self>,
+        message_id: Option<&str>,
+    ) -> bool {
+        let own_direct = matches!(&target.chat, Chat::Direct(sender) if *sender == self.identity.sender_id);
+        if own_direct || self.subscribed.contains(target) {
+            return true;
+        }
+        let text = "this connection has not joined or sent into that session";
+        reply(ctx, Outbound::error_frame(ErrorCode::Forbidden, text, message_id));
+        false
+    }
+
+    fn own_handle(&self, ctx: &ws::WebsocketContext<Self>) -> ConnectionHandle {
+        ConnectionHandle { id: self.id.clone(), address: ctx.address() }
+    }
+
+    fn route(&self, target: SessionTarget, command: SessionCommand) {
+        self.supervisor.do_send(Route { target, arbiter: Arbiter::current(), command });
+    }
+}
+
+/// Writes a frame meant for this connection only.
+fn reply(ctx: &mut ws::WebsocketContext<ConnectionActor>, frame: Frame) {
+    ctx.text(frame.text());
+}
+
+fn close(ctx: &mut ws::WebsocketContext<ConnectionActor>, code: u16, reason: &str) {
+    ctx.close(Some(ws::CloseReason { code: ws::CloseCode::from(code), description: Some(reason.to_string()) }));
+    ctx.stop();
+}

@@ -1,0 +1,10 @@
+//! The actors of the design card (SPEC §9), one file each with the messages it handles.
+//!
+//! `connection` (one per socket) → `supervisor` (registries; finds the session) →
+//! `session` (one per conversation; orders turns) → `agent_bridge` (one per running
+//! turn; streams from the backend and fans deltas out to the session's connections).
+
+pub mod agent_bridge;
+pub mod connection;
+pub mod session;
+pub mod supervisor;

@@ -1,0 +1,532 @@
+//! `SessionActor`: one per conversation (a user's direct session, a group, a thread).
+//!
+//! It owns the session: its subscribers, its queue of turns (one runs at a time, in
+//! arrival order, at most `limits.sessionQueue` waiting), its transcript and the
+//! record of completed message ids. A turn's backend call runs in an `AgentBridge`
+//! it starts and may stop (abort); the turn ends with `TurnFinished`, after which the
+//! answer is recorded and the final `chat.response` goes to every subscriber. Every
+//! command arrives through the Supervisor, so the Supervisor can retire an idle
+//! session without racing a command on its way. A session never touches a socket:
+//! it hands serialized frames to `ConnectionHandle`s.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+
+use super::agent_bridge::{AgentBridge, Attach, SetSubscribers, StopTurn, TurnSetup};
+use super::connection::{fan_out, ConnectionHandle};
+use super::supervisor::{SessionIdle, Supervisor};
+use crate::backend::{AgentBackend, BackendError, TurnRequest};
+use crate::config::Settings;
+use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget};
+use crate::protocol::{ErrorCode, Frame, Outbound, SendMessage, TranscriptEntry};
+
+/// One user message waiting for, or getting, an answer.
+pub struct Turn {
+    pub message_id: Arc<str>,
+    /// Who sent it (already resolved by the connection's identity rules).
+    pub identity: Identity,
+    pub message: SendMessage,
+    /// The connection that sent it: the one told about `session_busy`.
+    pub origin: ConnectionId,
+}
+
+/// Run a turn: queue it, or answer it from the record if its messageId completed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubmitTurn {
+    pub from: ConnectionHandle,
+    pub turn: Box<Turn>,
+}
+
+/// Subscribe `from`; mid-turn, replay the deltas after `after_seq`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JoinSession {
+    pub from: ConnectionHandle,
+    pub after_seq: u64,
+}
+
+/// Unsubscribe `from` and acknowledge with `chat.left`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LeaveSession {
+    pub from: ConnectionHandle,
+}
+
+/// Stop the running turn (or remove a queued one, by messageId).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AbortTurn {
+    pub from: ConnectionHandle,
+    pub message_id: Option<String>,
+}
+
+/// Send `from` the last `limit` transcript entries.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReadHistory {
+    pub from: ConnectionHandle,
+    pub limit: usize,
+}
+
+/// A connection closed: forget it without acknowledging.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub id: ConnectionId,
+}
+
+/// The Supervisor has unregistered this idle session: stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+/// The AgentBridge's turn `number` ended: the whole answer, or why not.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TurnFinished {
+    pub number: u64,
+    pub outcome: Result<String, BackendError>,
+}
+
+/// The AgentBridge could not deliver to these subscribers (gone, or evicted as slow).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DropSubscribers {
+    pub ids: Vec<ConnectionId>,
+}
+
+/// The commands a connection sends a session, routed by the Supervisor.
+pub enum SessionCommand {
+    Submit(SubmitTurn),
+    Join(JoinSession),
+    Leave(LeaveSession),
+    Abort(AbortTurn),
+    History(ReadHistory),
+    Unsubscribe(Unsubscribe),
+}
+
+impl SessionCommand {
+    /// Hands the command to the session as its own message type.
+    pub fn send_to(self, session: &Addr<SessionActor>) {
+        match self {
+            SessionCommand::Submit(message) => session.do_send(message),
+            SessionCommand::Join(message) => session.do_send(message),
+            SessionCommand::Leave(message) => session.do_send(message),
+            SessionCommand::Abort(message) => session.do_send(message),
+            SessionCommand::History(message) => session.do_send(message),
+            SessionCommand::Unsubscribe(message) => session.do_send(message),
+        }
+    }
+}
+
+/// What a session is created with.
+pub struct SessionSetup {
+    pub key: SessionKey,
+    pub agent_id: Arc<str>,
+    pub target: SessionTarget,
+    pub settings: Arc<Settings>,
+    pub backend: Arc<dyn AgentBackend>,
+    pub supervisor: Addr<Supervisor>,
+}
+
+/// The turn being answered.
+struct RunningTurn {
+    number: u64,
+    turn: Box<Turn>,
+    bridge: Addr<AgentBridge>,
+    started: Instant,
+}
+
+/// One conversation.
+pub struct SessionActor {
+    setup: SessionSetup,
+    subscribers: HashMap<ConnectionId, ConnectionHandle>,
+    /// The subscribers as the AgentBridge sees them: rebuilt on every change (rare),
+    /// shared by reference count on every delta (often).
+    snapshot: Arc<[ConnectionHandle]>,
+    queue: VecDeque<Box<Turn>>,
+    running: Option<RunningTurn>,
+    transcript: Vec<TranscriptEntry>,
+    turns_started: u64,
+    /// Commands received, compared by the Supervisor with commands it forwarded before
+    /// it retires this session: equal means none is on its way.
+    commands_received: u64,
+    idle_timer: Option<SpawnHandle>,
+}
+
+impl SessionActor {
+    pub fn new(setup: SessionSetup) -> Self {
+        SessionActor {
+            setup,
+            subscribers: HashMap::new(),
+            snapshot: Arc::from(Vec::new()),
+            queue: VecDeque::new(),
+            running: None,
+            transcript: Vec::new(),
+            turns_started: 0,
+            commands_received: 0,
+            idle_timer: None,
+        }
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Commands come from every connection of a group; the bound that matters is
+        // the turn queue, so the mailbox itself is not the limit.
+        ctx.set_mailbox_capacity(usize::MAX);
+        log::debug!("session {} started", self.setup.key);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        log::debug!("session {} retired", self.setup.key);
+    }
+}
+
+impl Handler<SubmitTurn> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: SubmitTurn, ctx: &mut Self::Context) {
+        self.commands_received += 1;
+        let SubmitTurn { from, turn } = message;
+        self.subscribe(from.clone(), ctx);
+        if let Some(answer) = self.completed_answer(&turn.message_id) {
+            let frame = self.response_frame(&turn.message_id, &answer);
+            from.deliver(&frame);
+            return;
+        }
+        if let Some(running) = &self.running {
+            if running.turn.message_id == turn.message_id {
+                running.bridge.do_send(Attach { from, after_seq: 0, subscribers: self.snapshot.clone() });
+                return;
+            }
+        }
+        if self.queue.iter().any(|queued| queued.message_id == turn.message_id) {
+            return;
+        }
+        if self.running.is_some() && self.queue.len() >= self.setup.settings.limits.session_queue {
+            let text = "this conversation already has the most turns waiting; try again when an answer arrives";
+            from.deliver(&Outbound::error_frame(ErrorCode::SessionBusy, text, Some(&turn.message_id)));
+            return;
+        }
+        if self.setup.target.is_group() {
+            self.relay_group_message(&turn, ctx);
+        }
+        self.queue.push_back(turn);
+        self.start_next_turn(ctx);
+    }
+}
+
+impl Handler<JoinSession> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: JoinSession, ctx: &mut Self::Context) {
+        self.commands_received += 1;
+        let JoinSession { from, after_seq } = message;
+        let in_flight = self.running.as_ref().map(|running| running.turn.message_id.clone());
+        let joined = Outbound::Joined { session_key: self.setup.key.as_str(), in_flight: in_flight.as_deref() };
+        from.deliver(&joined.to_frame());
+        match self.running.as_ref().map(|running| running.bridge.clone()) {
+            Some(bridge) => {
+                self.subscribers.insert(from.id.clone(), from.clone());
+                self.rebuild_snapshot();
+                bridge.do_send(Attach { from, after_seq, subscribers: self.snapshot.clone() });
+            }
+            None => {
+                if after_seq > 0 {
+                    self.send_last_answer(&from);
+                }
+                self.subscribe(from, ctx);
+            }
+        }
+        self.cancel_idle_timer(ctx);
+    }
+}
+
+impl Handler<LeaveSession> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: LeaveSession, ctx: &mut Self::Context) {
+        self.commands_received += 1;
+        self.unsubscribe(std::slice::from_ref(&message.from.id), ctx);
+        message.from.deliver(&Outbound::Left { session_key: self.setup.key.as_str() }.to_frame());
+    }
+}
+
+impl Handler<AbortTurn> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: AbortTurn, ctx: &mut Self::Context) {
+        self.commands_received += 1;
+        let wanted = message.message_id.as_deref();
+        let aborts_running =
+            self.running.as_ref().is_some_and(|running| wanted.is_none_or(|id| id == &*running.turn.message_id));
+        if aborts_running {
+            if let Some(running) = self.running.take() {
+                running.bridge.do_send(StopTurn);
+                log::info!("turn {} in session {} aborted", running.turn.message_id, self.setup.key);
+                self.broadcast(&aborted_frame(&running.turn.message_id), ctx);
+            }
+            self.start_next_turn(ctx);
+            return;
+        }
+        if let Some(position) = self.queue.iter().position(|queued| Some(&*queued.message_id) == wanted) {
+            if let Some(removed) = self.queue.remove(position) {
+                self.broadcast(&aborted_frame(&removed.message_id), ctx);
+            }
+        }
+    }
+}
+
+impl Handler<ReadHistory> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: ReadHistory, _ctx: &mut Self::Context) {
+        self.commands_received += 1;
+        let start = self.transcript.len().saturating_sub(message.limit);
+        let history = Outbound::History { session_key: self.setup.key.as_str(), messages: &self.transcript[start..] };
+        message.from.deliver(&history.to_frame());
+    }
+}
+
+impl Handler<Unsubscribe> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: Unsubscribe, ctx: &mut Self::Context) {
+        self.commands_received += 1;
+        self.unsubscribe(&[message.id], ctx);
+    }
+}
+
+impl Handler<Retire> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<TurnFinished> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: TurnFinished, ctx: &mut Self::Context) {
+        let Some(running) = self.running.take_if(|running| running.number == message.number) else {
+            return; // an aborted turn's late word
+        };
+        let message_id = running.turn.message_id.clone();
+        let elapsed = running.started.elapsed();
+        match message.outcome {
+            Ok(answer) => {
+                log::info!("turn {message_id} in session {} completed in {elapsed:.1?}", self.setup.key);
+                self.record_turn(&running.turn, &answer);
+                let frame = self.response_frame(&message_id, &answer);
+                self.broadcast(&frame, ctx);
+            }
+            Err(error) => {
+                log::warn!("turn {message_id} in session {} failed after {elapsed:.1?}: {error}", self.setup.key);
+                let frame = Outbound::error_frame(error.code(), &error.to_string(), Some(&message_id));
+                self.broadcast(&frame, ctx);
+            }
+        }
+        self.start_next_turn(ctx);
+    }
+}
+
+impl Handler<DropSubscribers> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: DropSubscribers, ctx: &mut Self::Context) {
+        self.unsubscribe(&message.ids, ctx);
+    }
+}
+
+impl SessionActor {
+    fn subscribe(&mut self, from: ConnectionHandle, ctx: &mut Context<Self>) {
+        self.cancel_idle_timer(ctx);
+        if self.subscribers.insert(from.id.clone(), from).is_none() {
+            self.rebuild_snapshot();
+            self.push_snapshot();
+        }
+    }
+
+    fn unsubscribe(&mut self, ids: &[ConnectionId], ctx: &mut Context<Self>) {
+        let before = self.subscribers.len();
+        for id in ids {
+            self.subscribers.remove(id);
+        }
+        if self.subscribers.len() != before {
+            self.rebuild_snapshot();
+            self.push_snapshot();
+        }
+        self.schedule_idle_check(ctx);
+    }
+
+    fn rebuild_snapshot(&mut self) {
+        self.snapshot = self.subscribers.values().cloned().collect();
+    }
+
+    fn push_snapshot(&self) {
+        if let Some(running) = &self.running {
+            running.bridge.do_send(SetSubscribers { subscribers: self.snapshot.clone() });
+        }
+    }
+
+    /// Sends `frame` to every subscriber, dropping those that are gone or too slow.
+    fn broadcast(&mut self, frame: &Frame, ctx: &mut Context<Self>) {
+        let dropped = fan_out(&self.snapshot, frame);
+        if !dropped.is_empty() {
+            self.unsubscribe(&dropped, ctx);
+        }
+    }
+
+    fn relay_group_message(&mut self, turn: &Turn, ctx: &mut Context<Self>) {
+        let message = &turn.message;
+        let frame = Outbound::Message {
+            message_id: &turn.message_id,
+            sender_id: &turn.identity.sender_id,
+            sender_name: &turn.identity.sender_name,
+            content: &message.content,
+            group_id: message.group_id.as_deref(),
+            group_subject: message.group_subject.as_deref(),
+            thread_id: message.thread_id.as_deref(),
+        }
+        .to_frame();
+        let others: Vec<ConnectionHandle> =
+            self.snapshot.iter().filter(|subscriber| subscriber.id != turn.origin).cloned().collect();
+        let dropped = fan_out(&others, &frame);
+        if !dropped.is_empty() {
+            self.unsubscribe(&dropped, ctx);
+        }
+    }
+
+    fn start_next_turn(&mut self, ctx: &mut Context<Self>) {
+        if self.running.is_some() {
+            return;
+        }
+        let Some(turn) = self.queue.pop_front() else {
+            self.schedule_idle_check(ctx);
+            return;
+        };
+        self.turns_started += 1;
+        let number = self.turns_started;
+        let request = TurnRequest {
+            session_key: self.setup.key.clone(),
+            agent_id: self.setup.agent_id.clone(),
+            content: turn.message.content.clone(),
+            history: self.history_for_backend(),
+        };
+        log::info!("turn {} started in session {} (agent {})", turn.message_id, self.setup.key, self.setup.agent_id);
+        let bridge = AgentBridge::new(TurnSetup {
+            number,
+            message_id: turn.message_id.clone(),
+            session_key: self.setup.key.clone(),
+            agent_id: self.setup.agent_id.clone(),
+            stream_mode: self.setup.settings.channels.websocket.stream_mode,
+            turn_timeout: self.setup.settings.limits.turn_timeout(),
+            subscribers: self.snapshot.clone(),
+            session: ctx.address(),
+            backend: self.setup.backend.clone(),
+            request,
+        })
+        .start();
+        self.running = Some(RunningTurn { number, turn, bridge, started: Instant::now() });
+    }
+
+    /// The stored messages a memory-less backend must be sent, oldest first.
+    fn history_for_backend(&self) -> Vec<TranscriptEntry> {
+        if self.setup.backend.keeps_memory() {
+            return Vec::new();
+        }
+        let start = self.transcript.len().saturating_sub(self.setup.settings.agent.max_history);
+        self.transcript[start..].to_vec()
+    }
+
+    fn record_turn(&mut self, turn: &Turn, answer: &str) {
+        let ts = now_millis();
+        self.transcript.push(TranscriptEntry {
+            role: "user".into(),
+            content: turn.message.content.clone(),
+            message_id: turn.message_id.to_string(),
+            sender_id: turn.identity.sender_id.clone(),
+            sender_name: turn.identity.sender_name.clone(),
+            ts,
+        });
+        self.transcript.push(TranscriptEntry {
+            role: "assistant".into(),
+            content: answer.to_string(),
+            message_id: turn.message_id.to_string(),
+            sender_id: self.setup.agent_id.to_string(),
+            sender_name: self.setup.agent_id.to_string(),
+            ts,
+        });
+    }
+
+    /// The stored answer of a completed messageId (safe client retries).
+    fn completed_answer(&self, message_id: &str) -> Option<String> {
+        self.transcript
+            .iter()
+            .rev()
+            .find(|entry| entry.role == "assistant" && entry.message_id == message_id)
+            .map(|entry| entry.content.clone())
+    }
+
+    fn send_last_answer(&self, to: &ConnectionHandle) {
+        if let Some(entry) = self.transcript.iter().rev().find(|entry| entry.role == "assistant") {
+            to.deliver(&self.response_frame(&entry.message_id, &entry.content));
+        }
+    }
+
+    fn response_frame(&self, message_id: &str, answer: &str) -> Frame {
+        Outbound::Response {
+            message_id,
+            content: answer,
+            done: true,
+            session_key: self.setup.key.as_str(),
+            agent_id: &self.setup.agent_id,
+        }
+        .to_frame()
+    }
+
+    fn is_idle(&self) -> bool {
+        self.subscribers.is_empty() && self.running.is_none() && self.queue.is_empty()
+    }
+
+    fn schedule_idle_check(&mut self, ctx: &mut Context<Self>) {
+        if !self.is_idle() || self.idle_timer.is_some() {
+            return;
+        }
+        let after = Duration::from_millis(self.setup.settings.limits.session_idle_ms);
+        self.idle_timer = Some(ctx.run_later(after, |session, ctx| {
+            session.idle_timer = None;
+            if session.is_idle() {
+                let idle = SessionIdle {
+                    key: session.setup.key.clone(),
+                    address: ctx.address(),
+                    commands_received: session.commands_received,
+                };
+                session.setup.supervisor.do_send(idle);
+            }
+        }));
+    }
+
+    fn cancel_idle_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.idle_timer.take() {
+            ctx.cancel_future(timer);
+        }
+    }
+}
+
+fn aborted_frame(message_id: &str) -> Frame {
+    Outbound::error_frame(ErrorCode::Aborted, "the turn was aborted", Some(message_id))
+}
+
+/// Milliseconds since the Unix epoch, for transcript timestamps.
+pub fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as u64).unwrap_or(0)
+}

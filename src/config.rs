@@ -1,0 +1,375 @@
+//! The typed settings tree, loaded once at start.
+//!
+//! Layers, lowest first: `settings/default.toml` (embedded in the binary: the only
+//! home of a default value), the optional `--config FILE` (TOML, YAML or JSON in the
+//! original plugin's shape, `channels.websocket.*` with camelCase keys), then
+//! environment variables. Unknown keys are logged and ignored (the original plugin's
+//! files carry OpenClaw keys of their own); a wrong type or value fails with an error
+//! naming the key. Nothing reads the environment after `Settings::load` returns.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, File, FileFormat, Value, ValueKind};
+
+/// A setting value, for `Settings::load_with` overrides (command-line flags, tests).
+pub use config::Value as SettingValue;
+use serde::Deserialize;
+
+/// The embedded defaults; `settings/default.toml` documents every key.
+pub const DEFAULTS_TOML: &str = include_str!("../settings/default.toml");
+
+/// Prefix of the generic environment overrides: `CLAWSOCKET__LIMITS__SESSIONQUEUE=4`.
+const ENV_PREFIX: &str = "CLAWSOCKET__";
+
+/// Why the settings could not be loaded; every variant names the key or source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer could not be read or a value has the wrong type (config names the key).
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// An environment variable names no known key.
+    #[error("environment variable {variable} names no configuration key (known keys: see settings/default.toml)")]
+    UnknownEnvKey { variable: String },
+    /// An environment variable's value cannot be used for its key.
+    #[error("environment variable {variable}: {reason}")]
+    BadEnvValue { variable: String, reason: String },
+    /// A value that parsed but makes no sense, or a combination that cannot work.
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    pub channels: Channels,
+    pub agent: AgentSettings,
+    pub store: StoreSettings,
+    pub limits: Limits,
+}
+
+/// `channels.*`: only the websocket channel is ours; other channels are ignored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Channels {
+    pub websocket: WebSocketSettings,
+}
+
+/// `channels.websocket.*`: the original plugin's keys plus ClawSocket's own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSocketSettings {
+    pub enabled: bool,
+    pub port: u16,
+    pub host: String,
+    pub path: String,
+    pub stream_mode: StreamMode,
+    pub dm_policy: DmPolicy,
+    pub allow_from: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub auth: AuthSettings,
+    pub dynamic_agent_creation: DynamicAgentSettings,
+    pub media: MediaSettings,
+}
+
+/// What a `chat.stream` frame's `content` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StreamMode {
+    /// Only the new piece of text.
+    Delta,
+    /// The whole text so far (the original plugin's wire behaviour).
+    Cumulative,
+}
+
+/// Who may talk to the agent at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DmPolicy {
+    /// Anyone who passes auth.
+    Open,
+    /// Only the sender ids in `allowFrom`.
+    Allowlist,
+    /// OpenClaw's pairing flow: accepted by the parser so the check can explain it.
+    Pairing,
+}
+
+/// `channels.websocket.auth.*`, as the original plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSettings {
+    pub enabled: bool,
+    pub endpoint: String,
+    /// Milliseconds.
+    pub timeout: u64,
+    pub required: bool,
+    /// Milliseconds a verified token's answer is reused; 0 = off.
+    pub cache_ttl: u64,
+}
+
+/// `channels.websocket.dynamicAgentCreation.*`, as the original plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DynamicAgentSettings {
+    pub enabled: bool,
+    pub workspace_template: String,
+    pub agent_dir_template: String,
+    /// 0 = no limit.
+    pub max_agents: u32,
+}
+
+/// `channels.websocket.media.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaSettings {
+    pub roots: Vec<PathBuf>,
+}
+
+/// Which agent backend answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AgentKind {
+    Openclaw,
+    Openai,
+    /// The built-in demo agent.
+    Echo,
+}
+
+/// `agent.*`: the backend and what it is told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSettings {
+    pub kind: AgentKind,
+    pub id: String,
+    pub url: String,
+    pub token: String,
+    pub api_key: String,
+    pub model: String,
+    pub system_prompt: String,
+    pub max_history: usize,
+    pub timeout_ms: u64,
+    pub forward_user_token: bool,
+    pub openclaw_config_path: String,
+    pub echo_delay_ms: u64,
+}
+
+/// `store.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreSettings {
+    pub dir: PathBuf,
+}
+
+/// `limits.*`: every bound the service enforces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_connections: usize,
+    pub messages_per_minute: u32,
+    pub session_queue: usize,
+    pub outbound_queue: usize,
+    pub turn_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub session_idle_ms: u64,
+    pub heartbeat: Heartbeat,
+}
+
+/// `limits.heartbeat.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl Limits {
+    /// The turn timeout as a `Duration`.
+    pub fn turn_timeout(&self) -> Duration {
+        Duration::from_millis(self.turn_timeout_ms)
+    }
+}
+
+/// Where a setting may come from besides the files: the process environment, or a
+/// test's own map (so tests never touch the real environment).
+pub type Environment = BTreeMap<String, String>;
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then `environment`; validates the result.
+    pub fn load(file: Option<&Path>, environment: &Environment) -> Result<Settings, ConfigError> {
+        Self::load_with(file, environment, &[])
+    }
+
+    /// As `load`, with extra `(key, value)` overrides applied last (command-line flags,
+    /// tests). Keys are dotted paths as in default.toml.
+    pub fn load_with(
+        file: Option<&Path>,
+        environment: &Environment,
+        overrides: &[(&str, Value)],
+    ) -> Result<Settings, ConfigError> {
+        let defaults = Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml)).build()?;
+        let known = known_keys(&defaults);
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).required(true));
+        }
+        for (key, value) in environment_overrides(environment, &known)? {
+            builder = builder.set_override(key, value)?;
+        }
+        for (key, value) in overrides {
+            builder = builder.set_override(*key, value.clone())?;
+        }
+        let merged = builder.build()?;
+        let mut settings: Settings = serde_ignored::deserialize(merged, |path| {
+            log::warn!("configuration key `{path}` is not used by ClawSocket; ignored");
+        })?;
+        apply_credential_fallbacks(&mut settings, environment);
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Cross-checks that the types alone cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let websocket = &self.channels.websocket;
+        let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.into() });
+        if !websocket.path.starts_with('/') {
+            return invalid("channels.websocket.path", "must start with '/'");
+        }
+        if websocket.dm_policy == DmPolicy::Pairing {
+            return invalid(
+                "channels.websocket.dmPolicy",
+                "\"pairing\" is not supported by ClawSocket; use \"open\" or \"allowlist\" with allowFrom",
+            );
+        }
+        if websocket.auth.enabled && websocket.auth.endpoint.is_empty() {
+            return invalid("channels.websocket.auth.endpoint", "must be set when auth is enabled");
+        }
+        if websocket.dynamic_agent_creation.enabled
+            && self.agent.kind == AgentKind::Openclaw
+            && self.agent.openclaw_config_path.is_empty()
+        {
+            return invalid(
+                "agent.openclawConfigPath",
+                "dynamic agents with the openclaw backend need the agents file the gateway $includes; set agent.openclawConfigPath (see README, Dynamic agents)",
+            );
+        }
+        let limits = &self.limits;
+        let positive: [(&'static str, u64); 7] = [
+            ("limits.maxMessageBytes", limits.max_message_bytes as u64),
+            ("limits.maxConnections", limits.max_connections as u64),
+            ("limits.messagesPerMinute", u64::from(limits.messages_per_minute)),
+            ("limits.outboundQueue", limits.outbound_queue as u64),
+            ("limits.turnTimeoutMs", limits.turn_timeout_ms),
+            ("limits.heartbeat.intervalMs", limits.heartbeat.interval_ms),
+            ("agent.timeoutMs", self.agent.timeout_ms),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return invalid(key, "must be greater than 0");
+        }
+        if limits.heartbeat.timeout_ms <= limits.heartbeat.interval_ms {
+            return invalid("limits.heartbeat.timeoutMs", "must be greater than limits.heartbeat.intervalMs");
+        }
+        Ok(())
+    }
+}
+
+/// The process environment, for `Settings::load` in `main`.
+pub fn process_environment() -> Environment {
+    std::env::vars().collect()
+}
+
+/// Every leaf key of the defaults, lowercased → its real dotted path, so that env
+/// names (which config-rs would lowercase) find the camelCase key they mean.
+fn known_keys(defaults: &Config) -> BTreeMap<String, (String, bool)> {
+    fn walk(prefix: &str, table: &config::Map<String, Value>, out: &mut BTreeMap<String, (String, bool)>) {
+        for (name, value) in table {
+            let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            match &value.kind {
+                ValueKind::Table(inner) => walk(&path, inner, out),
+                ValueKind::Array(_) => {
+                    out.insert(path.to_lowercase(), (path, true));
+                }
+                _ => {
+                    out.insert(path.to_lowercase(), (path, false));
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if let Ok(root) = defaults.clone().try_deserialize::<config::Map<String, Value>>() {
+        walk("", &root, &mut out);
+    }
+    out
+}
+
+/// Maps the environment onto configuration keys: the original plugin's variables,
+/// the backends' customary ones (only where the config leaves them empty), then
+/// `CLAWSOCKET__SECTION__KEY` for any key.
+fn environment_overrides(
+    environment: &Environment,
+    known: &BTreeMap<String, (String, bool)>,
+) -> Result<Vec<(String, Value)>, ConfigError> {
+    let mut overrides = Vec::new();
+    if let Some(raw) = environment.get("WS_AUTH_ENABLED") {
+        let enabled = parse_bool(raw).ok_or_else(|| ConfigError::BadEnvValue {
+            variable: "WS_AUTH_ENABLED".into(),
+            reason: format!("expected true, false, 1 or 0, got {raw:?}"),
+        })?;
+        overrides.push(("channels.websocket.auth.enabled".to_string(), Value::from(enabled)));
+    }
+    if let Some(endpoint) = environment.get("WS_AUTH_ENDPOINT") {
+        overrides.push(("channels.websocket.auth.endpoint".to_string(), Value::from(endpoint.as_str())));
+    }
+    for (variable, value) in environment {
+        let Some(rest) = variable.strip_prefix(ENV_PREFIX) else { continue };
+        let wanted = rest.split("__").collect::<Vec<_>>().join(".").to_lowercase();
+        let (path, is_list) =
+            known.get(&wanted).ok_or_else(|| ConfigError::UnknownEnvKey { variable: variable.clone() })?;
+        let value = if *is_list { parse_list(variable, value)? } else { Value::from(value.as_str()) };
+        overrides.push((path.clone(), value));
+    }
+    Ok(overrides)
+}
+
+/// Fills the backend credentials from their customary variables when the layered
+/// config left them empty.
+fn apply_credential_fallbacks(settings: &mut Settings, environment: &Environment) {
+    if settings.agent.token.is_empty() {
+        if let Some(token) = environment.get("OPENCLAW_GATEWAY_TOKEN") {
+            settings.agent.token = token.clone();
+        }
+    }
+    if settings.agent.api_key.is_empty() {
+        if let Some(key) = environment.get("OPENAI_API_KEY") {
+            settings.agent.api_key = key.clone();
+        }
+    }
+}
+
+/// `true/false/1/0` (any case), as the original plugin read `WS_AUTH_ENABLED`.
+fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// A list from the environment: a JSON array, or comma-separated words.
+fn parse_list(variable: &str, raw: &str) -> Result<Value, ConfigError> {
+    let items: Vec<String> = if raw.trim_start().starts_with('[') {
+        serde_json::from_str(raw).map_err(|error| ConfigError::BadEnvValue {
+            variable: variable.to_string(),
+            reason: format!("expected a JSON array of strings: {error}"),
+        })?
+    } else {
+        raw.split(',').map(str::trim).filter(|item| !item.is_empty()).map(String::from).collect()
+    };
+    Ok(Value::from(items))
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,11 @@
+//! Why the service could not start. Errors that happen while serving are not here:
+//! they become `chat.error` frames (see `protocol::ErrorCode`) or log lines.
+
+/// A start-up failure; `main` prints it and exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("could not listen: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,145 @@
+//! Who is talking, and which session a message belongs to.
+//!
+//! A connection's [`Identity`] comes from the auth service when authenticated, else
+//! from the URL, else from the connection id; a message may change it only on an
+//! unauthenticated connection (the original plugin's behaviour). A [`SessionTarget`]
+//! names a conversation independently of the agent; the Supervisor binds it to an
+//! agent and so to a [`SessionKey`]. Nothing here does I/O.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+/// A connection's id: a UUID, also the identity of last resort.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConnectionId(Arc<str>);
+
+impl ConnectionId {
+    /// A fresh random id.
+    pub fn new() -> Self {
+        ConnectionId(Arc::from(uuid::Uuid::new_v4().to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ConnectionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who a connection speaks for.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub sender_id: String,
+    pub sender_name: String,
+    /// True when the auth service vouched for this identity: then no message may change it.
+    pub authenticated: bool,
+    /// The auth service's whole `data` object, for the agent's context.
+    pub auth_data: Option<Arc<Map<String, Value>>>,
+}
+
+impl Identity {
+    /// The identity of an unauthenticated connection: URL values, else the connection id.
+    pub fn anonymous(connection: &ConnectionId, sender_id: Option<&str>, sender_name: Option<&str>) -> Self {
+        let sender_id = sender_id.filter(|id| crate::protocol::is_valid_id(id)).unwrap_or(connection.as_str());
+        Identity {
+            sender_id: sender_id.to_string(),
+            sender_name: sender_name.filter(|name| !name.is_empty()).unwrap_or(sender_id).to_string(),
+            authenticated: false,
+            auth_data: None,
+        }
+    }
+
+    /// The identity a message acts as: the message's `senderId`/`senderName` count only
+    /// on an unauthenticated connection.
+    pub fn for_message(&self, sender_id: Option<&str>, sender_name: Option<&str>) -> Identity {
+        if self.authenticated {
+            return self.clone();
+        }
+        let mut identity = self.clone();
+        if let Some(id) = sender_id {
+            identity.sender_id = id.to_string();
+            identity.sender_name = sender_name.unwrap_or(id).to_string();
+        } else if let Some(name) = sender_name {
+            identity.sender_name = name.to_string();
+        }
+        identity
+    }
+}
+
+/// A conversation, before an agent is bound to it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionTarget {
+    pub chat: Chat,
+    pub thread_id: Option<String>,
+}
+
+/// The two kinds of conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Chat {
+    /// One user and the agent; the string is the user's sender id.
+    Direct(String),
+    /// A group; the string is the group id.
+    Group(String),
+}
+
+impl SessionTarget {
+    /// The session key for this conversation with `agent_id`, as SPEC §2 writes it.
+    pub fn key(&self, agent_id: &str) -> SessionKey {
+        let (kind, id) = match &self.chat {
+            Chat::Direct(sender) => ("direct", sender),
+            Chat::Group(group) => ("group", group),
+        };
+        let mut key = format!("agent:{}:websocket:{kind}:{}", escape(agent_id), escape(id));
+        if let Some(thread) = &self.thread_id {
+            key.push_str(":thread:");
+            key.push_str(&escape(thread));
+        }
+        SessionKey(Arc::from(key))
+    }
+
+    /// Whether this is a group conversation.
+    pub fn is_group(&self) -> bool {
+        matches!(self.chat, Chat::Group(_))
+    }
+}
+
+/// A session's key: `agent:{agentId}:websocket:{direct|group}:{id}[:thread:{threadId}]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey(Arc<str>);
+
+impl SessionKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Percent-escapes `%` and `:` in a key part, so that no id can forge another key
+/// (a group id `a:thread:b` must not name thread `b` of group `a`).
+fn escape(part: &str) -> std::borrow::Cow<'_, str> {
+    if !part.contains([':', '%']) {
+        return std::borrow::Cow::Borrowed(part);
+    }
+    std::borrow::Cow::Owned(part.replace('%', "%25").replace(':', "%3A"))
+}
+
+#[cfg(test)]
+#[path = "identity_tests.rs"]
+mod tests;

@@ -1,0 +1,410 @@
+//! The wire protocol: every JSON field name the service speaks lives here.
+//!
+//! Inbound frames are decoded into typed [`Inbound`] messages; a frame that cannot
+//! be used becomes a [`DecodeError`] whose code and sentence go back to the client
+//! as `chat.error` (the connection stays open). Outbound messages are built as
+//! [`Outbound`] values and serialized once into a [`Frame`], whose bytes are shared
+//! by every subscriber that receives them. Nothing here touches a socket or an actor.
+
+use bytestring::ByteString;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Close code: authentication failed or a required token is missing (as the original).
+pub const CLOSE_AUTH_FAILED: u16 = 4401;
+/// Close code: a frame or continued message is larger than `limits.maxMessageBytes`.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code: policy violation (flooding after warnings, a client too slow to read).
+pub const CLOSE_POLICY: u16 = 1008;
+/// Close code: the server is at `limits.maxConnections`.
+pub const CLOSE_OVER_CAPACITY: u16 = 1013;
+/// Close code: the server is shutting down.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// Longest id (message, sender, group, thread) accepted from the network, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Default and largest `limit` of a `chat.history` request.
+pub const DEFAULT_HISTORY_LIMIT: usize = 50;
+const MAX_HISTORY_LIMIT: usize = 1000;
+
+/// The machine word of a `chat.error`: what went wrong, for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidJson,
+    InvalidMessage,
+    UnsupportedType,
+    AuthFailed,
+    TokenRequired,
+    RateLimited,
+    SessionBusy,
+    PayloadTooLarge,
+    AgentUnavailable,
+    AgentTimeout,
+    AgentError,
+    Aborted,
+    MediaForbidden,
+    Forbidden,
+    ShuttingDown,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The word as it appears on the wire (also the metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::UnsupportedType => "unsupported_type",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::TokenRequired => "token_required",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::SessionBusy => "session_busy",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::AgentUnavailable => "agent_unavailable",
+            ErrorCode::AgentTimeout => "agent_timeout",
+            ErrorCode::AgentError => "agent_error",
+            ErrorCode::Aborted => "aborted",
+            ErrorCode::MediaForbidden => "media_forbidden",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// A direct conversation or a group chat (`chatType`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ChatType {
+    #[default]
+    Direct,
+    Group,
+}
+
+/// `chat.send`: one agent turn. Every field of the original plugin, plus `threadId`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessage {
+    pub content: String,
+    pub message_id: Option<String>,
+    pub sender_id: Option<String>,
+    pub sender_name: Option<String>,
+    #[serde(default)]
+    pub chat_type: ChatType,
+    pub group_id: Option<String>,
+    pub group_subject: Option<String>,
+    pub thread_id: Option<String>,
+    pub reply_to_message_id: Option<String>,
+    pub reply_to_body: Option<String>,
+    pub media_path: Option<String>,
+    pub media_type: Option<String>,
+    #[serde(default)]
+    pub media_paths: Vec<String>,
+    #[serde(default)]
+    pub media_types: Vec<String>,
+    pub custom_data: Option<Map<String, Value>>,
+}
+
+/// Which session a control message (`chat.abort`, `chat.history`, `chat.join`,
+/// `chat.leave`) is about: the caller's own direct session unless `groupId` is given.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionSelector {
+    pub group_id: Option<String>,
+    pub thread_id: Option<String>,
+    /// Honoured only on unauthenticated connections, as in `chat.send`.
+    pub sender_id: Option<String>,
+}
+
+/// `chat.abort`: cancel the running turn, or the queued turn with this `messageId`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortRequest {
+    pub message_id: Option<String>,
+    #[serde(flatten)]
+    pub session: SessionSelector,
+}
+
+/// `chat.history`: the session's stored transcript, oldest first.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryRequest {
+    pub limit: Option<usize>,
+    #[serde(flatten)]
+    pub session: SessionSelector,
+}
+
+/// `chat.join`: subscribe to a session; mid-turn, replay deltas after `afterSeq`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRequest {
+    #[serde(default)]
+    pub after_seq: u64,
+    #[serde(flatten)]
+    pub session: SessionSelector,
+}
+
+/// A decoded, validated client message.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    Send(Box<SendMessage>),
+    Abort(AbortRequest),
+    History(HistoryRequest),
+    Join(JoinRequest),
+    Leave(SessionSelector),
+    Ping,
+}
+
+/// Why a frame was refused: sent back as `chat.error`; the connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The frame's `messageId`, when it had a usable one, so the client can correlate.
+    pub message_id: Option<String>,
+}
+
+impl DecodeError {
+    fn new(code: ErrorCode, message: impl Into<String>, message_id: Option<String>) -> Self {
+        DecodeError { code, message: message.into(), message_id }
+    }
+}
+
+/// Decodes one text (or binary, UTF-8) frame.
+pub fn decode(bytes: &[u8]) -> Result<Inbound, DecodeError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|error| DecodeError::new(ErrorCode::InvalidJson, format!("frame is not valid JSON: {error}"), None))?;
+    let Value::Object(object) = value else {
+        return Err(DecodeError::new(ErrorCode::InvalidMessage, "frame must be a JSON object", None));
+    };
+    let message_id = object.get("messageId").and_then(Value::as_str).filter(|id| is_valid_id(id)).map(String::from);
+    let kind = match object.get("type") {
+        Some(Value::String(kind)) => kind.clone(),
+        Some(_) => {
+            return Err(DecodeError::new(ErrorCode::InvalidMessage, "field `type` must be a string", message_id))
+        }
+        None => return Err(DecodeError::new(ErrorCode::InvalidMessage, "field `type` is required", message_id)),
+    };
+    let fail = |message: String| DecodeError::new(ErrorCode::InvalidMessage, message, message_id.clone());
+    let object = Value::Object(object);
+    let inbound = match kind.as_str() {
+        "chat.send" => Inbound::Send(Box::new(fields::<SendMessage>(object).map_err(&fail)?)),
+        "chat.abort" => Inbound::Abort(fields(object).map_err(&fail)?),
+        "chat.history" => Inbound::History(fields(object).map_err(&fail)?),
+        "chat.join" => Inbound::Join(fields(object).map_err(&fail)?),
+        "chat.leave" => Inbound::Leave(fields(object).map_err(&fail)?),
+        "ping" => Inbound::Ping,
+        other => {
+            let shown: String = other.chars().take(64).collect();
+            return Err(DecodeError::new(
+                ErrorCode::UnsupportedType,
+                format!("unsupported message type `{shown}` (expected chat.send, chat.abort, chat.history, chat.join, chat.leave or ping)"),
+                message_id,
+            ));
+        }
+    };
+    validate(&inbound).map_err(fail)?;
+    Ok(inbound)
+}
+
+/// Deserializes the typed fields, naming the first bad field in the error.
+fn fields<T: DeserializeOwned>(object: Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(object).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path.is_empty() || path == "." {
+            format!("{inner}")
+        } else {
+            format!("field `{path}`: {inner}")
+        }
+    })
+}
+
+/// Checks what the types cannot: required content, id shapes, group needs groupId.
+fn validate(inbound: &Inbound) -> Result<(), String> {
+    match inbound {
+        Inbound::Send(send) => validate_send(send),
+        Inbound::Abort(abort) => {
+            check_id("messageId", abort.message_id.as_deref())?;
+            validate_selector(&abort.session)
+        }
+        Inbound::History(history) => {
+            if let Some(limit) = history.limit {
+                if limit == 0 || limit > MAX_HISTORY_LIMIT {
+                    return Err(format!("field `limit` must be between 1 and {MAX_HISTORY_LIMIT}"));
+                }
+            }
+            validate_selector(&history.session)
+        }
+        Inbound::Join(join) => validate_selector(&join.session),
+        Inbound::Leave(selector) => validate_selector(selector),
+        Inbound::Ping => Ok(()),
+    }
+}
+
+fn validate_send(send: &SendMessage) -> Result<(), String> {
+    if send.content.trim().is_empty() {
+        return Err("field `content` must be a non-empty string".into());
+    }
+    check_id("messageId", send.message_id.as_deref())?;
+    check_id("senderId", send.sender_id.as_deref())?;
+    check_id("groupId", send.group_id.as_deref())?;
+    check_id("threadId", send.thread_id.as_deref())?;
+    check_id("replyToMessageId", send.reply_to_message_id.as_deref())?;
+    if send.chat_type == ChatType::Group && send.group_id.is_none() {
+        return Err("field `groupId` is required when `chatType` is \"group\"".into());
+    }
+    if send.media_paths.len() > 32 {
+        return Err("field `mediaPaths` holds more than 32 entries".into());
+    }
+    Ok(())
+}
+
+fn validate_selector(selector: &SessionSelector) -> Result<(), String> {
+    check_id("groupId", selector.group_id.as_deref())?;
+    check_id("threadId", selector.thread_id.as_deref())?;
+    check_id("senderId", selector.sender_id.as_deref())
+}
+
+fn check_id(field: &str, id: Option<&str>) -> Result<(), String> {
+    match id {
+        Some(id) if !is_valid_id(id) => {
+            Err(format!("field `{field}` must be 1 to {MAX_ID_BYTES} bytes without control characters"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An id from the network: non-empty, bounded, printable.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.chars().any(char::is_control)
+}
+
+/// The history `limit` a request asked for, or the default.
+pub fn history_limit(requested: Option<usize>) -> usize {
+    requested.unwrap_or(DEFAULT_HISTORY_LIMIT)
+}
+
+/// One stored message of a session's transcript, as `chat.history` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TranscriptEntry {
+    /// "user" or "assistant".
+    pub role: String,
+    pub content: String,
+    pub message_id: String,
+    pub sender_id: String,
+    pub sender_name: String,
+    /// Milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+/// A server → client message. Field names follow the original plugin; fields it did
+/// not have are extras old clients can ignore.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all_fields = "camelCase")]
+pub enum Outbound<'a> {
+    /// The first frame of every connection, as the original plugin sent it.
+    #[serde(rename = "chat.response")]
+    Welcome {
+        content: &'static str,
+        connection_id: &'a str,
+        sender_id: &'a str,
+        sender_name: &'a str,
+        authenticated: bool,
+    },
+    #[serde(rename = "chat.typing")]
+    Typing { message_id: &'a str, session_key: &'a str },
+    #[serde(rename = "chat.stream")]
+    Stream {
+        message_id: &'a str,
+        content: &'a str,
+        done: bool,
+        seq: u64,
+        /// True when `content` is the whole text so far, sent once to a late joiner.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        catch_up: bool,
+    },
+    #[serde(rename = "chat.response")]
+    Response { message_id: &'a str, content: &'a str, done: bool, session_key: &'a str, agent_id: &'a str },
+    #[serde(rename = "chat.error")]
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<&'a str>,
+        error: &'a str,
+        code: ErrorCode,
+    },
+    /// A group member's message, relayed to the other subscribers of the group.
+    #[serde(rename = "chat.message")]
+    Message {
+        message_id: &'a str,
+        sender_id: &'a str,
+        sender_name: &'a str,
+        content: &'a str,
+        group_id: Option<&'a str>,
+        group_subject: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        thread_id: Option<&'a str>,
+    },
+    #[serde(rename = "chat.history")]
+    History { session_key: &'a str, messages: &'a [TranscriptEntry] },
+    #[serde(rename = "chat.joined")]
+    Joined {
+        session_key: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        in_flight: Option<&'a str>,
+    },
+    #[serde(rename = "chat.left")]
+    Left { session_key: &'a str },
+    #[serde(rename = "pong")]
+    Pong,
+}
+
+/// The text of the welcome frame (the original plugin's words).
+pub const WELCOME_TEXT: &str = "Connected to WebSocket chat server";
+
+impl Outbound<'_> {
+    /// Serializes once; the frame's bytes are then shared, never copied.
+    pub fn to_frame(&self) -> Frame {
+        match serde_json::to_string(self) {
+            Ok(text) => Frame(ByteString::from(text)),
+            // Serializing these plain structs cannot fail; keep the socket useful anyway.
+            Err(error) => {
+                log::error!("could not serialize an outbound frame: {error}");
+                Frame(ByteString::from_static(r#"{"type":"chat.error","error":"internal error","code":"internal"}"#))
+            }
+        }
+    }
+
+    /// A `chat.error` frame.
+    pub fn error_frame(code: ErrorCode, error: &str, message_id: Option<&str>) -> Frame {
+        Outbound::Error { message_id, error, code }.to_frame()
+    }
+}
+
+/// One serialized outbound message. Cloning bumps a reference count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame(ByteString);
+
+impl Frame {
+    /// The frame's text, for the socket.
+    pub fn text(&self) -> ByteString {
+        self.0.clone()
+    }
+
+    /// The frame's length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the frame is empty (never, for frames built here).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[path = "protocol_tests.rs"]
+mod tests;

@@ -1,0 +1,98 @@
+//! The HTTP surface: the WebSocket endpoint and the operator endpoints, on one port.
+//!
+//! `run` takes an already bound listener (so tests bind port 0 and `main` binds the
+//! configured address), starts the Supervisor and the actix-web server, and returns
+//! both. The WebSocket handshake is the only place, with `actors/connection.rs`,
+//! that knows actix-web-actors.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use actix_web::dev::Server;
+use actix_web::middleware::Logger;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web_actors::ws;
+
+use crate::actors::connection::ConnectionActor;
+use crate::actors::supervisor::Supervisor;
+use crate::backend;
+use crate::config::Settings;
+use crate::error::StartError;
+use crate::identity::{ConnectionId, Identity};
+
+/// A started service: await `server` to run it; `supervisor` answers registry questions.
+pub struct RunningServer {
+    pub server: Server,
+    pub supervisor: Addr<Supervisor>,
+    pub local_addr: SocketAddr,
+}
+
+/// What every request handler shares.
+struct AppState {
+    settings: Arc<Settings>,
+    supervisor: Addr<Supervisor>,
+}
+
+/// Starts the service on `listener`. Must be called inside an actix system.
+pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServer, StartError> {
+    let backend = backend::from_settings(&settings.agent)?;
+    let supervisor = Supervisor::new(settings.clone(), backend).start();
+    let local_addr = listener.local_addr()?;
+    let websocket = &settings.channels.websocket;
+    if websocket.enabled {
+        log::info!("ClawSocket listening on ws://{local_addr}{}", websocket.path);
+    } else {
+        log::warn!("channels.websocket.enabled is false: no WebSocket listener; serving /healthz only on {local_addr}");
+    }
+    let state = web::Data::new(AppState { settings: settings.clone(), supervisor: supervisor.clone() });
+    let grace = Duration::from_millis(settings.limits.shutdown_grace_ms);
+    let server = HttpServer::new(move || {
+        let enabled = state.settings.channels.websocket.enabled;
+        let path = state.settings.channels.websocket.path.clone();
+        App::new()
+            .app_data(state.clone())
+            // %U: the path without the query string, which may hold a token.
+            .wrap(
+                Logger::new(r#"%a "%{method}xi %U" %s %b %Dms"#)
+                    .custom_request_replace("method", |request| request.method().to_string()),
+            )
+            .route("/healthz", web::get().to(healthz))
+            .configure(|app| {
+                if enabled {
+                    app.route(&path, web::get().to(websocket_handshake));
+                }
+            })
+    })
+    .listen(listener)?
+    .shutdown_timeout(grace.as_secs().max(1))
+    .run();
+    Ok(RunningServer { server, supervisor, local_addr })
+}
+
+/// `GET /healthz`: the process is alive.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// The query parameters of the WebSocket URL the identity is taken from.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectParams {
+    sender_id: Option<String>,
+    sender_name: Option<String>,
+}
+
+/// `GET {path}`: the WebSocket handshake.
+async fn websocket_handshake(
+    request: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> actix_web::Result<HttpResponse> {
+    let params: ConnectParams = serde_urlencoded::from_str(request.query_string()).unwrap_or_default();
+    let connection_id = ConnectionId::new();
+    let identity = Identity::anonymous(&connection_id, params.sender_id.as_deref(), params.sender_name.as_deref());
+    let actor = ConnectionActor::new(connection_id, identity, state.settings.clone(), state.supervisor.clone());
+    ws::WsResponseBuilder::new(actor, &request, stream).frame_size(state.settings.limits.max_message_bytes).start()
+}
