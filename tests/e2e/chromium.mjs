@@ -37,11 +37,22 @@ export async function launch() {
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    // a page answered by page.route has no IP address space, so Chromium's Local Network
+    // Access checks would block its WebSocket to 127.0.0.1: lift them in that mode only
+    args: process.env.E2E_LOCAL_PAGE === '1'
+      ? [...CHROMIUM_ARGS, '--disable-features=LocalNetworkAccessChecks'] : CHROMIUM_ARGS,
     viewport: { width: 1000, height: 820 },
     timeout: 30000,
   });
   const page = context.pages()[0] || (await context.newPage());
+  if (process.env.E2E_LOCAL_PAGE === '1') {
+    // Development aid: answer GET / with the checked-in web/index.html instead of the
+    // server's copy (for a server that does not serve the page yet, or an older build).
+    // The page still connects to the server's /ws on the same origin.
+    const html = fs.readFileSync(new URL('../../web/index.html', import.meta.url), 'utf8');
+    await context.route(baseUrl() + "/", (route) =>
+      route.fulfill({ status: 200, contentType: 'text/html; charset=utf-8', body: html }));
+  }
   const frames = []; // { dir: 'in'|'out', msg, t, sock: 1, 2, … (the page's nth socket) }
   let sockets = 0;
   page.on('websocket', (ws) => {

@@ -101,6 +101,7 @@ run "seed Python example" 30 python3 run_python_example.py
 run "wscat Quick Start" 180 bash wscat_quickstart.sh
 run "web page in Chromium" 90 node browser.mjs
 run "web page resume after a drop" 90 node browser_resume.mjs
+run "web page group chat" 90 node browser_group.mjs
 run "web page logic (mock server)" 90 node page_mock.mjs
 
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
