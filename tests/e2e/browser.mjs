@@ -3,7 +3,7 @@
 // (settings/demo.toml). Env: CLAWSOCKET_URL (http base, default http://127.0.0.1:18800),
 // ARTIFACTS_DIR (default artifacts). Prints PASS/FAIL, exits 0/1, never runs over 60 s.
 import path from 'node:path';
-import { launch, runTest, assert, baseUrl, artifactsDir, summarizeFrames } from './chromium.mjs';
+import { launch, runTest, assert, artifactsDir, summarizeFrames, gotoChat } from './chromium.mjs';
 
 const TEXT = 'Hello from the browser test';
 const EXPECTED = `echo: ${TEXT}`;
@@ -12,12 +12,7 @@ runTest('browser web chat', 60000, async (setCleanup) => {
   const b = await launch();
   setCleanup(b.close);
   const { page, frames } = b;
-  const url = baseUrl() + '/';
-
-  const resp = await page.goto(url, { waitUntil: 'domcontentloaded', timeout: 15000 });
-  assert(resp && resp.status() === 200, `GET ${url} answered ${resp && resp.status()}`);
-  assert((resp.headers()['content-type'] || '').includes('text/html'),
-    `GET / content-type is ${resp.headers()['content-type']}, expected text/html`);
+  await gotoChat(page);
   for (const id of ['senderId', 'senderName', 'token', 'connect', 'status', 'message', 'send',
     'transcript', 'typing', 'groupId', 'groupSubject', 'threadId']) {
     assert(await page.locator('#' + id).count() === 1, `the page has no #${id}`);

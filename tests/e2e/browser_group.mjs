@@ -3,14 +3,14 @@
 // answer streams into both pages. Needs a server with the echo demo agent.
 // Env: CLAWSOCKET_URL, ARTIFACTS_DIR. Prints PASS/FAIL, exits 0/1, bounded to 60 s.
 import path from 'node:path';
-import { launch, runTest, assert, baseUrl, artifactsDir } from './chromium.mjs';
+import { launch, runTest, assert, artifactsDir, gotoChat } from './chromium.mjs';
 
 const GROUP = 'e2e-group-' + Math.random().toString(36).slice(2, 8);
 const TEXT = 'Hello everyone!';
 const EXPECTED = `echo: ${TEXT}`;
 
 async function openAs(page, id, name) {
-  await page.goto(baseUrl() + '/', { waitUntil: 'domcontentloaded', timeout: 15000 });
+  await gotoChat(page);
   await page.fill('#senderId', id);
   await page.fill('#senderName', name);
   await page.evaluate(() => { document.getElementById('convOptions').open = true; });

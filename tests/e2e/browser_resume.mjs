@@ -6,7 +6,7 @@
 // whole of it. Needs a server with the echo demo agent. Env: CLAWSOCKET_URL,
 // ARTIFACTS_DIR. Prints PASS/FAIL, exits 0/1, bounded to 60 s.
 import path from 'node:path';
-import { launch, runTest, assert, baseUrl, artifactsDir, summarizeFrames } from './chromium.mjs';
+import { launch, runTest, assert, artifactsDir, summarizeFrames, gotoChat } from './chromium.mjs';
 
 const WORDS = Array.from({ length: 120 }, (_, i) => `word${i + 1}`);
 const TEXT = WORDS.join(' ');
@@ -16,7 +16,7 @@ runTest('browser resume after a dropped connection', 60000, async (setCleanup) =
   const b = await launch();
   setCleanup(b.close);
   const { page, frames } = b;
-  await page.goto(baseUrl() + '/', { waitUntil: 'domcontentloaded', timeout: 15000 });
+  await gotoChat(page);
   await page.fill('#senderId', 'web-resume-' + Math.random().toString(36).slice(2, 8));
   await page.fill('#senderName', 'Resume Test');
   await page.click('#connect');

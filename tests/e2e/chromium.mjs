@@ -120,3 +120,21 @@ export function summarizeFrames(frames, limit = 40) {
     return `${f.dir} ${bits.join(' ')}`;
   }).join('\n');
 }
+
+// Open the chat page at GET / of the server; a clear error when it is not served.
+export async function gotoChat(page) {
+  const url = baseUrl() + '/';
+  let resp;
+  try {
+    resp = await page.goto(url, { waitUntil: 'domcontentloaded', timeout: 15000 });
+  } catch (e) {
+    let status = 'no answer';
+    try { status = String((await fetch(url)).status); } catch { /* server down */ }
+    throw new Error(`GET ${url} failed (HTTP ${status}): the server must serve web/index.html at / ` +
+      `(set E2E_LOCAL_PAGE=1 to try the checked-in page anyway). ${e.message.split('\n')[0]}`);
+  }
+  assert(resp && resp.status() === 200, `GET ${url} answered ${resp && resp.status()}`);
+  assert((resp.headers()['content-type'] || '').includes('text/html'),
+    `GET / content-type is ${resp.headers()['content-type']}, expected text/html`);
+  return resp;
+}
