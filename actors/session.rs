@@ -395,6 +395,8 @@ impl SessionActor {
             group_id: message.group_id.as_deref(),
             group_subject: message.group_subject.as_deref(),
             thread_id: message.thread_id.as_deref(),
+            reply_to_message_id: message.reply_to_message_id.as_deref(),
+            reply_to_body: message.reply_to_body.as_deref(),
         }
         .to_frame();
         let others: Vec<ConnectionHandle> =

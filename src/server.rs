@@ -59,6 +59,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
                 Logger::new(r#"%a "%{method}xi %U" %s %b %Dms"#)
                     .custom_request_replace("method", |request| request.method().to_string()),
             )
+            .route("/", web::get().to(chat_page))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .configure(|app| {
@@ -71,6 +72,14 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     .shutdown_timeout(grace.as_secs().max(1))
     .run();
     Ok(RunningServer { server, supervisor, local_addr })
+}
+
+/// The web chat page, embedded so that running it needs no build step.
+const CHAT_PAGE: &str = include_str!("../web/index.html");
+
+/// `GET /`: a small web chat that speaks the protocol.
+async fn chat_page() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(CHAT_PAGE)
 }
 
 /// `GET /healthz`: the process is alive.

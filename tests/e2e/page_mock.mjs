@@ -1,7 +1,7 @@
 // Deterministic test of the web page's protocol logic (web/index.html) in headless
 // Chromium against a scripted mock server on 127.0.0.1 (no ClawSocket needed):
 // delta streaming, welcome as a status line, typing, drop + reconnect with back-off,
-// chat.join afterSeq resume without duplicates, catchUp replace, history fallback,
+// chat.join afterSeq resume without duplicates, catchUp append, history fallback,
 // chat.message from a group member, chat.error with code, group/thread/quote fields,
 // close 4401 stops reconnecting. Prints PASS/FAIL, exits 0/1, bounded to 60 s.
 import http from 'node:http';
@@ -118,8 +118,8 @@ runTest('web page protocol logic (mock server)', 60000, async (setCleanup) => {
   mock.send({ type: 'chat.stream', messageId: M, content: ' two', done: false, seq: 3 });
   mock.send({ type: 'chat.stream', messageId: M, content: ' three', done: false, seq: 4 });
   await waitText(M, 'echo: one two three');
-  // catchUp: the whole text so far replaces the bubble
-  mock.send({ type: 'chat.stream', messageId: M, content: 'echo: one two three four', done: false, seq: 5, catchUp: true });
+  // catchUp: every delta after the rendered seq, in one frame, is appended
+  mock.send({ type: 'chat.stream', messageId: M, content: ' four', done: false, seq: 5, catchUp: true });
   await waitText(M, 'echo: one two three four');
   mock.send({ type: 'chat.stream', messageId: M, content: ' four', done: false, seq: 5 });   // dup of the catch-up
   mock.send({ type: 'chat.stream', messageId: M, content: ' five', done: false, seq: 6 });

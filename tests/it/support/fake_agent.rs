@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream;
 use serde_json::{json, Value};
 
 /// One request the fake received.
@@ -73,6 +73,11 @@ impl CallGuard {
         let now = activity.active.fetch_add(1, Ordering::SeqCst) + 1;
         activity.most_at_once.fetch_max(now, Ordering::SeqCst);
         CallGuard { activity, complete: false }
+    }
+
+    /// The answer was written whole.
+    fn finish(mut self) {
+        self.complete = true;
     }
 }
 
@@ -211,7 +216,7 @@ fn stream_chunks(
     chunks: Vec<Chunk>,
     guard: CallGuard,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
-    stream::unfold((chunks.into_iter(), guard), |(mut chunks, mut guard)| async move {
+    stream::unfold((chunks.into_iter(), guard), |(mut chunks, guard)| async move {
         match chunks.next() {
             Some(Chunk::Bytes(delay, bytes)) => {
                 if !delay.is_zero() {
@@ -221,7 +226,7 @@ fn stream_chunks(
             }
             Some(Chunk::Abort) => Some((Err(actix_web::error::ErrorInternalServerError("cut")), (chunks, guard))),
             None => {
-                guard.complete = true;
+                guard.finish();
                 None
             }
         }
