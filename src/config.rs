@@ -152,6 +152,7 @@ pub struct AgentSettings {
     pub timeout_ms: u64,
     pub forward_user_token: bool,
     pub openclaw_config_path: String,
+    pub confirm_agent_ms: u64,
     pub echo_delay_ms: u64,
 }
 

@@ -8,12 +8,14 @@
 //! `server::run` wires them behind actix-web; `main.rs` only parses flags and loads
 //! [`config::Settings`]. See ARCHITECTURE.md for the path of one message.
 
+pub mod agents;
 pub mod backend;
 pub mod config;
 pub mod error;
 pub mod identity;
 pub mod protocol;
 pub mod server;
+pub mod store;
 
 // The actors live in the top-level `actors/` folder (the project layout of SPEC §9)
 // but belong to this crate: they need `protocol`, `config` and `backend`, and the

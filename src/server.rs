@@ -6,6 +6,7 @@
 //! that knows actix-web-actors.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
 
 use crate::actors::connection::ConnectionActor;
-use crate::actors::supervisor::Supervisor;
+use crate::actors::supervisor::{Supervisor, SupervisorSetup};
+use crate::agents::AgentRegistry;
 use crate::backend::{self, AgentBackend};
 use crate::config::Settings;
 use crate::error::StartError;
@@ -39,7 +41,10 @@ struct AppState {
 /// Starts the service on `listener`. Must be called inside an actix system.
 pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServer, StartError> {
     let backend = backend::from_settings(&settings.agent);
-    let supervisor = Supervisor::new(settings.clone(), backend.clone()).start();
+    let agents = AgentRegistry::load(&settings.store.dir).map_err(StartError::Store)?;
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+    let supervisor =
+        Supervisor::new(SupervisorSetup { settings: settings.clone(), backend: backend.clone(), agents, home }).start();
     let local_addr = listener.local_addr()?;
     let websocket = &settings.channels.websocket;
     if websocket.enabled {
