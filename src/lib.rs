@@ -8,6 +8,7 @@
 //! `server::run` wires them behind actix-web; `main.rs` only parses flags and loads
 //! [`config::Settings`]. See ARCHITECTURE.md for the path of one message.
 
+pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod error;
