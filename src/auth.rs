@@ -268,8 +268,12 @@ impl Authenticator {
         let Some(credentials) = Credentials::from_request(query, authorization) else {
             return self.without_user(connection, AuthError::MissingToken);
         };
+        let started = Instant::now();
         match self.verify(&credentials).await {
-            Ok(user) => Admission::Authenticated(user),
+            Ok(user) => {
+                log::debug!("connection {connection}: vouched for as {:?} in {:.1?}", user.user_id, started.elapsed());
+                Admission::Authenticated(user)
+            }
             Err(error) => self.without_user(connection, error),
         }
     }
