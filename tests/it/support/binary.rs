@@ -6,8 +6,7 @@ use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-
-use crate::support::eventually;
+use std::time::Duration;
 
 /// A running `clawsocket` process; its stdout and stderr go to one file.
 pub struct ChildServer {
@@ -41,9 +40,28 @@ impl ChildServer {
             .spawn()
             .expect("start the clawsocket binary");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let server = ChildServer { addr, child, output, _dir: dir };
-        eventually("the child server accepts connections", || async move { TcpStream::connect(addr).is_ok() }).await;
+        let mut server = ChildServer { addr, child, output, _dir: dir };
+        server.wait_until_listening().await;
         server
+    }
+
+    /// Polls the port; fails the test with the child's output if it exits first or
+    /// does not listen within 10 s (a hang, not a timing claim).
+    async fn wait_until_listening(&mut self) {
+        for _ in 0..1000 {
+            if TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("clawsocket exited ({status}) before listening:\n{}", self.output());
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("clawsocket did not listen on {} within 10 s:\n{}", self.addr, self.output());
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.output).unwrap_or_default()
     }
 
     /// `ws://127.0.0.1:PORT/ws?{query}`.
@@ -54,7 +72,7 @@ impl ChildServer {
     /// Kills the process (SIGKILL) and returns everything it wrote to stdout and stderr.
     pub fn kill(mut self) -> String {
         self.stop();
-        std::fs::read_to_string(&self.output).expect("read the child's output")
+        self.output()
     }
 
     fn stop(&mut self) {
