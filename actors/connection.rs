@@ -18,6 +18,7 @@ use bytes::BytesMut;
 
 use super::session::{AbortTurn, JoinSession, LeaveSession, ReadHistory, SessionCommand, SubmitTurn, Turn};
 use super::supervisor::{ConnectionClosed, ConnectionOpened, Route, Supervisor};
+use crate::backend::prompt;
 use crate::config::{DmPolicy, Settings};
 use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
 use crate::protocol::{self, ErrorCode, Frame, Inbound, Outbound, SessionSelector, CLOSE_POLICY, CLOSE_TOO_BIG};
@@ -306,6 +307,9 @@ impl ConnectionActor {
         if websocket.dm_policy == DmPolicy::Allowlist && !websocket.allow_from.contains(&identity.sender_id) {
             let text = "this sender is not allowed to talk to the agent (dmPolicy allowlist)";
             return reply(ctx, Outbound::error_frame(ErrorCode::Forbidden, text, Some(&message_id)));
+        }
+        if let Err(reason) = prompt::check_media(&message, &websocket.media.roots) {
+            return reply(ctx, Outbound::error_frame(ErrorCode::MediaForbidden, &reason, Some(&message_id)));
         }
         let chat = match &message.group_id {
             Some(group) if message.chat_type == protocol::ChatType::Group => Chat::Group(group.clone()),

@@ -18,6 +18,7 @@ use actix::prelude::*;
 use super::agent_bridge::{AgentBridge, Attach, SetSubscribers, StopTurn, TurnSetup};
 use super::connection::{fan_out, ConnectionHandle};
 use super::supervisor::{SessionIdle, Supervisor};
+use crate::backend::prompt::{self, PromptInput};
 use crate::backend::{AgentBackend, BackendError, TurnRequest};
 use crate::config::Settings;
 use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget};
@@ -394,6 +395,8 @@ impl SessionActor {
             group_id: message.group_id.as_deref(),
             group_subject: message.group_subject.as_deref(),
             thread_id: message.thread_id.as_deref(),
+            reply_to_message_id: message.reply_to_message_id.as_deref(),
+            reply_to_body: message.reply_to_body.as_deref(),
         }
         .to_frame();
         let others: Vec<ConnectionHandle> =
@@ -414,12 +417,7 @@ impl SessionActor {
         };
         self.turns_started += 1;
         let number = self.turns_started;
-        let request = TurnRequest {
-            session_key: self.setup.key.clone(),
-            agent_id: self.setup.agent_id.clone(),
-            content: turn.message.content.clone(),
-            history: self.history_for_backend(),
-        };
+        let request = self.turn_request(&turn);
         log::info!("turn {} started in session {} (agent {})", turn.message_id, self.setup.key, self.setup.agent_id);
         let bridge = AgentBridge::new(TurnSetup {
             number,
@@ -435,6 +433,24 @@ impl SessionActor {
         })
         .start();
         self.running = Some(RunningTurn { number, turn, bridge, started: Instant::now() });
+    }
+
+    fn turn_request(&self, turn: &Turn) -> TurnRequest {
+        let prompt = prompt::build(&PromptInput {
+            sender_id: &turn.identity.sender_id,
+            sender_name: &turn.identity.sender_name,
+            message: &turn.message,
+            user_data: turn.identity.auth_data.as_deref(),
+            user_token: None,
+        });
+        TurnRequest {
+            session_key: self.setup.key.clone(),
+            agent_id: self.setup.agent_id.clone(),
+            content: turn.message.content.clone(),
+            prompt,
+            history: self.history_for_backend(),
+            system_prompt: None,
+        }
     }
 
     /// The stored messages a memory-less backend must be sent, oldest first.

@@ -29,7 +29,7 @@ use futures_util::stream;
 use crate::actors::connection::ConnectionActor;
 use crate::actors::supervisor::Supervisor;
 use crate::auth::{Admission, AnswerCache, AuthError, Authenticator};
-use crate::backend;
+use crate::backend::{self, AgentBackend};
 use crate::config::Settings;
 use crate::error::StartError;
 use crate::identity::{ConnectionId, Identity};
@@ -46,23 +46,24 @@ pub struct RunningServer {
 struct AppState {
     settings: Arc<Settings>,
     supervisor: Addr<Supervisor>,
+    backend: Arc<dyn AgentBackend>,
 }
 
 /// Starts the service on `listener`. Must be called inside an actix system.
 pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServer, StartError> {
-    let backend = backend::from_settings(&settings.agent)?;
-    let supervisor = Supervisor::new(settings.clone(), backend).start();
+    let backend = backend::from_settings(&settings.agent);
+    let supervisor = Supervisor::new(settings.clone(), backend.clone()).start();
     let local_addr = listener.local_addr()?;
     let websocket = &settings.channels.websocket;
     if websocket.enabled {
         log::info!("ClawSocket listening on ws://{local_addr}{}", websocket.path);
     } else {
-        log::warn!("channels.websocket.enabled is false: no WebSocket listener; serving /healthz only on {local_addr}");
+        log::warn!("channels.websocket.enabled is false: no WebSocket listener; serving /healthz and /readyz only on {local_addr}");
     }
     log_auth_mode(&settings);
     // One cache for all workers; each worker builds its own Authenticator (awc is per thread).
     let answer_cache = AnswerCache::for_settings(&settings.channels.websocket.auth);
-    let state = web::Data::new(AppState { settings: settings.clone(), supervisor: supervisor.clone() });
+    let state = web::Data::new(AppState { settings: settings.clone(), supervisor: supervisor.clone(), backend });
     let grace = Duration::from_millis(settings.limits.shutdown_grace_ms);
     let server = HttpServer::new(move || {
         let enabled = state.settings.channels.websocket.enabled;
@@ -76,7 +77,9 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
                 Logger::new(r#"%a "%{method}xi %U" %s %b %Dms"#)
                     .custom_request_replace("method", |request| request.method().to_string()),
             )
+            .route("/", web::get().to(chat_page))
             .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
             .configure(|app| {
                 if enabled {
                     app.route(&path, web::get().to(websocket_handshake));
@@ -89,9 +92,27 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     Ok(RunningServer { server, supervisor, local_addr })
 }
 
+/// The web chat page, embedded so that running it needs no build step.
+const CHAT_PAGE: &str = include_str!("../web/index.html");
+
+/// `GET /`: a small web chat that speaks the protocol.
+async fn chat_page() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(CHAT_PAGE)
+}
+
 /// `GET /healthz`: the process is alive.
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// `GET /readyz`: the listener is up and the agent backend answers; 503 with the reason if not.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.backend.probe().await {
+        Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
+        Err(reason) => {
+            HttpResponse::ServiceUnavailable().content_type("text/plain").body(format!("not ready: {reason}\n"))
+        }
+    }
 }
 
 /// Says once at start how connections are authenticated (never per connection).

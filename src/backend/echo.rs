@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
+use futures_util::future::{self, LocalBoxFuture};
 use futures_util::stream::{self, StreamExt};
+use futures_util::FutureExt;
 
 use super::{AgentBackend, DeltaStream, TurnRequest};
 use crate::config::AgentSettings;
@@ -38,6 +40,10 @@ impl AgentBackend for EchoBackend {
 
     fn keeps_memory(&self) -> bool {
         true
+    }
+
+    fn probe(&self) -> LocalBoxFuture<'static, Result<(), String>> {
+        future::ready(Ok(())).boxed_local()
     }
 }
 

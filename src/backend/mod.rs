@@ -6,17 +6,26 @@
 //! the AgentBridge's thread, so they may hold thread-local HTTP clients. Backends
 //! never see a socket or a subscriber.
 
+mod chat_completions;
 mod echo;
+mod openai;
+mod openclaw;
+pub mod prompt;
+mod sse;
 
 use std::sync::Arc;
 
+use futures_util::future::LocalBoxFuture;
 use futures_util::stream::LocalBoxStream;
 
-use crate::config::{AgentKind, AgentSettings, ConfigError};
+use crate::config::{AgentKind, AgentSettings};
 use crate::identity::SessionKey;
 use crate::protocol::{ErrorCode, TranscriptEntry};
 
 pub use echo::EchoBackend;
+pub use openai::OpenAiBackend;
+pub use openclaw::OpenClawBackend;
+pub use prompt::Prompt;
 
 /// The text pieces of one answer, in order.
 pub type DeltaStream = LocalBoxStream<'static, Result<String, BackendError>>;
@@ -30,8 +39,12 @@ pub struct TurnRequest {
     pub agent_id: Arc<str>,
     /// The user's message as they typed it.
     pub content: String,
+    /// The message as the agent is told it (envelope, media, context).
+    pub prompt: Prompt,
     /// The session's earlier messages, oldest first, for backends that need memory sent.
     pub history: Vec<TranscriptEntry>,
+    /// This agent's own system prompt, overriding `agent.systemPrompt` (`openai`).
+    pub system_prompt: Option<String>,
 }
 
 /// One agent backend.
@@ -41,6 +54,9 @@ pub trait AgentBackend: Send + Sync {
 
     /// Whether the backend keeps the conversation itself (then no history is sent).
     fn keeps_memory(&self) -> bool;
+
+    /// Whether the backend is reachable now (`/readyz`); `Err` says why not.
+    fn probe(&self) -> LocalBoxFuture<'static, Result<(), String>>;
 }
 
 /// Why a turn's backend call failed; `code()` is what subscribers see.
@@ -68,16 +84,14 @@ impl BackendError {
     }
 }
 
-/// Builds the configured backend, or says why it cannot.
-pub fn from_settings(settings: &AgentSettings) -> Result<Arc<dyn AgentBackend>, ConfigError> {
+/// Builds the configured backend.
+pub fn from_settings(settings: &AgentSettings) -> Arc<dyn AgentBackend> {
     match settings.kind {
         AgentKind::Echo => {
             log::warn!("agent.kind = \"echo\": the built-in DEMO agent answers (it only echoes)");
-            Ok(Arc::new(EchoBackend::new(settings)))
+            Arc::new(EchoBackend::new(settings))
         }
-        AgentKind::Openai | AgentKind::Openclaw => Err(ConfigError::Invalid {
-            key: "agent.kind",
-            reason: "this build only has the \"echo\" demo agent".into(),
-        }),
+        AgentKind::Openai => Arc::new(OpenAiBackend::new(settings)),
+        AgentKind::Openclaw => Arc::new(OpenClawBackend::new(settings)),
     }
 }

@@ -5,4 +5,6 @@
 mod support;
 
 mod auth;
+mod backends;
 mod foundation;
+mod sessions;

@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod client;
+pub mod fake_agent;
 pub mod fake_auth;
 pub mod server;
 
@@ -10,7 +11,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use client::WsClient;
-pub use server::spawn_server;
+pub use server::{spawn_server, TestServer as TestServerHandle};
 
 /// Polls `condition` until it holds; fails the test after 10 s (a hang, not a timing claim).
 pub async fn eventually<F, Fut>(what: &str, mut condition: F)

@@ -1,0 +1,292 @@
+//! The OpenAI-compatible `chat/completions` call both real backends make, with awc.
+//!
+//! `stream` POSTs the request and turns the answer into a [`DeltaStream`]: an SSE
+//! body (`data: {chunk}` … `data: [DONE]`) yields each `choices[0].delta.content` as
+//! it arrives; a plain JSON answer (a server that does not stream) yields its whole
+//! `message.content` once. The request head must come within the first-byte timeout;
+//! the whole turn is bounded by the AgentBridge. A body that ends before `[DONE]` or
+//! a `finish_reason` is an error: a cut answer is never passed off as complete.
+//! awc clients hold an `Rc`, so each thread keeps its own (and its own pool).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use awc::error::{ConnectError, PayloadError, SendRequestError};
+use awc::http::header::CONTENT_TYPE;
+use futures_util::future::LocalBoxFuture;
+use futures_util::stream::{self, StreamExt};
+use futures_util::FutureExt;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::sse::SseDecoder;
+use super::{BackendError, DeltaStream};
+
+/// Largest error body read to explain a failure.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// Largest non-streamed JSON answer accepted.
+const JSON_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// How long a readiness probe waits.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+thread_local! {
+    /// One client per thread: awc clients are not `Send`, and a shared one pools
+    /// keep-alive connections to the backend. No connection limit: the session
+    /// queues and `limits.maxConnections` bound the turns in flight.
+    static CLIENT: awc::Client = awc::Client::builder()
+        .disable_timeout()
+        .connector(awc::Connector::new().limit(0))
+        .finish();
+}
+
+fn client() -> awc::Client {
+    CLIENT.with(Clone::clone)
+}
+
+/// A response whose body is read as it arrives (decompressed if need be).
+type StreamingBody = awc::ClientResponse<actix_http::encoding::Decoder<actix_http::Payload>>;
+
+/// One chat-completions call.
+pub struct ChatRequest {
+    pub url: String,
+    /// `Authorization: Bearer …`, when non-empty.
+    pub bearer: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Value,
+    /// How long to wait for the response head ("first byte").
+    pub first_byte_timeout: Duration,
+}
+
+/// Starts the call; the stream yields the answer's deltas.
+pub fn stream(request: ChatRequest) -> DeltaStream {
+    let state = CallState { request: Some(request), ..CallState::default() };
+    stream::unfold(state, |mut state| async move {
+        let item = state.next_item().await?;
+        Some((item, state))
+    })
+    .boxed_local()
+}
+
+/// Whether anything answers HTTP at `url` (any status counts: it is reachable).
+pub fn probe(url: String, bearer: String) -> LocalBoxFuture<'static, Result<(), String>> {
+    async move {
+        let mut request = client().get(&url).timeout(PROBE_TIMEOUT);
+        if !bearer.is_empty() {
+            request = request.bearer_auth(&bearer);
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(format!("agent backend {url} unreachable: {error}")),
+        }
+    }
+    .boxed_local()
+}
+
+/// Where one call is.
+#[derive(Default)]
+struct CallState {
+    /// Taken when the request is sent.
+    request: Option<ChatRequest>,
+    /// The streaming body, once the head has arrived.
+    response: Option<StreamingBody>,
+    decoder: SseDecoder,
+    /// Decoded deltas not yet handed out.
+    ready: VecDeque<String>,
+    /// A chunk carried `finish_reason`: the answer is complete even without `[DONE]`.
+    finished: bool,
+    /// Nothing more will come.
+    done: bool,
+}
+
+impl CallState {
+    async fn next_item(&mut self) -> Option<Result<String, BackendError>> {
+        loop {
+            if let Some(delta) = self.ready.pop_front() {
+                return Some(Ok(delta));
+            }
+            if self.done {
+                return None;
+            }
+            let step = match self.request.take() {
+                Some(request) => self.send(request).await,
+                None => self.read_chunk().await,
+            };
+            if let Err(error) = step {
+                self.done = true;
+                self.response = None;
+                return Some(Err(error));
+            }
+        }
+    }
+
+    async fn send(&mut self, request: ChatRequest) -> Result<(), BackendError> {
+        let mut call = client().post(&request.url).timeout(request.first_byte_timeout);
+        if !request.bearer.is_empty() {
+            call = call.bearer_auth(&request.bearer);
+        }
+        for (name, value) in &request.headers {
+            call = call.insert_header((*name, value.as_str()));
+        }
+        let mut response = call.send_json(&request.body).await.map_err(send_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.body().limit(ERROR_BODY_LIMIT).await.unwrap_or_default();
+            return Err(BackendError::Failed(format!("HTTP {}: {}", status.as_u16(), error_message(&body))));
+        }
+        let is_json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("application/json"));
+        if is_json {
+            let body = response.body().limit(JSON_BODY_LIMIT).await.map_err(payload_error)?;
+            self.ready.push_back(whole_answer(&body)?);
+            self.done = true;
+        } else {
+            self.response = Some(response);
+        }
+        Ok(())
+    }
+
+    async fn read_chunk(&mut self) -> Result<(), BackendError> {
+        let Some(response) = self.response.as_mut() else {
+            self.done = true;
+            return Ok(());
+        };
+        let mut events = Vec::new();
+        match response.next().await {
+            Some(Ok(chunk)) => self.decoder.feed(&chunk, |event| events.push(event)),
+            Some(Err(error)) => return Err(payload_error(error)),
+            None => {
+                self.done = true;
+                self.decoder.finish(|event| events.push(event))
+            }
+        }
+        .map_err(|error| BackendError::Failed(error.to_string()))?;
+        for event in events {
+            self.on_event(&event)?;
+        }
+        if self.done && !self.finished {
+            return Err(BackendError::Failed("the agent's stream ended before the answer was complete".into()));
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, data: &str) -> Result<(), BackendError> {
+        if self.done && self.finished {
+            return Ok(()); // after [DONE]
+        }
+        if data.trim() == "[DONE]" {
+            self.finished = true;
+            self.done = true;
+            self.response = None; // stop reading; the answer is whole
+            return Ok(());
+        }
+        let chunk: StreamChunk = serde_json::from_str(data)
+            .map_err(|_| BackendError::Failed("the agent sent an unreadable stream event".into()))?;
+        if let Some(error) = chunk.error {
+            return Err(BackendError::Failed(error_text(&error)));
+        }
+        for choice in chunk.choices.into_iter().take(1) {
+            if let Some(content) = choice.delta.and_then(|delta| delta.content).filter(|text| !text.is_empty()) {
+                self.ready.push_back(content);
+            }
+            if choice.finish_reason.is_some() {
+                self.finished = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One `data:` event of a streamed answer.
+#[derive(Deserialize)]
+struct StreamChunk {
+    #[serde(default)]
+    choices: Vec<StreamChoice>,
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct StreamChoice {
+    delta: Option<MessageText>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MessageText {
+    content: Option<String>,
+}
+
+/// A non-streamed answer: `choices[0].message.content`.
+fn whole_answer(body: &[u8]) -> Result<String, BackendError> {
+    #[derive(Deserialize)]
+    struct Answer {
+        choices: Vec<AnswerChoice>,
+    }
+    #[derive(Deserialize)]
+    struct AnswerChoice {
+        message: MessageText,
+    }
+    let answer: Answer = serde_json::from_slice(body)
+        .map_err(|_| BackendError::Failed("the agent's JSON answer has no choices[0].message".into()))?;
+    answer
+        .choices
+        .into_iter()
+        .next()
+        .and_then(|choice| choice.message.content)
+        .ok_or_else(|| BackendError::Failed("the agent's JSON answer has no content".into()))
+}
+
+/// The backend's own explanation from an error body: `{"error":{"message"}}`,
+/// `{"error":"…"}`, `{"message":"…"}`, or the text itself.
+fn error_message(body: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value) => match value.get("error") {
+            Some(error) => error_text(error),
+            None => value.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| value.to_string()),
+        },
+        Err(_) => String::from_utf8_lossy(body).chars().take(500).collect::<String>().trim().to_string(),
+    }
+}
+
+fn error_text(error: &Value) -> String {
+    match error {
+        Value::String(text) => text.clone(),
+        other => other.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| other.to_string()),
+    }
+}
+
+fn send_error(error: SendRequestError) -> BackendError {
+    match error {
+        SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
+            BackendError::Timeout("agent.timeoutMs")
+        }
+        SendRequestError::Connect(error) => BackendError::Unavailable(error.to_string()),
+        SendRequestError::Send(error) => BackendError::Unavailable(error.to_string()),
+        other => BackendError::Failed(other.to_string()),
+    }
+}
+
+fn payload_error(error: PayloadError) -> BackendError {
+    BackendError::Failed(format!("the agent's answer was cut: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_explain_themselves() {
+        assert_eq!(error_message(br#"{"error":{"message":"Unknown agent: ws-x"}}"#), "Unknown agent: ws-x");
+        assert_eq!(error_message(br#"{"error":"model not found"}"#), "model not found");
+        assert_eq!(error_message(b"Bad Gateway\n"), "Bad Gateway");
+    }
+
+    #[test]
+    fn a_whole_json_answer_is_read() {
+        let body = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Hi!"}}]}"#;
+        assert_eq!(whole_answer(body).unwrap(), "Hi!");
+        assert!(whole_answer(b"{}").is_err());
+    }
+}

@@ -1,0 +1,67 @@
+//! The `openclaw` backend: the OpenClaw Gateway's OpenAI-compatible endpoint.
+//!
+//! The gateway keeps the memory, keyed by the session key we send
+//! (`x-openclaw-session-key`, `user`), so each call carries only the new turn:
+//! history sent in `messages` would be folded into the prompt and duplicated.
+//! The agent is named twice, as the gateway expects: `model: "openclaw:{agentId}"`
+//! and `x-openclaw-agent-id`. A gateway that does not know the agent answers 400
+//! "Unknown agent", which reaches the user as `agent_error` with that message.
+
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use serde_json::json;
+
+use super::chat_completions::{self, ChatRequest};
+use super::{AgentBackend, DeltaStream, TurnRequest};
+use crate::config::AgentSettings;
+
+/// The OpenClaw Gateway backend.
+pub struct OpenClawBackend {
+    /// `{agent.url}/v1/chat/completions`.
+    endpoint: String,
+    models_url: String,
+    token: String,
+    first_byte_timeout: Duration,
+}
+
+impl OpenClawBackend {
+    pub fn new(settings: &AgentSettings) -> Self {
+        let base = settings.url.trim_end_matches('/');
+        OpenClawBackend {
+            endpoint: format!("{base}/v1/chat/completions"),
+            models_url: format!("{base}/v1/models"),
+            token: settings.token.clone(),
+            first_byte_timeout: Duration::from_millis(settings.timeout_ms),
+        }
+    }
+}
+
+impl AgentBackend for OpenClawBackend {
+    fn stream_turn(&self, request: TurnRequest) -> DeltaStream {
+        let body = json!({
+            "model": format!("openclaw:{}", request.agent_id),
+            "stream": true,
+            "user": request.session_key.as_str(),
+            "messages": request.prompt.to_messages(),
+        });
+        chat_completions::stream(ChatRequest {
+            url: self.endpoint.clone(),
+            bearer: self.token.clone(),
+            headers: vec![
+                ("x-openclaw-agent-id", request.agent_id.to_string()),
+                ("x-openclaw-session-key", request.session_key.to_string()),
+            ],
+            body,
+            first_byte_timeout: self.first_byte_timeout,
+        })
+    }
+
+    fn keeps_memory(&self) -> bool {
+        true
+    }
+
+    fn probe(&self) -> LocalBoxFuture<'static, Result<(), String>> {
+        chat_completions::probe(self.models_url.clone(), self.token.clone())
+    }
+}

@@ -1,0 +1,133 @@
+//! Server-sent events, decoded incrementally from the chunks of an HTTP body.
+//!
+//! Hand-written on purpose (see ARCHITECTURE.md, Decisions): the maintained crate
+//! (`eventsource-stream`) copies the rest of its buffer for every line, which is
+//! quadratic for a network chunk that carries hundreds of deltas, and its UTF-8
+//! adapter grows without bound on invalid bytes. This decoder works on bytes, finds
+//! whole lines (`\n`, `\r\n` or `\r`) in place, and copies only the bytes of a
+//! line split across chunks, which the next chunk completes (a UTF-8 character split
+//! there included). It keeps only what the OpenAI-style streams need: `data:` fields joined
+//! into one event at a blank line; comments (`:`) and other fields are skipped.
+
+/// A line longer than this ends the stream with an error instead of growing memory.
+pub const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Why a stream could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SseError {
+    #[error("an event-stream line is longer than {MAX_LINE_BYTES} bytes")]
+    LineTooLong,
+    #[error("an event-stream line is not UTF-8")]
+    NotUtf8,
+}
+
+/// The incremental decoder: feed it chunks, it hands out the `data` of each event.
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    /// Bytes not yet forming a whole line.
+    pending: Vec<u8>,
+    /// The `data` of the event being built (several `data:` lines join with `\n`).
+    data: String,
+    /// Whether the event being built has a `data` field at all.
+    has_data: bool,
+    /// The previous chunk ended in `\r`: a `\n` starting this one belongs to it.
+    after_carriage_return: bool,
+}
+
+impl SseDecoder {
+    /// Decodes one chunk; `on_event` receives each completed event's data.
+    pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(String)) -> Result<(), SseError> {
+        let mut chunk = chunk;
+        if self.after_carriage_return {
+            self.after_carriage_return = false;
+            if let Some(rest) = chunk.strip_prefix(b"\n") {
+                chunk = rest;
+            }
+        }
+        let mut start = 0;
+        let mut index = 0;
+        while index < chunk.len() {
+            let byte = chunk[index];
+            if byte == b'\n' || byte == b'\r' {
+                let line_end = index;
+                if byte == b'\r' {
+                    match chunk.get(index + 1) {
+                        Some(b'\n') => index += 1,
+                        Some(_) => {}
+                        None => self.after_carriage_return = true,
+                    }
+                }
+                self.line(&chunk[start..line_end], &mut on_event)?;
+                start = index + 1;
+            }
+            index += 1;
+        }
+        let rest = &chunk[start..];
+        if self.pending.len() + rest.len() > MAX_LINE_BYTES {
+            return Err(SseError::LineTooLong);
+        }
+        self.pending.extend_from_slice(rest);
+        Ok(())
+    }
+
+    /// The body ended: a last event without its blank line still counts.
+    pub fn finish(&mut self, mut on_event: impl FnMut(String)) -> Result<(), SseError> {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.field(&line)?;
+        }
+        self.dispatch(&mut on_event);
+        Ok(())
+    }
+
+    /// One whole line: `part` completes the bytes pending from earlier chunks.
+    fn line(&mut self, part: &[u8], on_event: &mut impl FnMut(String)) -> Result<(), SseError> {
+        if self.pending.is_empty() {
+            return self.end_or_field(part, on_event);
+        }
+        let mut line = std::mem::take(&mut self.pending);
+        line.extend_from_slice(part);
+        let result = self.end_or_field(&line, on_event);
+        line.clear();
+        self.pending = line; // keep the allocation for the next split line
+        result
+    }
+
+    fn end_or_field(&mut self, line: &[u8], on_event: &mut impl FnMut(String)) -> Result<(), SseError> {
+        if line.is_empty() {
+            self.dispatch(on_event);
+            Ok(())
+        } else {
+            self.field(line)
+        }
+    }
+
+    fn field(&mut self, line: &[u8]) -> Result<(), SseError> {
+        let Some(value) = line.strip_prefix(b"data") else {
+            return Ok(()); // a comment (`:`), or a field the chat streams do not use
+        };
+        let value = match value {
+            [] => &[][..],
+            [b':', b' ', rest @ ..] | [b':', rest @ ..] => rest,
+            _ => return Ok(()), // `dataX:` is another field's name
+        };
+        let text = std::str::from_utf8(value).map_err(|_| SseError::NotUtf8)?;
+        if self.has_data {
+            self.data.push('\n');
+        }
+        self.data.push_str(text);
+        self.has_data = true;
+        Ok(())
+    }
+
+    fn dispatch(&mut self, on_event: &mut impl FnMut(String)) {
+        if self.has_data {
+            self.has_data = false;
+            on_event(std::mem::take(&mut self.data));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "sse_tests.rs"]
+mod tests;
