@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::support::binary::ChildServer;
 use crate::support::client::{last, Received};
+use crate::support::fake_agent::{always, FakeAgent};
 use crate::support::fake_auth::{dead_endpoint, Answer, AuthScript, FakeAuth};
 use crate::support::server::{spawn_server_from, TestServer};
 use crate::support::{spawn_server, WsClient};
@@ -75,6 +76,21 @@ async fn a_good_token_gives_the_identity_and_session_of_the_auth_service() {
     assert_eq!(last(&frames)["sessionKey"], "agent:main:websocket:direct:u-alice");
     let expected = json!({"token": "tok-alice", "senderId": "mallory", "senderName": "Mallory", "lang": "de", "tokenType": "local"});
     assert_eq!(auth.requests(), [expected], "every URL parameter, plus tokenType");
+}
+
+#[actix_rt::test]
+async fn the_auth_services_user_data_reaches_the_agent_but_the_token_does_not() {
+    let auth = FakeAuth::start(alice_and_bob());
+    let agent = FakeAgent::start(always(&["noted"]));
+    let server = server_with_auth(
+        &auth.url,
+        &[("agent.kind", "openai".into()), ("agent.url", agent.url_v1().into()), ("agent.model", "test-model".into())],
+    );
+    let (mut client, _) = welcomed(&server.ws_url("token=tok-alice"), &[]).await;
+    assert_eq!(last(&client.chat("m1", "hello").await)["content"], "noted");
+    let body = agent.requests()[0].body.to_string();
+    assert!(body.contains(r#"\"plan\":\"pro\""#) && body.contains("Alice: hello"), "the auth data is context: {body}");
+    assert!(!body.contains("tok-alice"), "agent.forwardUserToken is off: {body}");
 }
 
 #[actix_rt::test]
