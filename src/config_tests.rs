@@ -118,7 +118,10 @@ fn backend_credentials_fall_back_to_their_customary_variables() {
 
 #[test]
 fn bad_values_fail_naming_the_key() {
-    let cases: [(&str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str); 9] = [
+        ("WS_AUTH_ENDPOINT", "localhost:3000/verify", "channels.websocket.auth.endpoint"),
+        ("WS_AUTH_ENDPOINT", "", "channels.websocket.auth.endpoint"),
+        ("CLAWSOCKET__CHANNELS__WEBSOCKET__AUTH__TIMEOUT", "0", "channels.websocket.auth.timeout"),
         ("CLAWSOCKET__CHANNELS__WEBSOCKET__PORT", "many", "port"),
         ("CLAWSOCKET__CHANNELS__WEBSOCKET__STREAMMODE", "sometimes", "streamMode"),
         ("CLAWSOCKET__AGENT__KIND", "skynet", "kind"),

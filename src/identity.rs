@@ -61,6 +61,11 @@ impl Identity {
         }
     }
 
+    /// The identity the auth service vouched for: no message can change it.
+    pub fn authenticated(sender_id: String, sender_name: String, auth_data: Arc<Map<String, Value>>) -> Self {
+        Identity { sender_id, sender_name, authenticated: true, auth_data: Some(auth_data) }
+    }
+
     /// The identity a message acts as: the message's `senderId`/`senderName` count only
     /// on an unauthenticated connection.
     pub fn for_message(&self, sender_id: Option<&str>, sender_name: Option<&str>) -> Identity {

@@ -1,7 +1,10 @@
-//! Test support: start the real server, talk to it over a real WebSocket.
+//! Test support: start the real server (in-process, or the binary as a child
+//! process), fake the services around it, talk to it over a real WebSocket.
 
+pub mod binary;
 pub mod client;
 pub mod fake_agent;
+pub mod fake_auth;
 pub mod server;
 
 use std::future::Future;

@@ -1,6 +1,7 @@
 //! Starts the real service in-process on 127.0.0.1:0 with a temp store dir.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::Arc;
 
 use clawsocket::actors::supervisor::{CountRegistries, RegistryCounts, Supervisor};
@@ -40,15 +41,26 @@ impl Drop for TestServer {
 
 /// Test defaults (echo agent without pauses, auth off), then `overrides`.
 pub fn spawn_server(overrides: &[(&str, SettingValue)]) -> TestServer {
+    let mut all: Vec<(&str, SettingValue)> = vec![("channels.websocket.auth.enabled", false.into())];
+    all.extend(overrides.iter().cloned());
+    spawn_server_from(None, &Environment::new(), &all)
+}
+
+/// Loads settings as `main` does (defaults, `file`, `environment`), then the echo
+/// agent without pauses and a temp store, then `overrides`; starts the server.
+pub fn spawn_server_from(
+    file: Option<&Path>,
+    environment: &Environment,
+    overrides: &[(&str, SettingValue)],
+) -> TestServer {
     let store = tempfile::tempdir().expect("temp dir");
     let mut all: Vec<(&str, SettingValue)> = vec![
-        ("channels.websocket.auth.enabled", false.into()),
         ("agent.kind", "echo".into()),
         ("agent.echoDelayMs", 0.into()),
         ("store.dir", store.path().to_string_lossy().to_string().into()),
     ];
     all.extend(overrides.iter().cloned());
-    let settings = Settings::load_with(None, &Environment::new(), &all).expect("test settings load");
+    let settings = Settings::load_with(file, environment, &all).expect("test settings load");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     let running = server::run(listener, Arc::new(settings)).expect("server starts");
     let handle = running.server.handle();
