@@ -6,5 +6,7 @@ mod support;
 
 mod auth;
 mod backends;
+mod dynamic_agents;
 mod foundation;
+mod persistence;
 mod sessions;

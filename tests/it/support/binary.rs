@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -13,7 +13,8 @@ pub struct ChildServer {
     pub addr: SocketAddr,
     child: Child,
     output: PathBuf,
-    _dir: tempfile::TempDir,
+    /// The temp dir this process owns, if it owns one.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl ChildServer {
@@ -22,10 +23,18 @@ impl ChildServer {
     /// `environment`; returns once it accepts connections.
     pub async fn start(config: &str, environment: &[(&str, &str)]) -> ChildServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = dir.path().join("store");
-        let config_path = dir.path().join("clawsocket.toml");
+        let mut server = Self::start_in(dir.path(), config, environment).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// As `start`, with the config, store (`{dir}/store`) and log in `dir`, which the
+    /// test keeps: a second process can start on the same store after a kill.
+    pub async fn start_in(dir: &Path, config: &str, environment: &[(&str, &str)]) -> ChildServer {
+        let store = dir.join("store");
+        let config_path = dir.join("clawsocket.toml");
         std::fs::write(&config_path, config.replace("{store}", &store.to_string_lossy())).expect("write config");
-        let output = dir.path().join("output.log");
+        let output = dir.join(format!("output-{}.log", uuid::Uuid::new_v4().simple()));
         let log = File::create(&output).expect("create log file");
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_clawsocket"))
@@ -40,7 +49,7 @@ impl ChildServer {
             .spawn()
             .expect("start the clawsocket binary");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut server = ChildServer { addr, child, output, _dir: dir };
+        let mut server = ChildServer { addr, child, output, _dir: None };
         server.wait_until_listening().await;
         server
     }

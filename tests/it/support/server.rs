@@ -13,7 +13,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub supervisor: actix::Addr<Supervisor>,
     handle: actix_web::dev::ServerHandle,
-    _store: tempfile::TempDir,
+    /// The temp store this server owns, if it owns one.
+    _store: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -25,6 +26,11 @@ impl TestServer {
     /// `http://127.0.0.1:PORT{path}`.
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the server and waits until it has stopped (a clean shutdown).
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
     }
 
     /// The Supervisor's registry sizes.
@@ -54,10 +60,29 @@ pub fn spawn_server_from(
     overrides: &[(&str, SettingValue)],
 ) -> TestServer {
     let store = tempfile::tempdir().expect("temp dir");
+    let mut server = start(file, environment, store.path(), overrides);
+    server._store = Some(store);
+    server
+}
+
+/// Test defaults (echo agent without pauses, auth off) on a store the test keeps, so a
+/// second server can start on it after this one stops (a restart).
+pub fn spawn_server_on_store(store: &Path, overrides: &[(&str, SettingValue)]) -> TestServer {
+    let mut all: Vec<(&str, SettingValue)> = vec![("channels.websocket.auth.enabled", false.into())];
+    all.extend(overrides.iter().cloned());
+    start(None, &Environment::new(), store, &all)
+}
+
+fn start(
+    file: Option<&Path>,
+    environment: &Environment,
+    store: &Path,
+    overrides: &[(&str, SettingValue)],
+) -> TestServer {
     let mut all: Vec<(&str, SettingValue)> = vec![
         ("agent.kind", "echo".into()),
         ("agent.echoDelayMs", 0.into()),
-        ("store.dir", store.path().to_string_lossy().to_string().into()),
+        ("store.dir", store.to_string_lossy().to_string().into()),
     ];
     all.extend(overrides.iter().cloned());
     let settings = Settings::load_with(file, environment, &all).expect("test settings load");
@@ -65,5 +90,5 @@ pub fn spawn_server_from(
     let running = server::run(listener, Arc::new(settings)).expect("server starts");
     let handle = running.server.handle();
     actix_rt::spawn(running.server);
-    TestServer { addr: running.local_addr, supervisor: running.supervisor, handle, _store: store }
+    TestServer { addr: running.local_addr, supervisor: running.supervisor, handle, _store: None }
 }
