@@ -24,7 +24,7 @@ use super::supervisor::{SessionIdle, Supervisor};
 use crate::backend::prompt::{self, PromptInput};
 use crate::backend::{AgentBackend, BackendError, TurnRequest};
 use crate::config::Settings;
-use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget};
+use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget, UserToken};
 use crate::protocol::{ErrorCode, Frame, Outbound, SendMessage, TranscriptEntry};
 use crate::store;
 
@@ -477,7 +477,7 @@ impl SessionActor {
             sender_name: &turn.identity.sender_name,
             message: &turn.message,
             user_data: turn.identity.auth_data.as_deref(),
-            user_token: None,
+            user_token: turn.identity.token.as_ref().map(UserToken::expose),
         });
         TurnRequest {
             session_key: self.setup.key.clone(),

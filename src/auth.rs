@@ -22,7 +22,7 @@ use awc::error::{ConnectError, SendRequestError};
 use serde_json::{Map, Value};
 
 use crate::config::AuthSettings;
-use crate::identity::ConnectionId;
+use crate::identity::{ConnectionId, UserToken};
 use crate::protocol::{self, ErrorCode};
 
 /// The query parameter (and JSON field) that carries the token.
@@ -139,6 +139,13 @@ impl Credentials {
         }
         Some(Credentials { params })
     }
+}
+
+/// The token a connection request carries (query `token`, else `Authorization:
+/// Bearer`), for `agent.forwardUserToken`. Never logged.
+pub fn request_token(query: &str, authorization: Option<&str>) -> Option<UserToken> {
+    let credentials = Credentials::from_request(query, authorization)?;
+    credentials.params.get(TOKEN_PARAM).filter(|token| !token.is_empty()).map(|token| UserToken::new(token))
 }
 
 /// The token of an `Authorization: Bearer …` header (scheme case-insensitive).

@@ -30,7 +30,7 @@ use futures_util::stream;
 use crate::actors::connection::ConnectionActor;
 use crate::actors::supervisor::{Supervisor, SupervisorSetup};
 use crate::agents::AgentRegistry;
-use crate::auth::{Admission, AnswerCache, AuthError, Authenticator};
+use crate::auth::{self, Admission, AnswerCache, AuthError, Authenticator};
 use crate::backend::{self, AgentBackend};
 use crate::config::Settings;
 use crate::error::StartError;
@@ -152,7 +152,13 @@ async fn websocket_handshake(
     let connection_id = ConnectionId::new();
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
     let identity = match authenticator.admit(&connection_id, request.query_string(), authorization).await {
-        Admission::Authenticated(user) => Identity::authenticated(user.user_id, user.username, user.data),
+        Admission::Authenticated(user) => {
+            let mut identity = Identity::authenticated(user.user_id, user.username, user.data);
+            if state.settings.agent.forward_user_token {
+                identity.token = auth::request_token(request.query_string(), authorization);
+            }
+            identity
+        }
         Admission::Anonymous => url_identity(&request, &connection_id),
         Admission::Refused(error) => return Ok(response.streaming(refusal(&error))),
     };

@@ -94,6 +94,24 @@ async fn the_auth_services_user_data_reaches_the_agent_but_the_token_does_not() 
 }
 
 #[actix_rt::test]
+async fn with_forward_user_token_the_agent_gets_the_token_as_context() {
+    let auth = FakeAuth::start(alice_and_bob());
+    let agent = FakeAgent::start(always(&["noted"]));
+    let server = server_with_auth(
+        &auth.url,
+        &[
+            ("agent.kind", "openai".into()),
+            ("agent.url", agent.url_v1().into()),
+            ("agent.forwardUserToken", true.into()),
+        ],
+    );
+    let (mut client, _) = welcomed(&server.ws_url(""), &[("Authorization", "Bearer tok-alice")]).await;
+    assert_eq!(last(&client.chat("m1", "hello").await)["content"], "noted");
+    let body = agent.requests()[0].body.to_string();
+    assert!(body.contains(r#"\"userToken\":\"tok-alice\""#), "the token is forwarded as context: {body}");
+}
+
+#[actix_rt::test]
 async fn a_given_token_type_is_passed_as_it_is() {
     let auth = FakeAuth::start(alice_and_bob());
     let server = server_with_auth(&auth.url, &[]);
