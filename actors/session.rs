@@ -25,6 +25,7 @@ use crate::backend::prompt::{self, PromptInput};
 use crate::backend::{AgentBackend, BackendError, TurnRequest};
 use crate::config::Settings;
 use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget, UserToken};
+use crate::metrics::{Metrics, TurnOutcome};
 use crate::protocol::{ErrorCode, Frame, Outbound, SendMessage, TranscriptEntry};
 use crate::store;
 
@@ -143,6 +144,7 @@ pub struct SessionSetup {
     pub settings: Arc<Settings>,
     pub backend: Arc<dyn AgentBackend>,
     pub supervisor: Addr<Supervisor>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The turn being answered.
@@ -250,6 +252,7 @@ impl Handler<SubmitTurn> for SessionActor {
         }
         if self.running.is_some() && self.queue.len() >= self.setup.settings.limits.session_queue {
             let text = "this conversation already has the most turns waiting; try again when an answer arrives";
+            self.setup.metrics.error(ErrorCode::SessionBusy);
             from.deliver(&Outbound::error_frame(ErrorCode::SessionBusy, text, Some(&turn.message_id)));
             return;
         }
@@ -308,6 +311,8 @@ impl Handler<AbortTurn> for SessionActor {
         if aborts_running {
             if let Some(running) = self.running.take() {
                 running.bridge.do_send(StopTurn);
+                self.setup.metrics.turn(TurnOutcome::Aborted, running.started.elapsed());
+                self.setup.metrics.error(ErrorCode::Aborted);
                 log::info!("turn {} in session {} aborted", running.turn.message_id, self.setup.key);
                 self.broadcast(&aborted_frame(&running.turn.message_id), ctx);
             }
@@ -316,6 +321,7 @@ impl Handler<AbortTurn> for SessionActor {
         }
         if let Some(position) = self.queue.iter().position(|queued| Some(&*queued.message_id) == wanted) {
             if let Some(removed) = self.queue.remove(position) {
+                self.setup.metrics.error(ErrorCode::Aborted);
                 self.broadcast(&aborted_frame(&removed.message_id), ctx);
             }
         }
@@ -362,10 +368,13 @@ impl Handler<TurnFinished> for SessionActor {
         match message.outcome {
             Ok(answer) => {
                 log::info!("turn {message_id} in session {} completed in {elapsed:.1?}", self.setup.key);
+                self.setup.metrics.turn(TurnOutcome::Completed, elapsed);
                 return self.persist_turn(running.turn, answer, ctx);
             }
             Err(error) => {
                 log::warn!("turn {message_id} in session {} failed after {elapsed:.1?}: {error}", self.setup.key);
+                self.setup.metrics.turn(TurnOutcome::Failed, elapsed);
+                self.setup.metrics.error(error.code());
                 let frame = Outbound::error_frame(error.code(), &error.to_string(), Some(&message_id));
                 self.broadcast(&frame, ctx);
             }
@@ -465,6 +474,7 @@ impl SessionActor {
             subscribers: self.snapshot.clone(),
             session: ctx.address(),
             backend: self.setup.backend.clone(),
+            metrics: self.setup.metrics.clone(),
             request,
         })
         .start();
@@ -531,6 +541,7 @@ impl SessionActor {
                 Err(error) => {
                     log::error!("session {}: turn {} not stored: {error}", session.setup.key, turn.message_id);
                     let text = "the answer could not be stored; it may be missing from the history";
+                    session.setup.metrics.error(ErrorCode::Internal);
                     session.broadcast(&Outbound::error_frame(ErrorCode::Internal, text, Some(&turn.message_id)), ctx);
                     session.start_next_turn(ctx);
                     return;

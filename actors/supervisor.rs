@@ -27,6 +27,7 @@ use crate::agents::{self, AgentRecord, AgentRegistry, NewAgent};
 use crate::backend::AgentBackend;
 use crate::config::{AgentKind, Settings};
 use crate::identity::{Chat, ConnectionId, SessionKey, SessionTarget};
+use crate::metrics::Metrics;
 use crate::protocol::Frame;
 use crate::store::{self, StoreError};
 
@@ -118,6 +119,7 @@ pub struct SupervisorSetup {
     pub agents: AgentRegistry,
     /// The home directory, for `~` in the agent templates.
     pub home: PathBuf,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The registries.
@@ -138,10 +140,14 @@ pub struct Supervisor {
     /// Agents created by this process whose first session has not started: that
     /// session's first turn waits for the gateway to know them.
     unconfirmed: HashSet<Arc<str>>,
+    /// Senders already told (log, metric) that `maxAgents` sends them to the default agent.
+    fallen_back: HashSet<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl Supervisor {
     pub fn new(setup: SupervisorSetup) -> Self {
+        setup.metrics.dynamic_agents.set(setup.agents.agents.len() as i64);
         Supervisor {
             settings: setup.settings,
             backend: setup.backend,
@@ -153,12 +159,14 @@ impl Supervisor {
             creation_queue: VecDeque::new(),
             creating: false,
             unconfirmed: HashSet::new(),
+            fallen_back: HashSet::new(),
+            metrics: setup.metrics,
         }
     }
 
     /// The agent of a conversation, or `None` when the user's agent must be created
     /// first. Groups, and users past `maxAgents`, get the default agent.
-    fn binding(&self, target: &SessionTarget) -> Option<Binding> {
+    fn binding(&mut self, target: &SessionTarget) -> Option<Binding> {
         let dynamic = &self.settings.channels.websocket.dynamic_agent_creation;
         let Chat::Direct(sender) = &target.chat else { return Some(self.default_binding()) };
         if !dynamic.enabled {
@@ -173,7 +181,12 @@ impl Supervisor {
         }
         let limit = dynamic.max_agents as usize;
         if limit > 0 && self.agents.agents.len() + self.waiting_for_agent.len() >= limit {
-            log::warn!("dynamicAgentCreation.maxAgents ({limit}) reached: sender {sender:?} uses the default agent");
+            if self.fallen_back.insert(sender.clone()) {
+                log::warn!(
+                    "dynamicAgentCreation.maxAgents ({limit}) reached: sender {sender:?} uses the default agent"
+                );
+                self.metrics.dynamic_agent_fallbacks.inc();
+            }
             return Some(self.default_binding());
         }
         None
@@ -208,8 +221,10 @@ impl Supervisor {
                     settings: self.settings.clone(),
                     backend: self.backend.clone(),
                     supervisor: ctx.address(),
+                    metrics: self.metrics.clone(),
                 };
                 let address = SessionActor::start_in_arbiter(&route.arbiter, move |_| SessionActor::new(setup));
+                self.metrics.sessions_active.inc();
                 vacant.insert(SessionEntry { address, forwarded: 0 })
             }
         };
@@ -332,6 +347,7 @@ impl Handler<AgentCreated> for Supervisor {
                 log::info!("dynamic agent {} created for sender {:?}", record.agent_id, message.sender_id);
                 self.unconfirmed.insert(Arc::from(record.agent_id.as_str()));
                 self.agents.agents.insert(message.sender_id.clone(), record);
+                self.metrics.dynamic_agents.set(self.agents.agents.len() as i64);
             }
             Err(error) => log::error!(
                 "could not create the agent of sender {:?}; it uses the default agent this time: {error}",
@@ -357,6 +373,7 @@ impl Handler<SessionIdle> for Supervisor {
             .is_some_and(|entry| entry.address == message.address && entry.forwarded == message.commands_received);
         if quiet {
             self.sessions.remove(&message.key);
+            self.metrics.sessions_active.dec();
             message.address.do_send(Retire);
         }
     }

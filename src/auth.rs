@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::config::AuthSettings;
 use crate::identity::{ConnectionId, UserToken};
+use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode};
 
 /// The query parameter (and JSON field) that carries the token.
@@ -246,11 +247,12 @@ pub struct Authenticator {
     timeout: Duration,
     http: awc::Client,
     cache: Option<Arc<AnswerCache>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Authenticator {
     /// An authenticator for `settings`, sharing `cache` (see [`AnswerCache::for_settings`]).
-    pub fn new(settings: &AuthSettings, cache: Option<Arc<AnswerCache>>) -> Authenticator {
+    pub fn new(settings: &AuthSettings, cache: Option<Arc<AnswerCache>>, metrics: Arc<Metrics>) -> Authenticator {
         let timeout = Duration::from_millis(settings.timeout);
         // awc's own limits (5 s to connect, 5 s to the answer's head) would otherwise
         // cut a longer configured timeout short.
@@ -262,6 +264,7 @@ impl Authenticator {
             timeout,
             http,
             cache,
+            metrics,
         }
     }
 
@@ -276,7 +279,9 @@ impl Authenticator {
             return self.without_user(connection, AuthError::MissingToken);
         };
         let started = Instant::now();
-        match self.verify(&credentials).await {
+        let verified = self.verify(&credentials).await;
+        self.metrics.auth_duration.observe(started.elapsed().as_secs_f64());
+        match verified {
             Ok(user) => {
                 log::debug!("connection {connection}: vouched for as {:?} in {:.1?}", user.user_id, started.elapsed());
                 Admission::Authenticated(user)

@@ -16,6 +16,7 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod store;

@@ -35,6 +35,7 @@ use crate::backend::{self, AgentBackend};
 use crate::config::Settings;
 use crate::error::StartError;
 use crate::identity::{ConnectionId, Identity};
+use crate::metrics::{ConnectionOutcome, Metrics};
 use crate::protocol::{Outbound, CLOSE_AUTH_FAILED};
 
 /// A started service: await `server` to run it; `supervisor` answers registry questions.
@@ -49,15 +50,23 @@ struct AppState {
     settings: Arc<Settings>,
     supervisor: Addr<Supervisor>,
     backend: Arc<dyn AgentBackend>,
+    metrics: Arc<Metrics>,
 }
 
 /// Starts the service on `listener`. Must be called inside an actix system.
 pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServer, StartError> {
     let backend = backend::from_settings(&settings.agent);
+    let metrics = Arc::new(Metrics::new());
     let agents = AgentRegistry::load(&settings.store.dir).map_err(StartError::Store)?;
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
-    let supervisor =
-        Supervisor::new(SupervisorSetup { settings: settings.clone(), backend: backend.clone(), agents, home }).start();
+    let supervisor = Supervisor::new(SupervisorSetup {
+        settings: settings.clone(),
+        backend: backend.clone(),
+        agents,
+        home,
+        metrics: metrics.clone(),
+    })
+    .start();
     let local_addr = listener.local_addr()?;
     let websocket = &settings.channels.websocket;
     if websocket.enabled {
@@ -68,12 +77,18 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     log_auth_mode(&settings);
     // One cache for all workers; each worker builds its own Authenticator (awc is per thread).
     let answer_cache = AnswerCache::for_settings(&settings.channels.websocket.auth);
-    let state = web::Data::new(AppState { settings: settings.clone(), supervisor: supervisor.clone(), backend });
+    let state = web::Data::new(AppState {
+        settings: settings.clone(),
+        supervisor: supervisor.clone(),
+        backend,
+        metrics: metrics.clone(),
+    });
     let grace = Duration::from_millis(settings.limits.shutdown_grace_ms);
     let server = HttpServer::new(move || {
         let enabled = state.settings.channels.websocket.enabled;
         let path = state.settings.channels.websocket.path.clone();
-        let authenticator = Authenticator::new(&state.settings.channels.websocket.auth, answer_cache.clone());
+        let authenticator =
+            Authenticator::new(&state.settings.channels.websocket.auth, answer_cache.clone(), state.metrics.clone());
         App::new()
             .app_data(state.clone())
             .app_data(web::Data::new(authenticator))
@@ -85,6 +100,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
             .route("/", web::get().to(chat_page))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics_text))
             .configure(|app| {
                 if enabled {
                     app.route(&path, web::get().to(websocket_handshake));
@@ -132,6 +148,11 @@ fn log_auth_mode(settings: &Settings) {
     }
 }
 
+/// `GET /metrics`: Prometheus text format.
+async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render())
+}
+
 /// The query parameters of the WebSocket URL the identity of an anonymous connection is taken from.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -160,9 +181,20 @@ async fn websocket_handshake(
             identity
         }
         Admission::Anonymous => url_identity(&request, &connection_id),
-        Admission::Refused(error) => return Ok(response.streaming(refusal(&error))),
+        Admission::Refused(error) => {
+            state.metrics.connection(ConnectionOutcome::AuthFailed);
+            state.metrics.error(error.code());
+            return Ok(response.streaming(refusal(&error)));
+        }
     };
-    let actor = ConnectionActor::new(connection_id, identity, state.settings.clone(), state.supervisor.clone());
+    state.metrics.connection(ConnectionOutcome::Accepted);
+    let actor = ConnectionActor::new(
+        connection_id,
+        identity,
+        state.settings.clone(),
+        state.supervisor.clone(),
+        state.metrics.clone(),
+    );
     let codec = Codec::new().max_size(state.settings.limits.max_message_bytes);
     Ok(response.streaming(ws::WebsocketContext::with_codec(actor, stream, codec)))
 }

@@ -10,3 +10,4 @@ mod dynamic_agents;
 mod foundation;
 mod persistence;
 mod sessions;
+mod surface;
