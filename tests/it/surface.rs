@@ -56,3 +56,45 @@ async fn metrics_count_auth_calls_and_refusals() {
     assert_eq!(metric(&server, r#"clawsocket_errors_total{code="auth_failed"}"#).await, 1.0);
     assert_eq!(metric(&server, "clawsocket_auth_duration_seconds_count").await, 2.0);
 }
+
+#[actix_rt::test]
+async fn backend_credentials_never_appear_in_the_log_even_at_trace_level() {
+    use crate::support::binary::ChildServer;
+    use crate::support::client::last;
+    use crate::support::fake_agent::{always, FakeAgent};
+
+    const API_KEY: &str = "sk-never-log-this-4f1d";
+    const GATEWAY_TOKEN: &str = "gw-never-log-this-9c2e";
+    let agent = FakeAgent::start(always(&["fine"]));
+    for (kind, url) in [("openai", agent.url_v1()), ("openclaw", agent.url())] {
+        let config = format!(
+            "[channels.websocket.auth]\nenabled = false\n[agent]\nkind = \"{kind}\"\nurl = \"{url}\"\napiKey = \"{API_KEY}\"\n[store]\ndir = \"{{store}}\"\n"
+        );
+        let server = ChildServer::start(&config, &[("OPENCLAW_GATEWAY_TOKEN", GATEWAY_TOKEN)]).await;
+        let (mut client, _) = WsClient::connect_welcomed(&server.ws_url("senderId=u1")).await;
+        assert_eq!(last(&client.chat("m1", "hello").await)["content"], "fine");
+        let log = server.kill();
+        assert!(log.contains("TRACE"), "the log was captured at trace:\n{log}");
+        for secret in [API_KEY, GATEWAY_TOKEN] {
+            assert!(!log.contains(secret), "{kind}: {secret} appears in the log:\n{log}");
+        }
+    }
+    let authorizations: Vec<String> =
+        agent.requests().iter().map(|request| request.headers["authorization"].clone()).collect();
+    assert_eq!(authorizations, [format!("Bearer {API_KEY}"), format!("Bearer {GATEWAY_TOKEN}")]);
+}
+
+#[actix_rt::test]
+async fn message_content_is_logged_only_at_debug() {
+    use crate::support::binary::ChildServer;
+
+    const CONTENT: &str = "a-very-private-message-7b3a";
+    let config = "[channels.websocket.auth]\nenabled = false\n[agent]\nkind = \"echo\"\nechoDelayMs = 0\n[store]\ndir = \"{store}\"\n";
+    let server = ChildServer::start(config, &[("RUST_LOG", "info")]).await;
+    let (mut client, _) = WsClient::connect_welcomed(&server.ws_url("senderId=u1")).await;
+    client.chat("m1", CONTENT).await;
+    let log = server.kill();
+    assert!(log.contains("turn m1 started") && log.contains("completed in"), "turn lines at info:\n{log}");
+    assert!(log.contains("connection") && log.contains("opened"), "connection lines at info:\n{log}");
+    assert!(!log.contains(CONTENT), "message content at info:\n{log}");
+}
