@@ -10,7 +10,7 @@
 //! the backend stream and with it the HTTP request.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -19,6 +19,7 @@ use super::session::{DropSubscribers, SessionActor, TurnFinished};
 use crate::backend::{AgentBackend, BackendError, TurnRequest};
 use crate::config::StreamMode;
 use crate::identity::SessionKey;
+use crate::metrics::Metrics;
 use crate::protocol::{Frame, Outbound};
 
 /// Replaying more than this many bytes to a late joiner is done as one catch-up
@@ -59,6 +60,7 @@ pub struct TurnSetup {
     pub subscribers: Arc<[ConnectionHandle]>,
     pub session: Addr<SessionActor>,
     pub backend: Arc<dyn AgentBackend>,
+    pub metrics: Arc<Metrics>,
     pub request: TurnRequest,
 }
 
@@ -80,6 +82,8 @@ pub struct AgentBridge {
     delta_ends: Vec<usize>,
     /// Set once `TurnFinished` is sent, so it is sent once.
     reported: bool,
+    metrics: Arc<Metrics>,
+    started: Instant,
 }
 
 impl AgentBridge {
@@ -97,6 +101,8 @@ impl AgentBridge {
             text: String::new(),
             delta_ends: Vec::new(),
             reported: false,
+            metrics: setup.metrics,
+            started: Instant::now(),
         }
     }
 
@@ -176,6 +182,10 @@ impl Handler<StopTurn> for AgentBridge {
 impl AgentBridge {
     /// The hot path: one frame per delta, its bytes shared by every subscriber.
     fn relay(&mut self, delta: &str) {
+        if self.delta_ends.is_empty() {
+            self.metrics.first_delta.observe(self.started.elapsed().as_secs_f64());
+        }
+        self.metrics.deltas.inc();
         self.text.push_str(delta);
         self.delta_ends.push(self.text.len());
         let content = match self.stream_mode {

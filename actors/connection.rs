@@ -21,6 +21,7 @@ use super::supervisor::{ConnectionClosed, ConnectionOpened, Route, Supervisor};
 use crate::backend::prompt;
 use crate::config::{DmPolicy, Settings};
 use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
+use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode, Frame, Inbound, Outbound, SessionSelector, CLOSE_POLICY, CLOSE_TOO_BIG};
 
 /// Write one serialized frame to the socket.
@@ -107,10 +108,17 @@ pub struct ConnectionActor {
     /// Last time the peer showed it is alive (any frame, or a pong).
     last_heartbeat: Instant,
     opened_at: Instant,
+    metrics: Arc<Metrics>,
 }
 
 impl ConnectionActor {
-    pub fn new(id: ConnectionId, identity: Identity, settings: Arc<Settings>, supervisor: Addr<Supervisor>) -> Self {
+    pub fn new(
+        id: ConnectionId,
+        identity: Identity,
+        settings: Arc<Settings>,
+        supervisor: Addr<Supervisor>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         ConnectionActor {
             id,
             identity,
@@ -120,6 +128,7 @@ impl ConnectionActor {
             continuation: None,
             last_heartbeat: Instant::now(),
             opened_at: Instant::now(),
+            metrics,
         }
     }
 }
@@ -129,6 +138,7 @@ impl Actor for ConnectionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.settings.limits.outbound_queue);
+        self.metrics.connections_open.inc();
         self.start_heartbeat(ctx);
         let handle = ConnectionHandle { id: self.id.clone(), address: ctx.address() };
         self.supervisor.do_send(ConnectionOpened { handle });
@@ -149,6 +159,7 @@ impl Actor for ConnectionActor {
     }
 
     fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
+        self.metrics.connections_open.dec();
         let subscribed = self.subscribed.drain().collect();
         self.supervisor.do_send(ConnectionClosed { id: self.id.clone(), subscribed });
         log::info!("connection {} closed after {:.1?}", self.id, self.opened_at.elapsed());
@@ -260,7 +271,7 @@ impl ConnectionActor {
             Ok(inbound) => self.dispatch(inbound, ctx),
             Err(error) => {
                 log::debug!("connection {}: refused a frame: {}", self.id, error.message);
-                reply(ctx, Outbound::error_frame(error.code, &error.message, error.message_id.as_deref()));
+                self.refuse(ctx, error.code, &error.message, error.message_id.as_deref());
             }
         }
     }
@@ -306,10 +317,10 @@ impl ConnectionActor {
         let websocket = &self.settings.channels.websocket;
         if websocket.dm_policy == DmPolicy::Allowlist && !websocket.allow_from.contains(&identity.sender_id) {
             let text = "this sender is not allowed to talk to the agent (dmPolicy allowlist)";
-            return reply(ctx, Outbound::error_frame(ErrorCode::Forbidden, text, Some(&message_id)));
+            return self.refuse(ctx, ErrorCode::Forbidden, text, Some(&message_id));
         }
         if let Err(reason) = prompt::check_media(&message, &websocket.media.roots) {
-            return reply(ctx, Outbound::error_frame(ErrorCode::MediaForbidden, &reason, Some(&message_id)));
+            return self.refuse(ctx, ErrorCode::MediaForbidden, &reason, Some(&message_id));
         }
         let chat = match &message.group_id {
             Some(group) if message.chat_type == protocol::ChatType::Group => Chat::Group(group.clone()),
@@ -344,8 +355,14 @@ impl ConnectionActor {
             return true;
         }
         let text = "this connection has not joined or sent into that session";
-        reply(ctx, Outbound::error_frame(ErrorCode::Forbidden, text, message_id));
+        self.refuse(ctx, ErrorCode::Forbidden, text, message_id);
         false
+    }
+
+    /// Answers this connection only with a `chat.error` (counted in the metrics).
+    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, code: ErrorCode, text: &str, message_id: Option<&str>) {
+        self.metrics.error(code);
+        reply(ctx, Outbound::error_frame(code, text, message_id));
     }
 
     fn own_handle(&self, ctx: &ws::WebsocketContext<Self>) -> ConnectionHandle {

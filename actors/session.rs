@@ -1,15 +1,18 @@
 //! `SessionActor`: one per conversation (a user's direct session, a group, a thread).
 //!
 //! It owns the session: its subscribers, its queue of turns (one runs at a time, in
-//! arrival order, at most `limits.sessionQueue` waiting), its transcript and the
-//! record of completed message ids. A turn's backend call runs in an `AgentBridge`
-//! it starts and may stop (abort); the turn ends with `TurnFinished`, after which the
-//! answer is recorded and the final `chat.response` goes to every subscriber. Every
+//! arrival order, at most `limits.sessionQueue` waiting), its transcript and so the
+//! record of completed message ids. The transcript is loaded from the store when the
+//! session starts (before any command is handled). A turn's backend call runs in an
+//! `AgentBridge` it starts and may stop (abort); the turn ends with `TurnFinished`,
+//! after which the turn is appended to the store and fsynced (off this thread), and
+//! only then the final `chat.response` goes to every subscriber. Every
 //! command arrives through the Supervisor, so the Supervisor can retire an idle
 //! session without racing a command on its way. A session never touches a socket:
 //! it hands serialized frames to `ConnectionHandle`s.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,8 +24,10 @@ use super::supervisor::{SessionIdle, Supervisor};
 use crate::backend::prompt::{self, PromptInput};
 use crate::backend::{AgentBackend, BackendError, TurnRequest};
 use crate::config::Settings;
-use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget};
+use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget, UserToken};
+use crate::metrics::{Metrics, TurnOutcome};
 use crate::protocol::{ErrorCode, Frame, Outbound, SendMessage, TranscriptEntry};
+use crate::store;
 
 /// One user message waiting for, or getting, an answer.
 pub struct Turn {
@@ -129,9 +134,17 @@ pub struct SessionSetup {
     pub key: SessionKey,
     pub agent_id: Arc<str>,
     pub target: SessionTarget,
+    /// Where this session's transcript lives.
+    pub transcript_path: PathBuf,
+    /// The agent's workspace, whose `AGENTS.md` is its system prompt (`openai`).
+    pub workspace: Option<PathBuf>,
+    /// A just-created dynamic agent: its first turn waits this long for the gateway
+    /// to know it.
+    pub confirm_new_agent: Option<Duration>,
     pub settings: Arc<Settings>,
     pub backend: Arc<dyn AgentBackend>,
     pub supervisor: Addr<Supervisor>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The turn being answered.
@@ -152,6 +165,11 @@ pub struct SessionActor {
     queue: VecDeque<Box<Turn>>,
     running: Option<RunningTurn>,
     transcript: Vec<TranscriptEntry>,
+    /// The agent's own system prompt (`AGENTS.md`), when it has one.
+    system_prompt: Option<String>,
+    /// The message id of a completed turn being written to the store: no other turn
+    /// starts until its answer is durable and sent.
+    persisting: Option<Arc<str>>,
     turns_started: u64,
     /// Commands received, compared by the Supervisor with commands it forwarded before
     /// it retires this session: equal means none is on its way.
@@ -168,6 +186,8 @@ impl SessionActor {
             queue: VecDeque::new(),
             running: None,
             transcript: Vec::new(),
+            system_prompt: None,
+            persisting: None,
             turns_started: 0,
             commands_received: 0,
             idle_timer: None,
@@ -180,8 +200,26 @@ impl Actor for SessionActor {
 
     // Everything reaches a session by `do_send`, which does not wait on the mailbox
     // bound: the bounds that matter are the turn queue and the senders' rate limits.
-    fn started(&mut self, _ctx: &mut Self::Context) {
-        log::debug!("session {} started", self.setup.key);
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let path = self.setup.transcript_path.clone();
+        let agents_md = self.setup.workspace.as_ref().map(|workspace| workspace.join("AGENTS.md"));
+        let load = store::off_thread(move || {
+            let transcript = store::load_transcript(&path)?;
+            let system_prompt = match agents_md {
+                Some(path) => store::read_optional_text(&path)?,
+                None => None,
+            };
+            Ok((transcript, system_prompt))
+        });
+        // Waiting here (only here) holds every command until the memory is loaded.
+        ctx.wait(load.into_actor(self).map(|loaded, session, _ctx| match loaded {
+            Ok((transcript, system_prompt)) => {
+                log::debug!("session {} loaded {} stored messages", session.setup.key, transcript.len());
+                session.transcript = transcript;
+                session.system_prompt = system_prompt.filter(|prompt| !prompt.trim().is_empty());
+            }
+            Err(error) => log::error!("session {}: could not load its transcript: {error}", session.setup.key),
+        }));
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -207,11 +245,14 @@ impl Handler<SubmitTurn> for SessionActor {
                 return;
             }
         }
-        if self.queue.iter().any(|queued| queued.message_id == turn.message_id) {
+        if self.queue.iter().any(|queued| queued.message_id == turn.message_id)
+            || self.persisting.as_ref() == Some(&turn.message_id)
+        {
             return;
         }
         if self.running.is_some() && self.queue.len() >= self.setup.settings.limits.session_queue {
             let text = "this conversation already has the most turns waiting; try again when an answer arrives";
+            self.setup.metrics.error(ErrorCode::SessionBusy);
             from.deliver(&Outbound::error_frame(ErrorCode::SessionBusy, text, Some(&turn.message_id)));
             return;
         }
@@ -270,6 +311,8 @@ impl Handler<AbortTurn> for SessionActor {
         if aborts_running {
             if let Some(running) = self.running.take() {
                 running.bridge.do_send(StopTurn);
+                self.setup.metrics.turn(TurnOutcome::Aborted, running.started.elapsed());
+                self.setup.metrics.error(ErrorCode::Aborted);
                 log::info!("turn {} in session {} aborted", running.turn.message_id, self.setup.key);
                 self.broadcast(&aborted_frame(&running.turn.message_id), ctx);
             }
@@ -278,6 +321,7 @@ impl Handler<AbortTurn> for SessionActor {
         }
         if let Some(position) = self.queue.iter().position(|queued| Some(&*queued.message_id) == wanted) {
             if let Some(removed) = self.queue.remove(position) {
+                self.setup.metrics.error(ErrorCode::Aborted);
                 self.broadcast(&aborted_frame(&removed.message_id), ctx);
             }
         }
@@ -324,12 +368,13 @@ impl Handler<TurnFinished> for SessionActor {
         match message.outcome {
             Ok(answer) => {
                 log::info!("turn {message_id} in session {} completed in {elapsed:.1?}", self.setup.key);
-                self.record_turn(&running.turn, &answer);
-                let frame = self.response_frame(&message_id, &answer);
-                self.broadcast(&frame, ctx);
+                self.setup.metrics.turn(TurnOutcome::Completed, elapsed);
+                return self.persist_turn(running.turn, answer, ctx);
             }
             Err(error) => {
                 log::warn!("turn {message_id} in session {} failed after {elapsed:.1?}: {error}", self.setup.key);
+                self.setup.metrics.turn(TurnOutcome::Failed, elapsed);
+                self.setup.metrics.error(error.code());
                 let frame = Outbound::error_frame(error.code(), &error.to_string(), Some(&message_id));
                 self.broadcast(&frame, ctx);
             }
@@ -395,6 +440,8 @@ impl SessionActor {
             group_id: message.group_id.as_deref(),
             group_subject: message.group_subject.as_deref(),
             thread_id: message.thread_id.as_deref(),
+            reply_to_message_id: message.reply_to_message_id.as_deref(),
+            reply_to_body: message.reply_to_body.as_deref(),
         }
         .to_frame();
         let others: Vec<ConnectionHandle> =
@@ -406,7 +453,7 @@ impl SessionActor {
     }
 
     fn start_next_turn(&mut self, ctx: &mut Context<Self>) {
-        if self.running.is_some() {
+        if self.running.is_some() || self.persisting.is_some() {
             return;
         }
         let Some(turn) = self.queue.pop_front() else {
@@ -427,6 +474,7 @@ impl SessionActor {
             subscribers: self.snapshot.clone(),
             session: ctx.address(),
             backend: self.setup.backend.clone(),
+            metrics: self.setup.metrics.clone(),
             request,
         })
         .start();
@@ -439,7 +487,7 @@ impl SessionActor {
             sender_name: &turn.identity.sender_name,
             message: &turn.message,
             user_data: turn.identity.auth_data.as_deref(),
-            user_token: None,
+            user_token: turn.identity.token.as_ref().map(UserToken::expose),
         });
         TurnRequest {
             session_key: self.setup.key.clone(),
@@ -447,7 +495,8 @@ impl SessionActor {
             content: turn.message.content.clone(),
             prompt,
             history: self.history_for_backend(),
-            system_prompt: None,
+            system_prompt: self.system_prompt.clone(),
+            confirm_agent_for: self.setup.confirm_new_agent.filter(|_| self.turns_started == 1),
         }
     }
 
@@ -460,24 +509,49 @@ impl SessionActor {
         self.transcript[start..].to_vec()
     }
 
-    fn record_turn(&mut self, turn: &Turn, answer: &str) {
+    /// Appends the completed turn to the store (fsynced, off this thread), then
+    /// records it, sends the answer and starts the next turn.
+    fn persist_turn(&mut self, turn: Box<Turn>, answer: String, ctx: &mut Context<Self>) {
         let ts = now_millis();
-        self.transcript.push(TranscriptEntry {
-            role: "user".into(),
-            content: turn.message.content.clone(),
-            message_id: turn.message_id.to_string(),
-            sender_id: turn.identity.sender_id.clone(),
-            sender_name: turn.identity.sender_name.clone(),
-            ts,
-        });
-        self.transcript.push(TranscriptEntry {
-            role: "assistant".into(),
-            content: answer.to_string(),
-            message_id: turn.message_id.to_string(),
-            sender_id: self.setup.agent_id.to_string(),
-            sender_name: self.setup.agent_id.to_string(),
-            ts,
-        });
+        let entries = [
+            TranscriptEntry {
+                role: "user".into(),
+                content: turn.message.content.clone(),
+                message_id: turn.message_id.to_string(),
+                sender_id: turn.identity.sender_id.clone(),
+                sender_name: turn.identity.sender_name.clone(),
+                ts,
+            },
+            TranscriptEntry {
+                role: "assistant".into(),
+                content: answer,
+                message_id: turn.message_id.to_string(),
+                sender_id: self.setup.agent_id.to_string(),
+                sender_name: self.setup.agent_id.to_string(),
+                ts,
+            },
+        ];
+        self.persisting = Some(turn.message_id.clone());
+        let path = self.setup.transcript_path.clone();
+        let write = store::off_thread(move || store::append_entries(&path, &entries).map(|()| entries));
+        ctx.spawn(write.into_actor(self).map(move |written, session, ctx| {
+            session.persisting = None;
+            let entries = match written {
+                Ok(entries) => entries,
+                Err(error) => {
+                    log::error!("session {}: turn {} not stored: {error}", session.setup.key, turn.message_id);
+                    let text = "the answer could not be stored; it may be missing from the history";
+                    session.setup.metrics.error(ErrorCode::Internal);
+                    session.broadcast(&Outbound::error_frame(ErrorCode::Internal, text, Some(&turn.message_id)), ctx);
+                    session.start_next_turn(ctx);
+                    return;
+                }
+            };
+            let frame = session.response_frame(&turn.message_id, &entries[1].content);
+            session.transcript.extend(entries);
+            session.broadcast(&frame, ctx);
+            session.start_next_turn(ctx);
+        }));
     }
 
     /// The stored answer of a completed messageId (safe client retries).
@@ -507,7 +581,7 @@ impl SessionActor {
     }
 
     fn is_idle(&self) -> bool {
-        self.subscribers.is_empty() && self.running.is_none() && self.queue.is_empty()
+        self.subscribers.is_empty() && self.running.is_none() && self.persisting.is_none() && self.queue.is_empty()
     }
 
     fn schedule_idle_check(&mut self, ctx: &mut Context<Self>) {

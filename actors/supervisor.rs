@@ -1,25 +1,35 @@
 //! `Supervisor`: the registries, and the one answer to "which actor owns this session".
 //!
-//! It knows every open connection (to close them all at shutdown) and every live
-//! session. Connections route their session commands through it: it binds the
-//! conversation to an agent, finds or creates the SessionActor (on the arbiter of
-//! the connection that asked, so a user's deltas mostly stay on one thread) and
-//! forwards the command. Because every command passes here, it can retire an idle
+//! It knows every open connection (to close them all at shutdown), every live
+//! session and every dynamic agent. Connections route their session commands
+//! through it: it binds the conversation to an agent (creating a user's agent on
+//! demand, off-thread, one creation at a time so the agents files have one writer;
+//! commands for that user wait meanwhile, so two first messages create it once),
+//! finds or creates the SessionActor (on the arbiter of the connection that asked, so
+//! a user's deltas mostly stay on one thread) and forwards the command. Because every command passes here, it can retire an idle
 //! session exactly when no command is on its way to it. It is never on the delta
 //! path. (actix's own restart helper is also called `Supervisor`; this file imports
 //! actix items by name to keep the two apart.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix::{Actor, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message, MessageResult};
+use actix::{
+    Actor, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message, MessageResult, WrapFuture,
+};
+use serde_json::{Map, Value};
 
 use super::connection::{CloseWith, ConnectionHandle};
-use super::session::{Retire, SessionActor, SessionCommand, SessionSetup, Unsubscribe};
+use super::session::{now_millis, Retire, SessionActor, SessionCommand, SessionSetup, Unsubscribe};
+use crate::agents::{self, AgentRecord, AgentRegistry, NewAgent};
 use crate::backend::AgentBackend;
-use crate::config::Settings;
-use crate::identity::{ConnectionId, SessionKey, SessionTarget};
+use crate::config::{AgentKind, Settings};
+use crate::identity::{Chat, ConnectionId, SessionKey, SessionTarget};
+use crate::metrics::Metrics;
 use crate::protocol::Frame;
+use crate::store::{self, StoreError};
 
 /// A connection is open (after auth): register it.
 #[derive(Message)]
@@ -76,28 +86,204 @@ pub struct RegistryCounts {
     pub sessions: usize,
 }
 
+/// A user's agent has been created (or could not be): bind it and release the
+/// commands that waited for it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AgentCreated {
+    sender_id: String,
+    created: Result<AgentRecord, StoreError>,
+}
+
 /// A live session and how many commands were forwarded to it.
 struct SessionEntry {
     address: Addr<SessionActor>,
     forwarded: u64,
 }
 
+/// Which agent answers a conversation, and where its files are.
+struct Binding {
+    agent_id: Arc<str>,
+    agent_dir: PathBuf,
+    workspace: Option<PathBuf>,
+}
+
+/// A user waiting for an agent: the sender id and the auth data for its profile.
+type PendingAgent = (String, Option<Arc<Map<String, Value>>>);
+
+/// What the Supervisor is started with (read once at start).
+pub struct SupervisorSetup {
+    pub settings: Arc<Settings>,
+    pub backend: Arc<dyn AgentBackend>,
+    /// The dynamic-agent registry as stored.
+    pub agents: AgentRegistry,
+    /// The home directory, for `~` in the agent templates.
+    pub home: PathBuf,
+    pub metrics: Arc<Metrics>,
+}
+
 /// The registries.
 pub struct Supervisor {
     settings: Arc<Settings>,
     backend: Arc<dyn AgentBackend>,
+    home: PathBuf,
     connections: HashMap<ConnectionId, ConnectionHandle>,
     sessions: HashMap<SessionKey, SessionEntry>,
+    /// Dynamic agents by sender id; persisted on every change.
+    agents: AgentRegistry,
+    /// Senders whose agent is being (or waiting to be) created, with the commands
+    /// that wait for it, in arrival order.
+    waiting_for_agent: HashMap<String, Vec<Route>>,
+    /// Creations not started yet: one runs at a time (one writer of the files).
+    creation_queue: VecDeque<PendingAgent>,
+    creating: bool,
+    /// Agents created by this process whose first session has not started: that
+    /// session's first turn waits for the gateway to know them.
+    unconfirmed: HashSet<Arc<str>>,
+    /// Senders already told (log, metric) that `maxAgents` sends them to the default agent.
+    fallen_back: HashSet<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl Supervisor {
-    pub fn new(settings: Arc<Settings>, backend: Arc<dyn AgentBackend>) -> Self {
-        Supervisor { settings, backend, connections: HashMap::new(), sessions: HashMap::new() }
+    pub fn new(setup: SupervisorSetup) -> Self {
+        setup.metrics.dynamic_agents.set(setup.agents.agents.len() as i64);
+        Supervisor {
+            settings: setup.settings,
+            backend: setup.backend,
+            home: setup.home,
+            connections: HashMap::new(),
+            sessions: HashMap::new(),
+            agents: setup.agents,
+            waiting_for_agent: HashMap::new(),
+            creation_queue: VecDeque::new(),
+            creating: false,
+            unconfirmed: HashSet::new(),
+            fallen_back: HashSet::new(),
+            metrics: setup.metrics,
+        }
     }
 
-    /// The agent that answers in this conversation.
-    fn agent_for(&self, _target: &SessionTarget) -> Arc<str> {
-        Arc::from(self.settings.agent.id.as_str())
+    /// The agent of a conversation, or `None` when the user's agent must be created
+    /// first. Groups, and users past `maxAgents`, get the default agent.
+    fn binding(&mut self, target: &SessionTarget) -> Option<Binding> {
+        let dynamic = &self.settings.channels.websocket.dynamic_agent_creation;
+        let Chat::Direct(sender) = &target.chat else { return Some(self.default_binding()) };
+        if !dynamic.enabled {
+            return Some(self.default_binding());
+        }
+        if let Some(record) = self.agents.agents.get(sender) {
+            return Some(Binding {
+                agent_id: Arc::from(record.agent_id.as_str()),
+                agent_dir: record.agent_dir.clone(),
+                workspace: Some(record.workspace.clone()),
+            });
+        }
+        let limit = dynamic.max_agents as usize;
+        if limit > 0 && self.agents.agents.len() + self.waiting_for_agent.len() >= limit {
+            if self.fallen_back.insert(sender.clone()) {
+                log::warn!(
+                    "dynamicAgentCreation.maxAgents ({limit}) reached: sender {sender:?} uses the default agent"
+                );
+                self.metrics.dynamic_agent_fallbacks.inc();
+            }
+            return Some(self.default_binding());
+        }
+        None
+    }
+
+    fn default_binding(&self) -> Binding {
+        let agent_id = self.settings.agent.id.as_str();
+        Binding {
+            agent_id: Arc::from(agent_id),
+            agent_dir: store::default_agent_dir(&self.settings.store.dir, agent_id),
+            workspace: None,
+        }
+    }
+
+    /// Forwards `route` to its session, creating the session if needed.
+    fn forward(&mut self, route: Route, binding: Binding, ctx: &mut Context<Self>) {
+        let key = route.target.key(&binding.agent_id);
+        if matches!(route.command, SessionCommand::Unsubscribe(_)) && !self.sessions.contains_key(&key) {
+            return; // nothing to leave
+        }
+        let entry = match self.sessions.entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                let confirm = self.unconfirmed.remove(&binding.agent_id);
+                let setup = SessionSetup {
+                    transcript_path: store::transcript_path(&binding.agent_dir, &key),
+                    workspace: binding.workspace,
+                    confirm_new_agent: confirm.then(|| Duration::from_millis(self.settings.agent.confirm_agent_ms)),
+                    key,
+                    agent_id: binding.agent_id,
+                    target: route.target,
+                    settings: self.settings.clone(),
+                    backend: self.backend.clone(),
+                    supervisor: ctx.address(),
+                    metrics: self.metrics.clone(),
+                };
+                let address = SessionActor::start_in_arbiter(&route.arbiter, move |_| SessionActor::new(setup));
+                self.metrics.sessions_active.inc();
+                vacant.insert(SessionEntry { address, forwarded: 0 })
+            }
+        };
+        entry.forwarded += 1;
+        route.command.send_to(&entry.address);
+    }
+
+    /// Holds `route` until its sender's agent exists; queues the creation once.
+    fn wait_for_agent(&mut self, sender_id: String, route: Route, ctx: &mut Context<Self>) {
+        if matches!(route.command, SessionCommand::Unsubscribe(_)) && !self.waiting_for_agent.contains_key(&sender_id) {
+            return;
+        }
+        let user_data = match &route.command {
+            SessionCommand::Submit(submit) => submit.turn.identity.auth_data.clone(),
+            _ => None,
+        };
+        match self.waiting_for_agent.entry(sender_id.clone()) {
+            std::collections::hash_map::Entry::Occupied(mut waiting) => waiting.get_mut().push(route),
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(vec![route]);
+                self.creation_queue.push_back((sender_id, user_data));
+                self.create_next_agent(ctx);
+            }
+        }
+    }
+
+    /// Starts the next queued creation, off this thread, if none is running.
+    fn create_next_agent(&mut self, ctx: &mut Context<Self>) {
+        if self.creating {
+            return;
+        }
+        let Some((sender_id, user_data)) = self.creation_queue.pop_front() else { return };
+        self.creating = true;
+        let dynamic = &self.settings.channels.websocket.dynamic_agent_creation;
+        let (workspace_template, agent_dir_template) =
+            (dynamic.workspace_template.clone(), dynamic.agent_dir_template.clone());
+        let store_dir = self.settings.store.dir.clone();
+        let openclaw_file = (self.settings.agent.kind == AgentKind::Openclaw)
+            .then(|| PathBuf::from(&self.settings.agent.openclaw_config_path));
+        let (home, mut registry, sender) = (self.home.clone(), self.agents.clone(), sender_id.clone());
+        let job = store::off_thread(move || {
+            let record = agents::create_agent(&NewAgent {
+                sender_id: &sender,
+                workspace_template: &workspace_template,
+                agent_dir_template: &agent_dir_template,
+                home: &home,
+                user_data: user_data.as_deref(),
+                now_ms: now_millis(),
+            })?;
+            registry.agents.insert(sender, record.clone());
+            registry.save(&store_dir)?;
+            if let Some(path) = openclaw_file {
+                agents::write_openclaw_agents(&path, &registry)?;
+            }
+            Ok(record)
+        });
+        ctx.spawn(job.into_actor(self).map(move |created, _supervisor, ctx| {
+            ctx.notify(AgentCreated { sender_id, created });
+        }));
     }
 }
 
@@ -118,14 +304,12 @@ impl Handler<ConnectionOpened> for Supervisor {
 impl Handler<ConnectionClosed> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, message: ConnectionClosed, _ctx: &mut Self::Context) {
+    fn handle(&mut self, message: ConnectionClosed, ctx: &mut Self::Context) {
         self.connections.remove(&message.id);
         for target in message.subscribed {
-            let key = target.key(&self.agent_for(&target));
-            if let Some(entry) = self.sessions.get_mut(&key) {
-                entry.forwarded += 1;
-                entry.address.do_send(Unsubscribe { id: message.id.clone() });
-            }
+            let command = SessionCommand::Unsubscribe(Unsubscribe { id: message.id.clone() });
+            let route = Route { target, arbiter: actix::Arbiter::current(), command };
+            self.handle(route, ctx);
         }
     }
 }
@@ -133,23 +317,49 @@ impl Handler<ConnectionClosed> for Supervisor {
 impl Handler<Route> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, message: Route, ctx: &mut Self::Context) {
-        let agent_id = self.agent_for(&message.target);
-        let key = message.target.key(&agent_id);
-        let entry = self.sessions.entry(key.clone()).or_insert_with(|| {
-            let setup = SessionSetup {
-                key,
-                agent_id,
-                target: message.target,
-                settings: self.settings.clone(),
-                backend: self.backend.clone(),
-                supervisor: ctx.address(),
-            };
-            let address = SessionActor::start_in_arbiter(&message.arbiter, move |_| SessionActor::new(setup));
-            SessionEntry { address, forwarded: 0 }
-        });
-        entry.forwarded += 1;
-        message.command.send_to(&entry.address);
+    fn handle(&mut self, route: Route, ctx: &mut Self::Context) {
+        if let Chat::Direct(sender) = &route.target.chat {
+            if self.waiting_for_agent.contains_key(sender) {
+                let sender = sender.clone();
+                return self.wait_for_agent(sender, route, ctx);
+            }
+        }
+        match self.binding(&route.target) {
+            Some(binding) => self.forward(route, binding, ctx),
+            None => match &route.target.chat {
+                Chat::Direct(sender) => {
+                    let sender = sender.clone();
+                    self.wait_for_agent(sender, route, ctx)
+                }
+                Chat::Group(_) => self.forward(route, self.default_binding(), ctx),
+            },
+        }
+    }
+}
+
+impl Handler<AgentCreated> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, message: AgentCreated, ctx: &mut Self::Context) {
+        self.creating = false;
+        match message.created {
+            Ok(record) => {
+                log::info!("dynamic agent {} created for sender {:?}", record.agent_id, message.sender_id);
+                self.unconfirmed.insert(Arc::from(record.agent_id.as_str()));
+                self.agents.agents.insert(message.sender_id.clone(), record);
+                self.metrics.dynamic_agents.set(self.agents.agents.len() as i64);
+            }
+            Err(error) => log::error!(
+                "could not create the agent of sender {:?}; it uses the default agent this time: {error}",
+                message.sender_id
+            ),
+        }
+        let waiting = self.waiting_for_agent.remove(&message.sender_id).unwrap_or_default();
+        for route in waiting {
+            let binding = self.binding(&route.target).unwrap_or_else(|| self.default_binding());
+            self.forward(route, binding, ctx);
+        }
+        self.create_next_agent(ctx);
     }
 }
 
@@ -163,6 +373,7 @@ impl Handler<SessionIdle> for Supervisor {
             .is_some_and(|entry| entry.address == message.address && entry.forwarded == message.commands_received);
         if quiet {
             self.sessions.remove(&message.key);
+            self.metrics.sessions_active.dec();
             message.address.do_send(Retire);
         }
     }

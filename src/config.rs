@@ -152,6 +152,7 @@ pub struct AgentSettings {
     pub timeout_ms: u64,
     pub forward_user_token: bool,
     pub openclaw_config_path: String,
+    pub confirm_agent_ms: u64,
     pub echo_delay_ms: u64,
 }
 
@@ -243,8 +244,11 @@ impl Settings {
                 "\"pairing\" is not supported by ClawSocket; use \"open\" or \"allowlist\" with allowFrom",
             );
         }
-        if websocket.auth.enabled && websocket.auth.endpoint.is_empty() {
-            return invalid("channels.websocket.auth.endpoint", "must be set when auth is enabled");
+        if websocket.auth.enabled && !is_http_url(&websocket.auth.endpoint) {
+            return invalid(
+                "channels.websocket.auth.endpoint",
+                "must be an http:// or https:// URL when auth is enabled",
+            );
         }
         if websocket.dynamic_agent_creation.enabled
             && self.agent.kind == AgentKind::Openclaw
@@ -256,7 +260,8 @@ impl Settings {
             );
         }
         let limits = &self.limits;
-        let positive: [(&'static str, u64); 7] = [
+        let positive: [(&'static str, u64); 8] = [
+            ("channels.websocket.auth.timeout", websocket.auth.timeout),
             ("limits.maxMessageBytes", limits.max_message_bytes as u64),
             ("limits.maxConnections", limits.max_connections as u64),
             ("limits.messagesPerMinute", u64::from(limits.messages_per_minute)),
@@ -273,6 +278,12 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Whether `url` is an absolute http(s) URL with a host (what the auth client can POST to).
+fn is_http_url(url: &str) -> bool {
+    url.parse::<awc::http::Uri>()
+        .is_ok_and(|uri| matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some())
 }
 
 /// The process environment, for `Settings::load` in `main`.

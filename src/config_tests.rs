@@ -118,7 +118,10 @@ fn backend_credentials_fall_back_to_their_customary_variables() {
 
 #[test]
 fn bad_values_fail_naming_the_key() {
-    let cases: [(&str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str); 9] = [
+        ("WS_AUTH_ENDPOINT", "localhost:3000/verify", "channels.websocket.auth.endpoint"),
+        ("WS_AUTH_ENDPOINT", "", "channels.websocket.auth.endpoint"),
+        ("CLAWSOCKET__CHANNELS__WEBSOCKET__AUTH__TIMEOUT", "0", "channels.websocket.auth.timeout"),
         ("CLAWSOCKET__CHANNELS__WEBSOCKET__PORT", "many", "port"),
         ("CLAWSOCKET__CHANNELS__WEBSOCKET__STREAMMODE", "sometimes", "streamMode"),
         ("CLAWSOCKET__AGENT__KIND", "skynet", "kind"),
@@ -151,4 +154,39 @@ fn unknown_keys_are_ignored_not_fatal() {
 fn a_missing_config_file_is_an_error() {
     let error = load_error(Some(Path::new("/nonexistent/clawsocket.toml")), &[]);
     assert!(error.contains("clawsocket.toml"), "{error}");
+}
+
+/// Every `(dotted key, TOML literal)` of settings/default.toml, in file order.
+fn default_keys() -> Vec<(String, String)> {
+    let mut section = String::new();
+    let mut keys = Vec::new();
+    for line in DEFAULTS_TOML.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+            section = name.to_string();
+        } else if let Some((key, value)) = line.split_once('=') {
+            keys.push((format!("{section}.{}", key.trim()), value.trim().to_string()));
+        }
+    }
+    keys
+}
+
+#[test]
+fn the_readme_lists_every_key_with_its_default() {
+    let readme = include_str!("../README.md");
+    let keys = default_keys();
+    assert!(keys.len() > 30, "the defaults file was read: {keys:?}");
+    for (key, value) in keys {
+        let row = format!("| `{key}` | `{value}` |");
+        assert!(readme.contains(&row), "README.md's configuration table lacks or disagrees on: {row}");
+    }
+}
+
+#[test]
+fn every_key_in_the_defaults_file_can_be_set_from_the_environment() {
+    let known =
+        known_keys(&Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml)).build().unwrap());
+    assert_eq!(known.len(), default_keys().len());
 }

@@ -8,4 +8,6 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error("could not listen: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the store cannot be read: {0}")]
+    Store(crate::store::StoreError),
 }

@@ -38,6 +38,28 @@ impl fmt::Display for ConnectionId {
     }
 }
 
+/// A user's auth token, kept only when `agent.forwardUserToken` is on. Its `Debug`
+/// hides the value, so no log line can show it by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserToken(Arc<str>);
+
+impl UserToken {
+    pub fn new(token: &str) -> Self {
+        UserToken(Arc::from(token))
+    }
+
+    /// The token itself, for the agent's context only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for UserToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UserToken(<redacted>)")
+    }
+}
+
 /// Who a connection speaks for.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -47,6 +69,8 @@ pub struct Identity {
     pub authenticated: bool,
     /// The auth service's whole `data` object, for the agent's context.
     pub auth_data: Option<Arc<Map<String, Value>>>,
+    /// The user's token, only with `agent.forwardUserToken` (for the agent's context).
+    pub token: Option<UserToken>,
 }
 
 impl Identity {
@@ -58,7 +82,13 @@ impl Identity {
             sender_name: sender_name.filter(|name| !name.is_empty()).unwrap_or(sender_id).to_string(),
             authenticated: false,
             auth_data: None,
+            token: None,
         }
+    }
+
+    /// The identity the auth service vouched for: no message can change it.
+    pub fn authenticated(sender_id: String, sender_name: String, auth_data: Arc<Map<String, Value>>) -> Self {
+        Identity { sender_id, sender_name, authenticated: true, auth_data: Some(auth_data), token: None }
     }
 
     /// The identity a message acts as: the message's `senderId`/`senderName` count only

@@ -1,7 +1,13 @@
 use super::*;
 
 fn authenticated(sender_id: &str) -> Identity {
-    Identity { sender_id: sender_id.into(), sender_name: "Real".into(), authenticated: true, auth_data: None }
+    Identity {
+        sender_id: sender_id.into(),
+        sender_name: "Real".into(),
+        authenticated: true,
+        auth_data: None,
+        token: None,
+    }
 }
 
 #[test]

@@ -5,15 +5,21 @@
 //! `ConnectionActor`; each conversation a `SessionActor` that runs one turn at a time;
 //! each running turn an `AgentBridge` that streams the backend's answer and fans every
 //! delta out to the session's subscribers; a `Supervisor` holds the registries.
+//! Before any of that, the handshake asks [`auth`] who a socket is: an unauthenticated
+//! socket that must authenticate never gets an actor.
 //! `server::run` wires them behind actix-web; `main.rs` only parses flags and loads
 //! [`config::Settings`]. See ARCHITECTURE.md for the path of one message.
 
+pub mod agents;
+pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
+pub mod store;
 
 // The actors live in the top-level `actors/` folder (the project layout of SPEC §9)
 // but belong to this crate: they need `protocol`, `config` and `backend`, and the

@@ -347,6 +347,10 @@ pub enum Outbound<'a> {
         group_subject: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         thread_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reply_to_message_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reply_to_body: Option<&'a str>,
     },
     #[serde(rename = "chat.history")]
     History { session_key: &'a str, messages: &'a [TranscriptEntry] },

@@ -9,7 +9,7 @@
 //! awc clients hold an `Rc`, so each thread keeps its own (and its own pool).
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use awc::error::{ConnectError, PayloadError, SendRequestError};
 use awc::http::header::CONTENT_TYPE;
@@ -28,6 +28,9 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 const JSON_BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// How long a readiness probe waits.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause between two tries while a new agent is not known to the gateway yet
+/// (it hot-applies its agents file in about a second).
+const CONFIRM_RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 thread_local! {
     /// One client per thread: awc clients are not `Send`, and a shared one pools
@@ -55,6 +58,8 @@ pub struct ChatRequest {
     pub body: Value,
     /// How long to wait for the response head ("first byte").
     pub first_byte_timeout: Duration,
+    /// A new agent: retry while the gateway answers 400 "Unknown agent", this long.
+    pub confirm_agent_for: Option<Duration>,
 }
 
 /// Starts the call; the stream yields the answer's deltas.
@@ -120,19 +125,28 @@ impl CallState {
     }
 
     async fn send(&mut self, request: ChatRequest) -> Result<(), BackendError> {
-        let mut call = client().post(&request.url).timeout(request.first_byte_timeout);
-        if !request.bearer.is_empty() {
-            call = call.bearer_auth(&request.bearer);
-        }
-        for (name, value) in &request.headers {
-            call = call.insert_header((*name, value.as_str()));
-        }
-        let mut response = call.send_json(&request.body).await.map_err(send_error)?;
-        let status = response.status();
-        if !status.is_success() {
+        let deadline = request.confirm_agent_for.map(|window| Instant::now() + window);
+        let mut response = loop {
+            let mut response = post(&request).await?;
+            let status = response.status();
+            if status.is_success() {
+                break response;
+            }
             let body = response.body().limit(ERROR_BODY_LIMIT).await.unwrap_or_default();
-            return Err(BackendError::Failed(format!("HTTP {}: {}", status.as_u16(), error_message(&body))));
-        }
+            let message = error_message(&body);
+            let unknown_agent = status.as_u16() == 400 && message.contains("Unknown agent");
+            match deadline {
+                Some(deadline) if unknown_agent && Instant::now() < deadline => {
+                    actix_rt::time::sleep(CONFIRM_RETRY_PAUSE).await;
+                }
+                Some(_) if unknown_agent => {
+                    return Err(BackendError::Unavailable(format!(
+                        "the gateway does not know the new agent yet: {message}"
+                    )));
+                }
+                _ => return Err(BackendError::Failed(format!("HTTP {}: {message}", status.as_u16()))),
+            }
+        };
         let is_json = response
             .headers()
             .get(CONTENT_TYPE)
@@ -197,6 +211,17 @@ impl CallState {
         }
         Ok(())
     }
+}
+
+async fn post(request: &ChatRequest) -> Result<StreamingBody, BackendError> {
+    let mut call = client().post(&request.url).timeout(request.first_byte_timeout);
+    if !request.bearer.is_empty() {
+        call = call.bearer_auth(&request.bearer);
+    }
+    for (name, value) in &request.headers {
+        call = call.insert_header((*name, value.as_str()));
+    }
+    call.send_json(&request.body).await.map_err(send_error)
 }
 
 /// One `data:` event of a streamed answer.

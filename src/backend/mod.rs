@@ -14,6 +14,7 @@ pub mod prompt;
 mod sse;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::LocalBoxStream;
@@ -45,6 +46,9 @@ pub struct TurnRequest {
     pub history: Vec<TranscriptEntry>,
     /// This agent's own system prompt, overriding `agent.systemPrompt` (`openai`).
     pub system_prompt: Option<String>,
+    /// The agent was just created: while the gateway still answers "Unknown agent",
+    /// retry for this long before giving up (`openclaw`).
+    pub confirm_agent_for: Option<Duration>,
 }
 
 /// One agent backend.

@@ -66,6 +66,7 @@ impl AgentBackend for OpenAiBackend {
             headers: Vec::new(),
             body,
             first_byte_timeout: self.first_byte_timeout,
+            confirm_agent_for: None,
         })
     }
 

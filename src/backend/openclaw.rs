@@ -54,6 +54,7 @@ impl AgentBackend for OpenClawBackend {
             ],
             body,
             first_byte_timeout: self.first_byte_timeout,
+            confirm_agent_for: request.confirm_agent_for,
         })
     }
 

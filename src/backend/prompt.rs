@@ -161,11 +161,15 @@ mod tests {
 
     #[test]
     fn media_become_image_parts_or_references() {
-        let with_media = message(json!({"content": "look", "mediaPath": "https://x.test/a.png", "mediaType": "image/png",
+        let with_media =
+            message(json!({"content": "look", "mediaPath": "https://x.test/a.png", "mediaType": "image/png",
             "mediaPaths": ["https://x.test/b.pdf", "/srv/media/c.txt"], "mediaTypes": ["application/pdf"]}));
         let built = prompt(&with_media);
         assert_eq!(built.image_urls, ["https://x.test/a.png"]);
-        assert_eq!(built.text, "John: look\n[media: https://x.test/b.pdf (application/pdf)]\n[media: /srv/media/c.txt]");
+        assert_eq!(
+            built.text,
+            "John: look\n[media: https://x.test/b.pdf (application/pdf)]\n[media: /srv/media/c.txt]"
+        );
     }
 
     #[test]

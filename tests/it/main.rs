@@ -1,6 +1,13 @@
 //! The one integration-test binary (one link, shared helpers): every test starts the
-//! real server in-process on port 0 and talks to it with a real WebSocket client.
+//! real server in-process on port 0 (or, for what only a whole process shows, such as
+//! its log, the real binary as a child) and talks to it with a real WebSocket client.
 
 mod support;
 
+mod auth;
+mod backends;
+mod dynamic_agents;
 mod foundation;
+mod persistence;
+mod sessions;
+mod surface;

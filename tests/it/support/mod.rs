@@ -1,13 +1,17 @@
-//! Test support: start the real server, talk to it over a real WebSocket.
+//! Test support: start the real server (in-process, or the binary as a child
+//! process), fake the services around it, talk to it over a real WebSocket.
 
+pub mod binary;
 pub mod client;
+pub mod fake_agent;
+pub mod fake_auth;
 pub mod server;
 
 use std::future::Future;
 use std::time::Duration;
 
 pub use client::WsClient;
-pub use server::spawn_server;
+pub use server::{spawn_server, TestServer as TestServerHandle};
 
 /// Polls `condition` until it holds; fails the test after 10 s (a hang, not a timing claim).
 pub async fn eventually<F, Fut>(what: &str, mut condition: F)

@@ -1,0 +1,169 @@
+//! The Prometheus metrics of one server, served as text at `GET /metrics`.
+//!
+//! Each server has its own [`Metrics`] (its own registry, shared by `Arc`), so tests
+//! that start several servers in one process see only their own figures. Every
+//! labelled series the code touches is resolved once here, at start: the hot path
+//! (a delta) only bumps an atomic, with no label lookup and no lock.
+
+use std::time::Duration;
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+use crate::protocol::ErrorCode;
+
+/// Every error code, to resolve its series once.
+const ERROR_CODES: [ErrorCode; 16] = [
+    ErrorCode::InvalidJson,
+    ErrorCode::InvalidMessage,
+    ErrorCode::UnsupportedType,
+    ErrorCode::AuthFailed,
+    ErrorCode::TokenRequired,
+    ErrorCode::RateLimited,
+    ErrorCode::SessionBusy,
+    ErrorCode::PayloadTooLarge,
+    ErrorCode::AgentUnavailable,
+    ErrorCode::AgentTimeout,
+    ErrorCode::AgentError,
+    ErrorCode::Aborted,
+    ErrorCode::MediaForbidden,
+    ErrorCode::Forbidden,
+    ErrorCode::ShuttingDown,
+    ErrorCode::Internal,
+];
+
+/// How a connection attempt ended (`clawsocket_connections_total{outcome}`).
+#[derive(Debug, Clone, Copy)]
+pub enum ConnectionOutcome {
+    Accepted,
+    AuthFailed,
+    /// Refused before auth: a disallowed Origin, or over capacity.
+    Rejected,
+}
+
+/// How a turn ended (`clawsocket_turns_total{outcome}`).
+#[derive(Debug, Clone, Copy)]
+pub enum TurnOutcome {
+    Completed,
+    Failed,
+    Aborted,
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub connections_open: IntGauge,
+    connections: [IntCounter; 3],
+    pub sessions_active: IntGauge,
+    turns: [IntCounter; 3],
+    pub deltas: IntCounter,
+    errors: Vec<IntCounter>,
+    pub turn_duration: Histogram,
+    pub first_delta: Histogram,
+    pub auth_duration: Histogram,
+    pub dynamic_agents: IntGauge,
+    /// Users who got the default agent because `maxAgents` was reached.
+    pub dynamic_agent_fallbacks: IntCounter,
+}
+
+impl Metrics {
+    /// A fresh registry with every series registered.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let connections_vec =
+            counter_vec(&registry, "clawsocket_connections_total", "Connection attempts by outcome", "outcome");
+        let turns_vec = counter_vec(&registry, "clawsocket_turns_total", "Agent turns by outcome", "outcome");
+        let errors_vec = counter_vec(&registry, "clawsocket_errors_total", "chat.error frames sent, by code", "code");
+        Metrics {
+            connections_open: gauge(&registry, "clawsocket_connections_open", "Open WebSocket connections"),
+            connections: ["accepted", "auth_failed", "rejected"]
+                .map(|label| connections_vec.with_label_values(&[label])),
+            sessions_active: gauge(&registry, "clawsocket_sessions_active", "Sessions held in memory"),
+            turns: ["completed", "failed", "aborted"].map(|label| turns_vec.with_label_values(&[label])),
+            deltas: counter(&registry, "clawsocket_deltas_total", "Deltas relayed from agents to sessions"),
+            errors: ERROR_CODES.iter().map(|code| errors_vec.with_label_values(&[code.as_str()])).collect(),
+            turn_duration: histogram(
+                &registry,
+                "clawsocket_turn_duration_seconds",
+                "Turn duration, start to end",
+                LONG,
+            ),
+            first_delta: histogram(&registry, "clawsocket_first_delta_seconds", "Turn start to its first delta", SHORT),
+            auth_duration: histogram(
+                &registry,
+                "clawsocket_auth_duration_seconds",
+                "Auth service call duration",
+                SHORT,
+            ),
+            dynamic_agents: gauge(&registry, "clawsocket_dynamic_agents", "Dynamic agents in the registry"),
+            dynamic_agent_fallbacks: counter(
+                &registry,
+                "clawsocket_dynamic_agent_fallbacks_total",
+                "Users sent to the default agent because maxAgents was reached",
+            ),
+            registry,
+        }
+    }
+
+    pub fn connection(&self, outcome: ConnectionOutcome) {
+        self.connections[outcome as usize].inc();
+    }
+
+    pub fn turn(&self, outcome: TurnOutcome, duration: Duration) {
+        self.turns[outcome as usize].inc();
+        self.turn_duration.observe(duration.as_secs_f64());
+    }
+
+    /// One `chat.error` with `code` sent (to one connection, or to a session's subscribers).
+    pub fn error(&self, code: ErrorCode) {
+        if let Some(index) = ERROR_CODES.iter().position(|known| *known == code) {
+            self.errors[index].inc();
+        }
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            log::error!("could not encode the metrics: {error}");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Buckets for waits measured in milliseconds to seconds (first delta, auth).
+const SHORT: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Buckets for whole turns (seconds to minutes).
+const LONG: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+// Registration only fails for a duplicate or malformed name: the names above are
+// fixed and distinct, so these `expect`s state an invariant, not a runtime risk.
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let gauge = IntGauge::new(name, help).expect("valid metric name");
+    registry.register(Box::new(gauge.clone())).expect("metric registered once");
+    gauge
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let counter = IntCounter::new(name, help).expect("valid metric name");
+    registry.register(Box::new(counter.clone())).expect("metric registered once");
+    counter
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric name");
+    registry.register(Box::new(vec.clone())).expect("metric registered once");
+    vec
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let histogram =
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid metric");
+    registry.register(Box::new(histogram.clone())).expect("metric registered once");
+    histogram
+}

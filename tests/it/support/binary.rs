@@ -1,0 +1,103 @@
+//! Runs the real `clawsocket` binary as a child process, for what only a whole process
+//! shows: its log output (env_logger is global per process, so an in-process server
+//! cannot have its own log captured), and later its answer to signals.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running `clawsocket` process; its stdout and stderr go to one file.
+pub struct ChildServer {
+    pub addr: SocketAddr,
+    child: Child,
+    output: PathBuf,
+    /// The temp dir this process owns, if it owns one.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl ChildServer {
+    /// Starts the binary on a free port of 127.0.0.1 with `config` (TOML text; `{store}`
+    /// is replaced by a temp store dir), `RUST_LOG=trace` and only the variables in
+    /// `environment`; returns once it accepts connections.
+    pub async fn start(config: &str, environment: &[(&str, &str)]) -> ChildServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Self::start_in(dir.path(), config, environment).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// As `start`, with the config, store (`{dir}/store`) and log in `dir`, which the
+    /// test keeps: a second process can start on the same store after a kill.
+    pub async fn start_in(dir: &Path, config: &str, environment: &[(&str, &str)]) -> ChildServer {
+        let store = dir.join("store");
+        let config_path = dir.join("clawsocket.toml");
+        std::fs::write(&config_path, config.replace("{store}", &store.to_string_lossy())).expect("write config");
+        let output = dir.join(format!("output-{}.log", uuid::Uuid::new_v4().simple()));
+        let log = File::create(&output).expect("create log file");
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_clawsocket"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .env_clear()
+            .env("RUST_LOG", "trace")
+            .envs(environment.iter().copied())
+            .stdout(Stdio::from(log.try_clone().expect("clone log file")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start the clawsocket binary");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut server = ChildServer { addr, child, output, _dir: None };
+        server.wait_until_listening().await;
+        server
+    }
+
+    /// Polls the port; fails the test with the child's output if it exits first or
+    /// does not listen within 10 s (a hang, not a timing claim).
+    async fn wait_until_listening(&mut self) {
+        for _ in 0..1000 {
+            if TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("clawsocket exited ({status}) before listening:\n{}", self.output());
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("clawsocket did not listen on {} within 10 s:\n{}", self.addr, self.output());
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.output).unwrap_or_default()
+    }
+
+    /// `ws://127.0.0.1:PORT/ws?{query}`.
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/ws?{query}", self.addr)
+    }
+
+    /// Kills the process (SIGKILL) and returns everything it wrote to stdout and stderr.
+    pub fn kill(mut self) -> String {
+        self.stop();
+        self.output()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port nothing listens on right now (bound, then released).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("bound address").port()
+}

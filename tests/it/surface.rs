@@ -1,0 +1,100 @@
+//! What operators touch: `/metrics` moves as the service works.
+
+use serde_json::json;
+
+use crate::support::client::streams;
+use crate::support::fake_auth::{AuthScript, FakeAuth};
+use crate::support::{eventually, spawn_server, TestServerHandle, WsClient};
+
+/// The value of one series in the Prometheus text (`name{labels} value`).
+async fn metric(server: &TestServerHandle, series: &str) -> f64 {
+    let mut response = awc::Client::new().get(server.http_url("/metrics")).send().await.expect("/metrics answers");
+    assert_eq!(response.status().as_u16(), 200);
+    let body = String::from_utf8(response.body().await.expect("metrics body").to_vec()).expect("UTF-8");
+    body.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{body}"))
+}
+
+#[actix_rt::test]
+async fn metrics_follow_connections_turns_deltas_and_errors() {
+    let server = spawn_server(&[]);
+    assert_eq!(metric(&server, "clawsocket_connections_open").await, 0.0);
+    let (mut client, _) = WsClient::connect_welcomed(&server.ws_url("senderId=u1")).await;
+    let frames = client.chat("m1", "one two three").await;
+    let deltas = streams(&frames).len() as f64;
+    client.send_text("{not json").await;
+    assert_eq!(client.recv().await["code"], "invalid_json");
+
+    assert_eq!(metric(&server, "clawsocket_connections_open").await, 1.0);
+    assert_eq!(metric(&server, r#"clawsocket_connections_total{outcome="accepted"}"#).await, 1.0);
+    assert_eq!(metric(&server, "clawsocket_sessions_active").await, 1.0);
+    assert_eq!(metric(&server, r#"clawsocket_turns_total{outcome="completed"}"#).await, 1.0);
+    assert_eq!(metric(&server, "clawsocket_deltas_total").await, deltas);
+    assert_eq!(metric(&server, "clawsocket_turn_duration_seconds_count").await, 1.0);
+    assert_eq!(metric(&server, "clawsocket_first_delta_seconds_count").await, 1.0);
+    assert_eq!(metric(&server, r#"clawsocket_errors_total{code="invalid_json"}"#).await, 1.0);
+    assert_eq!(metric(&server, "clawsocket_dynamic_agents").await, 0.0);
+
+    client.close().await;
+    eventually("the gauge follows the close", || async { metric(&server, "clawsocket_connections_open").await == 0.0 })
+        .await;
+}
+
+#[actix_rt::test]
+async fn metrics_count_auth_calls_and_refusals() {
+    let auth = FakeAuth::start(AuthScript::new().user("good", json!({"userId": "u1", "username": "U"})));
+    let server = spawn_server(&[
+        ("channels.websocket.auth.enabled", true.into()),
+        ("channels.websocket.auth.endpoint", auth.url.clone().into()),
+    ]);
+    WsClient::connect_welcomed(&server.ws_url("token=good")).await;
+    let mut refused = WsClient::connect(&server.ws_url("token=bad")).await;
+    assert_eq!(refused.recv().await["code"], "auth_failed");
+    assert_eq!(metric(&server, r#"clawsocket_connections_total{outcome="auth_failed"}"#).await, 1.0);
+    assert_eq!(metric(&server, r#"clawsocket_errors_total{code="auth_failed"}"#).await, 1.0);
+    assert_eq!(metric(&server, "clawsocket_auth_duration_seconds_count").await, 2.0);
+}
+
+#[actix_rt::test]
+async fn backend_credentials_never_appear_in_the_log_even_at_trace_level() {
+    use crate::support::binary::ChildServer;
+    use crate::support::client::last;
+    use crate::support::fake_agent::{always, FakeAgent};
+
+    const API_KEY: &str = "sk-never-log-this-4f1d";
+    const GATEWAY_TOKEN: &str = "gw-never-log-this-9c2e";
+    let agent = FakeAgent::start(always(&["fine"]));
+    for (kind, url) in [("openai", agent.url_v1()), ("openclaw", agent.url())] {
+        let config = format!(
+            "[channels.websocket.auth]\nenabled = false\n[agent]\nkind = \"{kind}\"\nurl = \"{url}\"\napiKey = \"{API_KEY}\"\n[store]\ndir = \"{{store}}\"\n"
+        );
+        let server = ChildServer::start(&config, &[("OPENCLAW_GATEWAY_TOKEN", GATEWAY_TOKEN)]).await;
+        let (mut client, _) = WsClient::connect_welcomed(&server.ws_url("senderId=u1")).await;
+        assert_eq!(last(&client.chat("m1", "hello").await)["content"], "fine");
+        let log = server.kill();
+        assert!(log.contains("TRACE"), "the log was captured at trace:\n{log}");
+        for secret in [API_KEY, GATEWAY_TOKEN] {
+            assert!(!log.contains(secret), "{kind}: {secret} appears in the log:\n{log}");
+        }
+    }
+    let authorizations: Vec<String> =
+        agent.requests().iter().map(|request| request.headers["authorization"].clone()).collect();
+    assert_eq!(authorizations, [format!("Bearer {API_KEY}"), format!("Bearer {GATEWAY_TOKEN}")]);
+}
+
+#[actix_rt::test]
+async fn message_content_is_logged_only_at_debug() {
+    use crate::support::binary::ChildServer;
+
+    const CONTENT: &str = "a-very-private-message-7b3a";
+    let config = "[channels.websocket.auth]\nenabled = false\n[agent]\nkind = \"echo\"\nechoDelayMs = 0\n[store]\ndir = \"{store}\"\n";
+    let server = ChildServer::start(config, &[("RUST_LOG", "info")]).await;
+    let (mut client, _) = WsClient::connect_welcomed(&server.ws_url("senderId=u1")).await;
+    client.chat("m1", CONTENT).await;
+    let log = server.kill();
+    assert!(log.contains("turn m1 started") && log.contains("completed in"), "turn lines at info:\n{log}");
+    assert!(log.contains("connection") && log.contains("opened"), "connection lines at info:\n{log}");
+    assert!(!log.contains(CONTENT), "message content at info:\n{log}");
+}
