@@ -167,7 +167,48 @@ fn main() {
         md.push('\n');
         combined.push(json!({"case": case, "scenario": scen, "rows": rows, "clawsocket": claw, "bare": bare}));
     }
-    let out = json!({"env": env, "cases": combined, "errors": total_errors});
+    // The 20 ms paced runs at several user counts: where does p99 pass 50 ms?
+    let mut sweep: Vec<(u64, Value, Value)> = Vec::new();
+    for case in &order {
+        if !case.contains("paced") {
+            continue;
+        }
+        let t = &cases[case];
+        let get = |k: &str| {
+            t.get(k).map(|r| r.pointer("/latency_ms/p99").cloned().unwrap_or(Value::Null)).unwrap_or(Value::Null)
+        };
+        let users = t.values().find_map(|r| r.pointer("/params/connections").and_then(Value::as_u64)).unwrap_or(0);
+        sweep.push((users, get("clawsocket"), get("bare")));
+    }
+    sweep.sort_by_key(|x| x.0);
+    let mut sweep_json = Value::Null;
+    if sweep.len() > 1 {
+        md.push_str("## Paced sweep: relay latency p99 by concurrent streaming users\n\n");
+        md.push_str("| users | ClawSocket p99 ms | bare p99 ms | ratio |\n|---:|---:|---:|---:|\n");
+        let first_over = |pick: fn(&(u64, Value, Value)) -> &Value| {
+            sweep.iter().find(|x| pick(x).as_f64().is_some_and(|v| v > 50.0)).map(|x| x.0)
+        };
+        for (u, c, b) in &sweep {
+            let ratio = match (c.as_f64(), b.as_f64()) {
+                (Some(x), Some(y)) if y > 0.0 => Value::from((x / y * 100.0).round() / 100.0),
+                _ => Value::Null,
+            };
+            md.push_str(&format!("| {u} | {} | {} | {} |\n", fmt(c, ""), fmt(b, ""), fmt(&ratio, "")));
+        }
+        let fc = first_over(|x| &x.1);
+        let fb = first_over(|x| &x.2);
+        let show = |v: Option<u64>| v.map(|u| u.to_string()).unwrap_or_else(|| "not reached".into());
+        md.push_str(&format!(
+            "\nFirst user count whose p99 passes 50 ms: ClawSocket {}, bare relay {}.\n\n",
+            show(fc),
+            show(fb)
+        ));
+        sweep_json = json!({
+            "rows": sweep.iter().map(|(u, c, b)| json!({"users": u, "clawsocket_p99_ms": c, "bare_p99_ms": b})).collect::<Vec<_>>(),
+            "first_users_over_50ms": {"clawsocket": fc, "bare": fb},
+        });
+    }
+    let out = json!({"env": env, "cases": combined, "paced_sweep": sweep_json, "errors": total_errors});
     std::fs::write(dir.join("combined.json"), serde_json::to_string_pretty(&out).unwrap())
         .expect("write combined.json");
     std::fs::write(dir.join("summary.md"), &md).expect("write summary.md");
