@@ -99,6 +99,7 @@ run() {
 run "seed Node.js example" 30 node run_node_example.js
 run "seed Python example" 30 python3 run_python_example.py
 run "wscat Quick Start" 180 bash wscat_quickstart.sh
+run "websocat one-liner" 30 bash websocat_oneliner.sh
 run "web page in Chromium" 90 node browser.mjs
 run "web page resume after a drop" 90 node browser_resume.mjs
 run "web page group chat" 90 node browser_group.mjs

@@ -9,5 +9,6 @@ mod backends;
 mod dynamic_agents;
 mod foundation;
 mod persistence;
+mod resume;
 mod sessions;
 mod surface;
