@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::connection::{fan_out, ConnectionHandle, Delivery};
+use super::connection::{fan_out_all, ConnectionHandle, Delivery, Outgoing};
 use super::session::{DropSubscribers, SessionActor, TurnFinished};
 use crate::backend::{AgentBackend, BackendError, TurnRequest};
 use crate::config::StreamMode;
@@ -115,8 +115,7 @@ impl Actor for AgentBridge {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let typing = self.typing_frame();
-        self.send_to_all(&typing);
+        self.send_to_all(Outgoing::One(self.typing_frame()));
         if let Some(request) = self.request.take() {
             ctx.add_stream(self.backend.stream_turn(request));
         }
@@ -127,11 +126,10 @@ impl Actor for AgentBridge {
     }
 }
 
-impl StreamHandler<Result<String, BackendError>> for AgentBridge {
-    fn handle(&mut self, item: Result<String, BackendError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Vec<String>, BackendError>> for AgentBridge {
+    fn handle(&mut self, item: Result<Vec<String>, BackendError>, ctx: &mut Self::Context) {
         match item {
-            Ok(delta) if delta.is_empty() => {}
-            Ok(delta) => self.relay(&delta),
+            Ok(deltas) => self.relay(&deltas),
             Err(error) => {
                 self.report(Err(error));
                 ctx.stop();
@@ -180,24 +178,32 @@ impl Handler<StopTurn> for AgentBridge {
 }
 
 impl AgentBridge {
-    /// The hot path: one frame per delta, its bytes shared by every subscriber.
-    fn relay(&mut self, delta: &str) {
-        if self.delta_ends.is_empty() {
-            self.metrics.first_delta.observe(self.started.elapsed().as_secs_f64());
+    /// The hot path: one frame per delta, serialized once; the deltas of one network
+    /// read go to each subscriber as one batch whose bytes every subscriber shares.
+    fn relay(&mut self, deltas: &[String]) {
+        let mut frames = Vec::with_capacity(deltas.len());
+        for delta in deltas.iter().filter(|delta| !delta.is_empty()) {
+            if self.delta_ends.is_empty() {
+                self.metrics.first_delta.observe(self.started.elapsed().as_secs_f64());
+            }
+            self.text.push_str(delta);
+            self.delta_ends.push(self.text.len());
+            let content = match self.stream_mode {
+                StreamMode::Delta => delta,
+                StreamMode::Cumulative => &self.text,
+            };
+            frames.push(self.stream_frame(content, self.seq(), false));
         }
-        self.metrics.deltas.inc();
-        self.text.push_str(delta);
-        self.delta_ends.push(self.text.len());
-        let content = match self.stream_mode {
-            StreamMode::Delta => delta,
-            StreamMode::Cumulative => &self.text,
-        };
-        let frame = self.stream_frame(content, self.seq(), false);
-        self.send_to_all(&frame);
+        self.metrics.deltas.inc_by(frames.len() as u64);
+        match frames.len() {
+            0 => {}
+            1 => self.send_to_all(Outgoing::One(frames.remove(0))),
+            _ => self.send_to_all(Outgoing::Batch(frames.into())),
+        }
     }
 
-    fn send_to_all(&mut self, frame: &Frame) {
-        let dropped = fan_out(&self.subscribers, frame);
+    fn send_to_all(&mut self, outgoing: Outgoing) {
+        let dropped = fan_out_all(&self.subscribers, &outgoing);
         if !dropped.is_empty() {
             self.subscribers =
                 self.subscribers.iter().filter(|handle| !dropped.contains(&handle.id)).cloned().collect();

@@ -24,11 +24,19 @@ use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
 use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode, Frame, Inbound, Outbound, SessionSelector, CLOSE_POLICY, CLOSE_TOO_BIG};
 
-/// Write one serialized frame to the socket.
+/// Serialized frames for one connection: one frame, or a batch of stream frames
+/// (every delta of one network read) whose allocation all subscribers share.
+#[derive(Clone)]
+pub enum Outgoing {
+    One(Frame),
+    Batch(Arc<[Frame]>),
+}
+
+/// Write serialized frames to the socket, in order.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Deliver {
-    pub frame: Frame,
+    pub outgoing: Outgoing,
 }
 
 /// The connection fell too far behind (its outbound queue filled): close it with 1008.
@@ -65,7 +73,13 @@ pub enum Delivery {
 impl ConnectionHandle {
     /// Queues `frame` without waiting and without growing a full queue.
     pub fn deliver(&self, frame: &Frame) -> Delivery {
-        match self.address.try_send(Deliver { frame: frame.clone() }) {
+        self.send(Outgoing::One(frame.clone()))
+    }
+
+    /// Queues `outgoing` (one mailbox slot, however many frames) without waiting and
+    /// without growing a full queue.
+    pub fn send(&self, outgoing: Outgoing) -> Delivery {
+        match self.address.try_send(Deliver { outgoing }) {
             Ok(()) => Delivery::Queued,
             Err(SendError::Closed(_)) => Delivery::Gone,
             Err(SendError::Full(_)) => {
@@ -79,9 +93,15 @@ impl ConnectionHandle {
 
 /// Hands `frame` to every subscriber; returns the ids of those that must be dropped.
 pub fn fan_out(subscribers: &[ConnectionHandle], frame: &Frame) -> Vec<ConnectionId> {
+    fan_out_all(subscribers, &Outgoing::One(frame.clone()))
+}
+
+/// Hands `outgoing` to every subscriber (a reference-count bump each); returns the
+/// ids of those that must be dropped.
+pub fn fan_out_all(subscribers: &[ConnectionHandle], outgoing: &Outgoing) -> Vec<ConnectionId> {
     let mut dropped = Vec::new();
     for subscriber in subscribers {
-        if subscriber.deliver(frame) != Delivery::Queued {
+        if subscriber.send(outgoing.clone()) != Delivery::Queued {
             dropped.push(subscriber.id.clone());
         }
     }
@@ -171,7 +191,10 @@ impl Handler<Deliver> for ConnectionActor {
     type Result = ();
 
     fn handle(&mut self, message: Deliver, ctx: &mut Self::Context) {
-        ctx.text(message.frame.text());
+        match message.outgoing {
+            Outgoing::One(frame) => ctx.text(frame.text()),
+            Outgoing::Batch(frames) => frames.iter().for_each(|frame| ctx.text(frame.text())),
+        }
     }
 }
 

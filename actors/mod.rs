@@ -7,4 +7,5 @@
 pub mod agent_bridge;
 pub mod connection;
 pub mod session;
+pub mod store_writer;
 pub mod supervisor;

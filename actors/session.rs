@@ -20,6 +20,7 @@ use actix::prelude::*;
 
 use super::agent_bridge::{AgentBridge, Attach, SetSubscribers, StopTurn, TurnSetup};
 use super::connection::{fan_out, ConnectionHandle};
+use super::store_writer::{AppendTurn, LoadSession, StoreWriter};
 use super::supervisor::{SessionIdle, Supervisor};
 use crate::backend::prompt::{self, PromptInput};
 use crate::backend::{AgentBackend, BackendError, TurnRequest};
@@ -27,7 +28,7 @@ use crate::config::Settings;
 use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget, UserToken};
 use crate::metrics::{Metrics, TurnOutcome};
 use crate::protocol::{ErrorCode, Frame, Outbound, SendMessage, TranscriptEntry};
-use crate::store;
+use crate::store::StoreError;
 
 /// One user message waiting for, or getting, an answer.
 pub struct Turn {
@@ -144,6 +145,8 @@ pub struct SessionSetup {
     pub settings: Arc<Settings>,
     pub backend: Arc<dyn AgentBackend>,
     pub supervisor: Addr<Supervisor>,
+    /// The store threads: transcript loads and appends run there.
+    pub store: Addr<StoreWriter>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -201,24 +204,20 @@ impl Actor for SessionActor {
     // Everything reaches a session by `do_send`, which does not wait on the mailbox
     // bound: the bounds that matter are the turn queue and the senders' rate limits.
     fn started(&mut self, ctx: &mut Self::Context) {
-        let path = self.setup.transcript_path.clone();
-        let agents_md = self.setup.workspace.as_ref().map(|workspace| workspace.join("AGENTS.md"));
-        let load = store::off_thread(move || {
-            let transcript = store::load_transcript(&path)?;
-            let system_prompt = match agents_md {
-                Some(path) => store::read_optional_text(&path)?,
-                None => None,
-            };
-            Ok((transcript, system_prompt))
+        let load = self.setup.store.send(LoadSession {
+            transcript: self.setup.transcript_path.clone(),
+            agents_md: self.setup.workspace.as_ref().map(|workspace| workspace.join("AGENTS.md")),
         });
         // Waiting here (only here) holds every command until the memory is loaded.
-        ctx.wait(load.into_actor(self).map(|loaded, session, _ctx| match loaded {
-            Ok((transcript, system_prompt)) => {
-                log::debug!("session {} loaded {} stored messages", session.setup.key, transcript.len());
-                session.transcript = transcript;
-                session.system_prompt = system_prompt.filter(|prompt| !prompt.trim().is_empty());
+        ctx.wait(load.into_actor(self).map(|loaded, session, _ctx| match loaded.map_err(StoreError::from) {
+            Ok(Ok(loaded)) => {
+                log::debug!("session {} loaded {} stored messages", session.setup.key, loaded.transcript.len());
+                session.transcript = loaded.transcript;
+                session.system_prompt = loaded.system_prompt.filter(|prompt| !prompt.trim().is_empty());
             }
-            Err(error) => log::error!("session {}: could not load its transcript: {error}", session.setup.key),
+            Ok(Err(error)) | Err(error) => {
+                log::error!("session {}: could not load its transcript: {error}", session.setup.key)
+            }
         }));
     }
 
@@ -513,7 +512,7 @@ impl SessionActor {
     /// records it, sends the answer and starts the next turn.
     fn persist_turn(&mut self, turn: Box<Turn>, answer: String, ctx: &mut Context<Self>) {
         let ts = now_millis();
-        let entries = [
+        let entries = vec![
             TranscriptEntry {
                 role: "user".into(),
                 content: turn.message.content.clone(),
@@ -532,11 +531,10 @@ impl SessionActor {
             },
         ];
         self.persisting = Some(turn.message_id.clone());
-        let path = self.setup.transcript_path.clone();
-        let write = store::off_thread(move || store::append_entries(&path, &entries).map(|()| entries));
+        let write = self.setup.store.send(AppendTurn { transcript: self.setup.transcript_path.clone(), entries });
         ctx.spawn(write.into_actor(self).map(move |written, session, ctx| {
             session.persisting = None;
-            let entries = match written {
+            let entries = match written.map_err(StoreError::from).and_then(|written| written) {
                 Ok(entries) => entries,
                 Err(error) => {
                     log::error!("session {}: turn {} not stored: {error}", session.setup.key, turn.message_id);

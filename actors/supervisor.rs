@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 
 use super::connection::{CloseWith, ConnectionHandle};
 use super::session::{now_millis, Retire, SessionActor, SessionCommand, SessionSetup, Unsubscribe};
+use super::store_writer::StoreWriter;
 use crate::agents::{self, AgentRecord, AgentRegistry, NewAgent};
 use crate::backend::AgentBackend;
 use crate::config::{AgentKind, Settings};
@@ -119,6 +120,8 @@ pub struct SupervisorSetup {
     pub agents: AgentRegistry,
     /// The home directory, for `~` in the agent templates.
     pub home: PathBuf,
+    /// The store threads, handed to every session.
+    pub store: Addr<StoreWriter>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -142,6 +145,7 @@ pub struct Supervisor {
     unconfirmed: HashSet<Arc<str>>,
     /// Senders already told (log, metric) that `maxAgents` sends them to the default agent.
     fallen_back: HashSet<String>,
+    store: Addr<StoreWriter>,
     metrics: Arc<Metrics>,
 }
 
@@ -160,6 +164,7 @@ impl Supervisor {
             creating: false,
             unconfirmed: HashSet::new(),
             fallen_back: HashSet::new(),
+            store: setup.store,
             metrics: setup.metrics,
         }
     }
@@ -221,6 +226,7 @@ impl Supervisor {
                     settings: self.settings.clone(),
                     backend: self.backend.clone(),
                     supervisor: ctx.address(),
+                    store: self.store.clone(),
                     metrics: self.metrics.clone(),
                 };
                 let address = SessionActor::start_in_arbiter(&route.arbiter, move |_| SessionActor::new(setup));

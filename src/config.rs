@@ -161,6 +161,7 @@ pub struct AgentSettings {
 #[serde(rename_all = "camelCase")]
 pub struct StoreSettings {
     pub dir: PathBuf,
+    pub threads: usize,
 }
 
 /// `limits.*`: every bound the service enforces.
@@ -260,7 +261,7 @@ impl Settings {
             );
         }
         let limits = &self.limits;
-        let positive: [(&'static str, u64); 8] = [
+        let positive: [(&'static str, u64); 9] = [
             ("channels.websocket.auth.timeout", websocket.auth.timeout),
             ("limits.maxMessageBytes", limits.max_message_bytes as u64),
             ("limits.maxConnections", limits.max_connections as u64),
@@ -269,6 +270,7 @@ impl Settings {
             ("limits.turnTimeoutMs", limits.turn_timeout_ms),
             ("limits.heartbeat.intervalMs", limits.heartbeat.interval_ms),
             ("agent.timeoutMs", self.agent.timeout_ms),
+            ("store.threads", self.store.threads as u64),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return invalid(key, "must be greater than 0");

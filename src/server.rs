@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
+use actix::{Actor, Addr, SyncArbiter};
 use actix_http::ws::{Codec, OpCode, Parser};
 use actix_web::dev::Server;
 use actix_web::http::header;
@@ -28,6 +28,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream;
 
 use crate::actors::connection::ConnectionActor;
+use crate::actors::store_writer::StoreWriter;
 use crate::actors::supervisor::{Supervisor, SupervisorSetup};
 use crate::agents::AgentRegistry;
 use crate::auth::{self, Admission, AnswerCache, AuthError, Authenticator};
@@ -64,6 +65,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         backend: backend.clone(),
         agents,
         home,
+        store: SyncArbiter::start(settings.store.threads, || StoreWriter),
         metrics: metrics.clone(),
     })
     .start();

@@ -6,11 +6,12 @@
 //! crash loses at most the turn in flight. A torn last line (a crash mid-write) is
 //! skipped with a warning on load and cut off, so the next append starts clean.
 //! Registries are whole JSON files replaced atomically (temp file, fsync, rename).
-//! Every function here blocks: actors call them through [`off_thread`], never on
-//! their own thread. This module is the seam a shared (Redis) store would replace.
+//! Every function here blocks: sessions call them through the `StoreWriter` threads
+//! (`actors/store_writer.rs`), the Supervisor through [`off_thread`]; never on an
+//! actor's own thread. This module is the seam a shared (Redis) store would replace.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use crate::agents::path_safe;
@@ -26,6 +27,12 @@ pub enum StoreError {
     Json { path: PathBuf, source: serde_json::Error },
     #[error("the store worker stopped")]
     WorkerGone,
+}
+
+impl From<actix::MailboxError> for StoreError {
+    fn from(_: actix::MailboxError) -> Self {
+        StoreError::WorkerGone
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -105,11 +112,16 @@ pub fn append_entries(path: &Path, entries: &[TranscriptEntry]) -> Result<(), St
         serde_json::to_writer(&mut buffer, entry).map_err(|source| StoreError::Json { path: path.into(), source })?;
         buffer.push(b'\n');
     }
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(io_error(parent))?;
+    let open = || OpenOptions::new().create(true).append(true).open(path);
+    let mut file = match open() {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            let parent = path.parent().unwrap_or(Path::new("."));
+            fs::create_dir_all(parent).map_err(io_error(parent))?;
+            open()
+        }
+        opened => opened,
     }
-    let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(io_error(path))?;
-    file.seek(SeekFrom::End(0)).map_err(io_error(path))?;
+    .map_err(io_error(path))?;
     file.write_all(&buffer).map_err(io_error(path))?;
     file.sync_data().map_err(io_error(path))
 }

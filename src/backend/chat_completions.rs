@@ -8,7 +8,6 @@
 //! a `finish_reason` is an error: a cut answer is never passed off as complete.
 //! awc clients hold an `Rc`, so each thread keeps its own (and its own pool).
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use awc::error::{ConnectError, PayloadError, SendRequestError};
@@ -28,6 +27,10 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 const JSON_BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// How long a readiness probe waits.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// At most this many already-received body chunks are decoded into one batch.
+const MAX_CHUNKS_PER_BATCH: usize = 256;
+/// How long the end of a finished answer's body is awaited before its connection is dropped.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between two tries while a new agent is not known to the gateway yet
 /// (it hot-applies its agents file in about a second).
 const CONFIRM_RETRY_PAUSE: Duration = Duration::from_millis(250);
@@ -95,8 +98,8 @@ struct CallState {
     /// The streaming body, once the head has arrived.
     response: Option<StreamingBody>,
     decoder: SseDecoder,
-    /// Decoded deltas not yet handed out.
-    ready: VecDeque<String>,
+    /// Decoded deltas not yet handed out (all those of one read go out together).
+    ready: Vec<String>,
     /// A chunk carried `finish_reason`: the answer is complete even without `[DONE]`.
     finished: bool,
     /// Nothing more will come.
@@ -104,10 +107,10 @@ struct CallState {
 }
 
 impl CallState {
-    async fn next_item(&mut self) -> Option<Result<String, BackendError>> {
+    async fn next_item(&mut self) -> Option<Result<Vec<String>, BackendError>> {
         loop {
-            if let Some(delta) = self.ready.pop_front() {
-                return Some(Ok(delta));
+            if !self.ready.is_empty() {
+                return Some(Ok(std::mem::take(&mut self.ready)));
             }
             if self.done {
                 return None;
@@ -154,7 +157,7 @@ impl CallState {
             .is_some_and(|value| value.starts_with("application/json"));
         if is_json {
             let body = response.body().limit(JSON_BODY_LIMIT).await.map_err(payload_error)?;
-            self.ready.push_back(whole_answer(&body)?);
+            self.ready.push(whole_answer(&body)?);
             self.done = true;
         } else {
             self.response = Some(response);
@@ -162,21 +165,32 @@ impl CallState {
         Ok(())
     }
 
+    /// Waits for the next body chunk, then also takes every chunk already received
+    /// (servers send each event as its own HTTP chunk): the deltas of one network read
+    /// become one batch.
     async fn read_chunk(&mut self) -> Result<(), BackendError> {
         let Some(response) = self.response.as_mut() else {
             self.done = true;
             return Ok(());
         };
         let mut events = Vec::new();
-        match response.next().await {
-            Some(Ok(chunk)) => self.decoder.feed(&chunk, |event| events.push(event)),
-            Some(Err(error)) => return Err(payload_error(error)),
-            None => {
-                self.done = true;
-                self.decoder.finish(|event| events.push(event))
+        let mut next = Some(response.next().await);
+        let mut taken = 0;
+        while let Some(item) = next.take() {
+            match item {
+                Some(Ok(chunk)) => self.decoder.feed(&chunk, |event| events.push(event)),
+                Some(Err(error)) => return Err(payload_error(error)),
+                None => {
+                    self.done = true;
+                    self.decoder.finish(|event| events.push(event))
+                }
+            }
+            .map_err(|error| BackendError::Failed(error.to_string()))?;
+            taken += 1;
+            if !self.done && taken < MAX_CHUNKS_PER_BATCH {
+                next = response.next().now_or_never();
             }
         }
-        .map_err(|error| BackendError::Failed(error.to_string()))?;
         for event in events {
             self.on_event(&event)?;
         }
@@ -193,7 +207,9 @@ impl CallState {
         if data.trim() == "[DONE]" {
             self.finished = true;
             self.done = true;
-            self.response = None; // stop reading; the answer is whole
+            if let Some(response) = self.response.take() {
+                drain_for_reuse(response);
+            }
             return Ok(());
         }
         let chunk: StreamChunk = serde_json::from_str(data)
@@ -203,7 +219,7 @@ impl CallState {
         }
         for choice in chunk.choices.into_iter().take(1) {
             if let Some(content) = choice.delta.and_then(|delta| delta.content).filter(|text| !text.is_empty()) {
-                self.ready.push_back(content);
+                self.ready.push(content);
             }
             if choice.finish_reason.is_some() {
                 self.finished = true;
@@ -211,6 +227,16 @@ impl CallState {
         }
         Ok(())
     }
+}
+
+/// The answer is whole at `[DONE]`; the few bytes that may follow (the chunked body's
+/// end) are read in the background so the connection goes back to the pool instead
+/// of being closed, and the next turn needs no new TCP connection.
+fn drain_for_reuse(mut response: StreamingBody) {
+    actix_rt::spawn(async move {
+        let drain = async { while let Some(Ok(_)) = response.next().await {} };
+        let _ = actix_rt::time::timeout(DRAIN_TIMEOUT, drain).await;
+    });
 }
 
 async fn post(request: &ChatRequest) -> Result<StreamingBody, BackendError> {

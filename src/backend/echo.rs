@@ -33,7 +33,7 @@ impl AgentBackend for EchoBackend {
                 if !delay.is_zero() {
                     actix_rt::time::sleep(delay).await;
                 }
-                Ok(word)
+                Ok(vec![word])
             })
             .boxed_local()
     }

@@ -28,8 +28,9 @@ pub use openai::OpenAiBackend;
 pub use openclaw::OpenClawBackend;
 pub use prompt::Prompt;
 
-/// The text pieces of one answer, in order.
-pub type DeltaStream = LocalBoxStream<'static, Result<String, BackendError>>;
+/// The text pieces of one answer, in order, in batches: each item holds the deltas
+/// that arrived together (one network read), so they travel on as one unit.
+pub type DeltaStream = LocalBoxStream<'static, Result<Vec<String>, BackendError>>;
 
 /// What a backend needs to answer one turn.
 #[derive(Debug, Clone)]
