@@ -94,10 +94,13 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         App::new()
             .app_data(state.clone())
             .app_data(web::Data::new(authenticator))
-            // %U: the path without the query string, which may hold a token.
+            // %U: the path without the query string, which may hold a token. The
+            // WebSocket path is left out: its "request" lasts the whole connection (the
+            // logger would hold its fields that long) and ConnectionActor logs open/close.
             .wrap(
                 Logger::new(r#"%a "%{method}xi %U" %s %b %Dms"#)
-                    .custom_request_replace("method", |request| request.method().to_string()),
+                    .custom_request_replace("method", |request| request.method().to_string())
+                    .exclude(path.clone()),
             )
             .route("/", web::get().to(chat_page))
             .route("/healthz", web::get().to(healthz))
