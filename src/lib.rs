@@ -16,6 +16,8 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod limits;
+pub mod origin;
 pub mod protocol;
 pub mod server;
 pub mod store;

@@ -6,6 +6,8 @@
 //! [`Outbound`] values and serialized once into a [`Frame`], whose bytes are shared
 //! by every subscriber that receives them. Nothing here touches a socket or an actor.
 
+use std::sync::LazyLock;
+
 use bytestring::ByteString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -386,6 +388,17 @@ impl Outbound<'_> {
     pub fn error_frame(code: ErrorCode, error: &str, message_id: Option<&str>) -> Frame {
         Outbound::Error { message_id, error, code }.to_frame()
     }
+}
+
+/// The `chat.error` every message over `limits.messagesPerMinute` gets. It carries no
+/// `messageId`: a refused frame is not even parsed.
+pub fn rate_limited_frame() -> Frame {
+    // Built once and shared: a flood must not cost an allocation per refused frame.
+    static FRAME: LazyLock<Frame> = LazyLock::new(|| {
+        let text = "too many messages: slow down (limits.messagesPerMinute); nothing was done with this one";
+        Outbound::error_frame(ErrorCode::RateLimited, text, None)
+    });
+    FRAME.clone()
 }
 
 /// One serialized outbound message. Cloning bumps a reference count.
