@@ -6,6 +6,12 @@
 //! only writes frames it is handed (`Deliver`): it never builds an agent answer.
 //! Its mailbox is bounded by `limits.outboundQueue`: a sender that finds it full
 //! evicts the connection (`Evict`, close 1008) instead of buffering without end.
+//! Inbound, it enforces the per-connection bounds before anything is parsed: a frame
+//! or fragmented message over `limits.maxMessageBytes` closes it (1009), and every data
+//! message takes a token of its `limits.messagesPerMinute` bucket (`limits.rs`): over
+//! it, `chat.error` rate_limited; a client that floods on through its warnings is
+//! closed (1008). It holds its `ConnectionSlot` for its whole life, so the server's
+//! count of open connections (`limits.maxConnections`) drops only when it is gone.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,6 +27,7 @@ use super::supervisor::{ConnectionClosed, ConnectionOpened, Route, Supervisor};
 use crate::backend::prompt;
 use crate::config::{DmPolicy, Settings};
 use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
+use crate::limits::{ConnectionSlot, RateLimiter, Verdict};
 use crate::protocol::{self, ErrorCode, Frame, Inbound, Outbound, SessionSelector, CLOSE_POLICY, CLOSE_TOO_BIG};
 
 /// Write one serialized frame to the socket.
@@ -107,10 +114,23 @@ pub struct ConnectionActor {
     /// Last time the peer showed it is alive (any frame, or a pong).
     last_heartbeat: Instant,
     opened_at: Instant,
+    /// `limits.messagesPerMinute`: owned here, so checking it takes no lock.
+    rate: RateLimiter,
+    /// This connection's place under `limits.maxConnections`, freed when the actor is dropped.
+    _slot: ConnectionSlot,
 }
 
 impl ConnectionActor {
-    pub fn new(id: ConnectionId, identity: Identity, settings: Arc<Settings>, supervisor: Addr<Supervisor>) -> Self {
+    /// A connection admitted by the handshake, holding the `slot` it was given.
+    pub fn new(
+        id: ConnectionId,
+        identity: Identity,
+        settings: Arc<Settings>,
+        supervisor: Addr<Supervisor>,
+        slot: ConnectionSlot,
+    ) -> Self {
+        let now = Instant::now();
+        let rate = RateLimiter::per_minute(settings.limits.messages_per_minute, now);
         ConnectionActor {
             id,
             identity,
@@ -118,8 +138,10 @@ impl ConnectionActor {
             supervisor,
             subscribed: HashSet::new(),
             continuation: None,
-            last_heartbeat: Instant::now(),
-            opened_at: Instant::now(),
+            last_heartbeat: now,
+            opened_at: now,
+            rate,
+            _slot: slot,
         }
     }
 }
@@ -255,7 +277,16 @@ impl ConnectionActor {
         }
     }
 
+    /// One whole data message (a text or binary frame, or a reassembled fragmented one).
     fn on_message(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+        match self.rate.check(Instant::now()) {
+            Verdict::Accept => {}
+            Verdict::Warn => return reply(ctx, protocol::rate_limited_frame()),
+            Verdict::Close => {
+                log::warn!("connection {} kept flooding after its rate_limited warnings; closing (1008)", self.id);
+                return close(ctx, CLOSE_POLICY, "flooding: too many messages after rate_limited warnings");
+            }
+        }
         match protocol::decode(bytes) {
             Ok(inbound) => self.dispatch(inbound, ctx),
             Err(error) => {
