@@ -7,4 +7,5 @@ mod support;
 mod auth;
 mod backends;
 mod foundation;
+mod robust;
 mod sessions;
