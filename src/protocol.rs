@@ -24,6 +24,8 @@ pub const CLOSE_OVER_CAPACITY: u16 = 1013;
 /// Close code: the server is shutting down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
+/// Longest `chat.error` sentence about a refused frame, in bytes (then cut, with `…`).
+pub const MAX_ERROR_TEXT_BYTES: usize = 300;
 /// Longest id (message, sender, group, thread) accepted from the network, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 /// Default and largest `limit` of a `chat.history` request.
@@ -170,8 +172,22 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(code: ErrorCode, message: impl Into<String>, message_id: Option<String>) -> Self {
-        DecodeError { code, message: message.into(), message_id }
+        DecodeError { code, message: bounded_text(message.into()), message_id }
     }
+}
+
+/// A parser's sentence can quote the offending value whole (a 1 MiB string, say):
+/// it is cut at `MAX_ERROR_TEXT_BYTES`, so an error is never an echo of the input.
+fn bounded_text(mut text: String) -> String {
+    if text.len() > MAX_ERROR_TEXT_BYTES {
+        let mut end = MAX_ERROR_TEXT_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// Decodes one text (or binary, UTF-8) frame.
