@@ -26,6 +26,7 @@ use super::session::{AbortTurn, JoinSession, LeaveSession, ReadHistory, SessionC
 use super::supervisor::{ConnectionClosed, ConnectionOpened, Route, Supervisor};
 use crate::backend::prompt;
 use crate::config::{DmPolicy, Settings};
+use crate::frame_guard::OversizeSignal;
 use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
 use crate::limits::{ConnectionSlot, RateLimiter, Verdict};
 use crate::protocol::{self, ErrorCode, Frame, Inbound, Outbound, SessionSelector, CLOSE_POLICY, CLOSE_TOO_BIG};
@@ -118,16 +119,22 @@ pub struct ConnectionActor {
     rate: RateLimiter,
     /// This connection's place under `limits.maxConnections`, freed when the actor is dropped.
     _slot: ConnectionSlot,
+    /// Raised by the handshake's `FrameSizeGuard` when a frame header declared more
+    /// than `limits.maxMessageBytes`: the inbound stream then ends in an error that
+    /// means 1009.
+    oversize: OversizeSignal,
 }
 
 impl ConnectionActor {
-    /// A connection admitted by the handshake, holding the `slot` it was given.
+    /// A connection admitted by the handshake, holding the `slot` it was given and
+    /// watching the `oversize` signal of its inbound bytes' guard.
     pub fn new(
         id: ConnectionId,
         identity: Identity,
         settings: Arc<Settings>,
         supervisor: Addr<Supervisor>,
         slot: ConnectionSlot,
+        oversize: OversizeSignal,
     ) -> Self {
         let now = Instant::now();
         let rate = RateLimiter::per_minute(settings.limits.messages_per_minute, now);
@@ -142,6 +149,7 @@ impl ConnectionActor {
             opened_at: now,
             rate,
             _slot: slot,
+            oversize,
         }
     }
 }
@@ -212,6 +220,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConnectionActor {
         let message = match item {
             Ok(message) => message,
             Err(ws::ProtocolError::Overflow) => return self.too_big(ctx),
+            Err(_) if self.oversize.tripped() => return self.too_big(ctx),
             Err(error) => {
                 log::info!("connection {}: protocol error, closing: {error}", self.id);
                 return close(ctx, 1002, "protocol error");

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod frame_guard;
 pub mod identity;
 pub mod limits;
 pub mod origin;

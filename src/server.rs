@@ -44,6 +44,7 @@ use crate::auth::{Admission, AnswerCache, AuthError, Authenticator};
 use crate::backend::{self, AgentBackend};
 use crate::config::Settings;
 use crate::error::StartError;
+use crate::frame_guard::FrameSizeGuard;
 use crate::identity::{ConnectionId, Identity};
 use crate::limits::{ConnectionSlots, SlotRefusal};
 use crate::origin;
@@ -116,6 +117,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
                 }
             })
     })
+    .on_connect(drop_stuck_peers(Duration::from_millis(settings.limits.heartbeat.timeout_ms)))
     .listen(listener)?
     .disable_signals()
     .shutdown_timeout(SOCKET_CLOSE_SECS)
@@ -219,6 +221,26 @@ impl Signals {
     }
 }
 
+/// Sets TCP_USER_TIMEOUT on every accepted socket: the kernel aborts a connection
+/// whose peer has taken no byte for `timeout` (its receive window stays shut). That is
+/// the one way to end a client that stopped reading for good: the HTTP/1 dispatcher
+/// polls a WebSocket's body, and so runs its actor, only while it holds less than its
+/// write buffer (32 KiB) of unsent bytes, so once the kernel's buffers are full the
+/// actor can be frozen, heartbeat and 1008 close included. The aborted connection's
+/// actor is then dropped, which stops it as usual.
+fn drop_stuck_peers(timeout: Duration) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) {
+    move |connection, _| {
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+        if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            if let Err(error) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+                log::debug!("could not set TCP_USER_TIMEOUT on a connection: {error}");
+            }
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
+        let _ = (connection, timeout);
+    }
+}
+
 /// The web chat page, embedded so that running it needs no build step.
 const CHAT_PAGE: &str = include_str!("../web/index.html");
 
@@ -291,9 +313,14 @@ async fn websocket_handshake(
         Admission::Anonymous => url_identity(&request, &connection_id),
         Admission::Refused(error) => return Ok(response.streaming(refusal(&error))),
     };
-    let actor = ConnectionActor::new(connection_id, identity, state.settings.clone(), state.supervisor.clone(), slot);
-    let codec = Codec::new().max_size(state.settings.limits.max_message_bytes);
-    Ok(response.streaming(ws::WebsocketContext::with_codec(actor, stream, codec)))
+    let max_bytes = state.settings.limits.max_message_bytes;
+    // The guard refuses an oversized frame from its header; the codec's own check
+    // comes only after the whole frame was buffered (see `frame_guard.rs`).
+    let (inbound, oversize) = FrameSizeGuard::new(stream, max_bytes);
+    let actor =
+        ConnectionActor::new(connection_id, identity, state.settings.clone(), state.supervisor.clone(), slot, oversize);
+    let codec = Codec::new().max_size(max_bytes);
+    Ok(response.streaming(ws::WebsocketContext::with_codec(actor, inbound, codec)))
 }
 
 /// HTTP 403 for a handshake whose `Origin` header is present and not allowed; `None`

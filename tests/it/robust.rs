@@ -89,6 +89,35 @@ async fn a_fragmented_message_over_max_message_bytes_closes_with_1009() {
 }
 
 #[actix_rt::test]
+async fn a_frame_declaring_a_huge_length_is_refused_from_its_header() {
+    let server = spawn_server(&[("limits.maxMessageBytes", 4096.into())]);
+    let mut raw = RawClient::connect(server.addr, "senderId=huge", 64 * 1024).await;
+    assert_eq!(raw.recv_json().await["type"], "chat.response");
+    // A masked text frame declaring 100 GiB (FIN + text; mask bit + 64-bit length; mask key).
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(100u64 << 30).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    raw.write_raw(&header).await.expect("send the header");
+    // Some payload, far less than declared and than maxMessageBytes × 100; the server
+    // may close while it is being written.
+    for _ in 0..16 {
+        if raw.write_raw(&[b'a'; 32 * 1024]).await.is_err() {
+            break;
+        }
+    }
+    loop {
+        match raw.next_frame().await {
+            Some(Frame::Close(reason)) => {
+                assert_eq!(reason.map(|reason| u16::from(reason.code)), Some(CLOSE_TOO_BIG));
+                break;
+            }
+            Some(Frame::Ping(_)) => {}
+            other => panic!("expected close 1009 without waiting for the declared payload: {other:?}"),
+        }
+    }
+}
+
+#[actix_rt::test]
 async fn a_fragmented_message_within_the_limit_is_one_message() {
     let server = spawn_server(&[("limits.maxMessageBytes", 4096.into())]);
     let (mut client, _) = WsClient::connect_welcomed(&server.ws_url("senderId=user1")).await;
@@ -136,24 +165,31 @@ async fn over_messages_per_minute_a_client_is_warned_then_closed_with_1008() {
 const BIG_DELTAS: usize = 1024;
 const BIG_DELTA_BYTES: usize = 16 * 1024;
 
-#[actix_rt::test]
-async fn a_client_that_does_not_read_is_dropped_while_another_tab_gets_every_delta() {
+/// An agent whose first answer is `BIG_DELTAS` deltas of `BIG_DELTA_BYTES`, written
+/// fast (1 ms apart), and whose later answers are "short".
+fn big_answer_agent() -> FakeAgent {
     let delta = "x".repeat(BIG_DELTA_BYTES);
-    let agent = FakeAgent::start(Arc::new(move |call, _| match call {
+    FakeAgent::start(Arc::new(move |call, _| match call {
         0 => slowly(&vec![delta.as_str(); BIG_DELTAS], Duration::from_millis(1)),
         _ => answer_with(&["short"]),
-    }));
-    // No history to the agent: the next request does not carry the 16 MiB answer.
-    let server = server_for(&agent, &[("limits.outboundQueue", 16.into()), ("agent.maxHistory", 0.into())]);
-    // The well-behaved tab subscribes first, then the slow tab sends the turn.
+    }))
+}
+
+/// Two tabs of one user: a well-behaved one that joined, and a raw one with a small
+/// receive buffer that sends the big turn and from then on reads nothing.
+async fn good_and_slow_tabs(server: &TestServerHandle) -> (WsClient, RawClient) {
     let (mut good, _) = WsClient::connect_welcomed(&server.ws_url("senderId=user1")).await;
     good.send_json(json!({"type": "chat.join"})).await;
     assert_eq!(good.recv().await["type"], "chat.joined");
     let mut slow = RawClient::connect(server.addr, "senderId=user1", 4096).await;
     assert_eq!(slow.recv_json().await["type"], "chat.response", "the welcome");
     slow.send_json(send("a very long answer, please", "m1")).await;
-    // From here on the slow tab reads nothing until the turn is over.
+    (good, slow)
+}
 
+/// The good tab gets every delta and the whole answer, and the backend was read to its
+/// end: the slow tab never held the turn back.
+async fn assert_good_tab_gets_everything(good: &mut WsClient, agent: &FakeAgent) {
     let frames = good.turn("m1").await;
     let answer = last(&frames);
     assert_eq!(answer["type"], "chat.response", "the good tab gets the answer");
@@ -161,8 +197,16 @@ async fn a_client_that_does_not_read_is_dropped_while_another_tab_gets_every_del
     let deltas = streams(&frames);
     assert_eq!(deltas.len(), BIG_DELTAS, "and every delta");
     assert!(deltas.iter().enumerate().all(|(index, delta)| delta["seq"] == index as u64 + 1));
-    // The backend was read to its end: the slow tab never held the turn back.
     eventually("the fake agent wrote its whole answer", || async { agent.completed() == 1 }).await;
+}
+
+#[actix_rt::test]
+async fn a_client_that_does_not_read_is_dropped_while_another_tab_gets_every_delta() {
+    let agent = big_answer_agent();
+    // No history to the agent: the next request does not carry the 16 MiB answer.
+    let server = server_for(&agent, &[("limits.outboundQueue", 16.into()), ("agent.maxHistory", 0.into())]);
+    let (mut good, mut slow) = good_and_slow_tabs(&server).await;
+    assert_good_tab_gets_everything(&mut good, &agent).await;
 
     // Now the slow tab reads: a bounded prefix of the deltas, no answer, then 1008.
     let mut received = 0;
@@ -189,6 +233,30 @@ async fn a_client_that_does_not_read_is_dropped_while_another_tab_gets_every_del
     assert_eq!(close, Some(CLOSE_POLICY));
     eventually("the slow tab left the registry", || async { server.registries().await.connections == 1 }).await;
     assert_eq!(last(&good.chat("m2", "and now?").await)["content"], "short", "the session carries on");
+}
+
+/// A client that never reads again may not even be told 1008: with the kernel's buffers
+/// full, actix can stop running its actor (heartbeat included). TCP_USER_TIMEOUT
+/// (`heartbeat.timeoutMs`) has the kernel drop it, which frees its place. (Without it,
+/// this test fails: the stuck connection stays.)
+#[cfg(target_os = "linux")]
+#[actix_rt::test]
+async fn a_client_that_never_reads_again_is_dropped_after_the_heartbeat_timeout() {
+    let agent = big_answer_agent();
+    let server = server_for(
+        &agent,
+        &[
+            ("limits.outboundQueue", 16.into()),
+            ("limits.heartbeat.intervalMs", 50.into()),
+            ("limits.heartbeat.timeoutMs", 2000.into()),
+        ],
+    );
+    let (mut good, _slow) = good_and_slow_tabs(&server).await;
+    assert_good_tab_gets_everything(&mut good, &agent).await;
+    // The good tab leaves (an idle tab that does not read would not answer pings either).
+    good.close().await;
+    eventually("the stuck tab was dropped without reading", || async { server.registries().await.connections == 0 })
+        .await;
 }
 
 // ---- limits.maxConnections --------------------------------------------------------

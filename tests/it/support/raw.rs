@@ -70,3 +70,10 @@ impl RawClient {
         }
     }
 }
+
+impl RawClient {
+    /// Writes bytes straight to the socket, bypassing the frame codec.
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.framed.io_mut().write_all(bytes).await
+    }
+}
