@@ -214,8 +214,23 @@ impl Supervisor {
         }
     }
 
+    /// During shutdown a new turn is answered `shutting_down` instead of routed (also
+    /// one that waited for its user's agent): the sessions being drained are all there are.
+    fn refused_by_shutdown(&self, route: &Route) -> bool {
+        match (&route.command, self.shutting_down) {
+            (SessionCommand::Submit(submit), true) => {
+                submit.from.deliver(&shutting_down_frame(&submit.turn.message_id));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Forwards `route` to its session, creating the session if needed.
     fn forward(&mut self, route: Route, binding: Binding, ctx: &mut Context<Self>) {
+        if self.refused_by_shutdown(&route) {
+            return;
+        }
         let key = route.target.key(&binding.agent_id);
         if matches!(route.command, SessionCommand::Unsubscribe(_)) && !self.sessions.contains_key(&key) {
             return; // nothing to leave
@@ -329,8 +344,7 @@ impl Handler<Route> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, route: Route, ctx: &mut Self::Context) {
-        if let (true, SessionCommand::Submit(submit)) = (self.shutting_down, &route.command) {
-            submit.from.deliver(&shutting_down_frame(&submit.turn.message_id));
+        if self.refused_by_shutdown(&route) {
             return;
         }
         if let Chat::Direct(sender) = &route.target.chat {
