@@ -27,8 +27,7 @@ use std::time::Duration;
 
 use actix::{Actor, Addr};
 use actix_http::ws::{Codec, OpCode, Parser};
-use actix_web::dev::Server;
-use actix_web::dev::ServerHandle;
+use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header;
 use actix_web::middleware::Logger;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
