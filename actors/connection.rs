@@ -6,6 +6,12 @@
 //! only writes frames it is handed (`Deliver`): it never builds an agent answer.
 //! Its mailbox is bounded by `limits.outboundQueue`: a sender that finds it full
 //! evicts the connection (`Evict`, close 1008) instead of buffering without end.
+//! Inbound, it enforces the per-connection bounds before anything is parsed: a frame
+//! or fragmented message over `limits.maxMessageBytes` closes it (1009), and every data
+//! message takes a token of its `limits.messagesPerMinute` bucket (`limits.rs`): over
+//! it, `chat.error` rate_limited; a client that floods on through its warnings is
+//! closed (1008). It holds its `ConnectionSlot` for its whole life, so the server's
+//! count of open connections (`limits.maxConnections`) drops only when it is gone.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,7 +26,9 @@ use super::session::{AbortTurn, JoinSession, LeaveSession, ReadHistory, SessionC
 use super::supervisor::{ConnectionClosed, ConnectionOpened, Route, Supervisor};
 use crate::backend::prompt;
 use crate::config::{DmPolicy, Settings};
+use crate::frame_guard::OversizeSignal;
 use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
+use crate::limits::{ConnectionSlot, RateLimiter, Verdict};
 use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode, Frame, Inbound, Outbound, SessionSelector, CLOSE_POLICY, CLOSE_TOO_BIG};
 
@@ -129,26 +137,47 @@ pub struct ConnectionActor {
     last_heartbeat: Instant,
     opened_at: Instant,
     metrics: Arc<Metrics>,
+    /// `limits.messagesPerMinute`: owned here, so checking it takes no lock.
+    rate: RateLimiter,
+    /// This connection's place under `limits.maxConnections`, freed when the actor is dropped.
+    _slot: ConnectionSlot,
+    /// Raised by the handshake's `FrameSizeGuard` when a frame header declared more
+    /// than `limits.maxMessageBytes`: the inbound stream then ends in an error that
+    /// means 1009.
+    oversize: OversizeSignal,
+}
+
+/// What the handshake hands a new connection.
+pub struct ConnectionSetup {
+    pub id: ConnectionId,
+    pub identity: Identity,
+    pub settings: Arc<Settings>,
+    pub supervisor: Addr<Supervisor>,
+    pub metrics: Arc<Metrics>,
+    /// Its place under `limits.maxConnections`.
+    pub slot: ConnectionSlot,
+    /// The signal of its inbound bytes' `FrameSizeGuard`.
+    pub oversize: OversizeSignal,
 }
 
 impl ConnectionActor {
-    pub fn new(
-        id: ConnectionId,
-        identity: Identity,
-        settings: Arc<Settings>,
-        supervisor: Addr<Supervisor>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// A connection admitted by the handshake.
+    pub fn new(setup: ConnectionSetup) -> Self {
+        let now = Instant::now();
+        let rate = RateLimiter::per_minute(setup.settings.limits.messages_per_minute, now);
         ConnectionActor {
-            id,
-            identity,
-            settings,
-            supervisor,
+            id: setup.id,
+            identity: setup.identity,
+            settings: setup.settings,
+            supervisor: setup.supervisor,
             subscribed: HashSet::new(),
             continuation: None,
-            last_heartbeat: Instant::now(),
-            opened_at: Instant::now(),
-            metrics,
+            last_heartbeat: now,
+            opened_at: now,
+            metrics: setup.metrics,
+            rate,
+            _slot: setup.slot,
+            oversize: setup.oversize,
         }
     }
 }
@@ -224,6 +253,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConnectionActor {
         let message = match item {
             Ok(message) => message,
             Err(ws::ProtocolError::Overflow) => return self.too_big(ctx),
+            Err(_) if self.oversize.tripped() => return self.too_big(ctx),
             Err(error) => {
                 log::info!("connection {}: protocol error, closing: {error}", self.id);
                 return close(ctx, 1002, "protocol error");
@@ -289,7 +319,19 @@ impl ConnectionActor {
         }
     }
 
+    /// One whole data message (a text or binary frame, or a reassembled fragmented one).
     fn on_message(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+        match self.rate.check(Instant::now()) {
+            Verdict::Accept => {}
+            Verdict::Warn => {
+                self.metrics.error(ErrorCode::RateLimited);
+                return reply(ctx, protocol::rate_limited_frame());
+            }
+            Verdict::Close => {
+                log::warn!("connection {} kept flooding after its rate_limited warnings; closing (1008)", self.id);
+                return close(ctx, CLOSE_POLICY, "flooding: too many messages after rate_limited warnings");
+            }
+        }
         match protocol::decode(bytes) {
             Ok(inbound) => self.dispatch(inbound, ctx),
             Err(error) => {

@@ -10,6 +10,12 @@
 //! command arrives through the Supervisor, so the Supervisor can retire an idle
 //! session without racing a command on its way. A session never touches a socket:
 //! it hands serialized frames to `ConnectionHandle`s.
+//!
+//! At shutdown (`Drain`, from the Supervisor) it takes no new turn (`shutting_down`),
+//! answers its queued ones `shutting_down`, lets the running turn finish and be stored,
+//! and says so on a oneshot channel; `AbortForShutdown` (the grace is over) stops the
+//! running turn with `shutting_down` instead. `drain_sessions` is that sequence for
+//! every session, bounded by the grace.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -17,6 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
+use futures_util::future::join_all;
+use tokio::sync::oneshot;
 
 use super::agent_bridge::{AgentBridge, Attach, SetSubscribers, StopTurn, TurnSetup};
 use super::connection::{fan_out, ConnectionHandle};
@@ -106,6 +114,48 @@ pub struct DropSubscribers {
     pub ids: Vec<ConnectionId>,
 }
 
+/// Shutdown: take no new turn, refuse the queued ones, and answer (on the returned
+/// channel) once no turn is running or being stored.
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<()>")]
+pub struct Drain;
+
+/// Shutdown, the grace is over: stop the running turn with `shutting_down`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AbortForShutdown;
+
+/// After the grace, a turn already complete still gets this long to be written and
+/// fsynced before the shutdown goes on without it (a disk that slow is logged).
+const STORE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a shutdown's wait for the running turns ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Every running turn finished within the grace.
+    Finished,
+    /// The grace ran out: the turns still running were stopped with `shutting_down`.
+    CutShort,
+}
+
+/// Drains `sessions` (`Drain`), waits up to `grace` for their running turns, then
+/// aborts what still runs (`AbortForShutdown`) and waits for the stores to finish.
+pub async fn drain_sessions(sessions: Vec<Addr<SessionActor>>, grace: Duration) -> Drained {
+    // A session that stopped meanwhile has nothing to drain: its answer is an error, skipped.
+    let asked = join_all(sessions.iter().map(|session| session.send(Drain))).await;
+    let mut quiet = join_all(asked.into_iter().filter_map(Result::ok));
+    if tokio::time::timeout(grace, &mut quiet).await.is_ok() {
+        return Drained::Finished;
+    }
+    for session in &sessions {
+        session.do_send(AbortForShutdown);
+    }
+    if tokio::time::timeout(STORE_FLUSH_TIMEOUT, quiet).await.is_err() {
+        log::error!("shutdown: a completed turn was not stored within {STORE_FLUSH_TIMEOUT:?}; going on without it");
+    }
+    Drained::CutShort
+}
+
 /// The commands a connection sends a session, routed by the Supervisor.
 pub enum SessionCommand {
     Submit(SubmitTurn),
@@ -178,6 +228,10 @@ pub struct SessionActor {
     /// it retires this session: equal means none is on its way.
     commands_received: u64,
     idle_timer: Option<SpawnHandle>,
+    /// Shutting down: no new turn starts.
+    draining: bool,
+    /// Told when, draining, no turn is running or being stored any more.
+    drained: Option<oneshot::Sender<()>>,
 }
 
 impl SessionActor {
@@ -194,6 +248,8 @@ impl SessionActor {
             turns_started: 0,
             commands_received: 0,
             idle_timer: None,
+            draining: false,
+            drained: None,
         }
     }
 }
@@ -247,6 +303,10 @@ impl Handler<SubmitTurn> for SessionActor {
         if self.queue.iter().any(|queued| queued.message_id == turn.message_id)
             || self.persisting.as_ref() == Some(&turn.message_id)
         {
+            return;
+        }
+        if self.draining {
+            from.deliver(&shutting_down_frame(&turn.message_id));
             return;
         }
         if self.running.is_some() && self.queue.len() >= self.setup.settings.limits.session_queue {
@@ -390,6 +450,34 @@ impl Handler<DropSubscribers> for SessionActor {
     }
 }
 
+impl Handler<Drain> for SessionActor {
+    type Result = MessageResult<Drain>;
+
+    fn handle(&mut self, _: Drain, ctx: &mut Self::Context) -> Self::Result {
+        let (sender, receiver) = oneshot::channel();
+        self.draining = true;
+        self.drained = Some(sender);
+        for queued in std::mem::take(&mut self.queue) {
+            self.broadcast(&shutting_down_frame(&queued.message_id), ctx);
+        }
+        self.start_next_turn(ctx);
+        MessageResult(receiver)
+    }
+}
+
+impl Handler<AbortForShutdown> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: AbortForShutdown, ctx: &mut Self::Context) {
+        if let Some(running) = self.running.take() {
+            running.bridge.do_send(StopTurn);
+            log::warn!("turn {} in session {} cut short by the shutdown", running.turn.message_id, self.setup.key);
+            self.broadcast(&shutting_down_frame(&running.turn.message_id), ctx);
+        }
+        self.start_next_turn(ctx);
+    }
+}
+
 impl SessionActor {
     fn subscribe(&mut self, from: ConnectionHandle, ctx: &mut Context<Self>) {
         self.cancel_idle_timer(ctx);
@@ -453,6 +541,12 @@ impl SessionActor {
 
     fn start_next_turn(&mut self, ctx: &mut Context<Self>) {
         if self.running.is_some() || self.persisting.is_some() {
+            return;
+        }
+        if self.draining {
+            if let Some(drained) = self.drained.take() {
+                let _ = drained.send(());
+            }
             return;
         }
         let Some(turn) = self.queue.pop_front() else {
@@ -609,6 +703,12 @@ impl SessionActor {
 
 fn aborted_frame(message_id: &str) -> Frame {
     Outbound::error_frame(ErrorCode::Aborted, "the turn was aborted", Some(message_id))
+}
+
+/// The answer to a turn the shutdown refused or cut short.
+pub fn shutting_down_frame(message_id: &str) -> Frame {
+    let text = "the server is shutting down; send this message again when it is back";
+    Outbound::error_frame(ErrorCode::ShuttingDown, text, Some(message_id))
 }
 
 /// Milliseconds since the Unix epoch, for transcript timestamps.

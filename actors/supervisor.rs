@@ -9,7 +9,9 @@
 //! a user's deltas mostly stay on one thread) and forwards the command. Because every command passes here, it can retire an idle
 //! session exactly when no command is on its way to it. It is never on the delta
 //! path. (actix's own restart helper is also called `Supervisor`; this file imports
-//! actix items by name to keep the two apart.)
+//! actix items by name to keep the two apart.) At shutdown (`ShutDown`) it refuses new
+//! turns, drains every session (bounded by the grace) and then closes every
+//! connection with 1001, in that order, so no answer is cut by its socket's close.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -17,19 +19,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{
-    Actor, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message, MessageResult, WrapFuture,
+    Actor, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message, MessageResult,
+    ResponseActFuture, WrapFuture,
 };
 use serde_json::{Map, Value};
 
 use super::connection::{CloseWith, ConnectionHandle};
-use super::session::{now_millis, Retire, SessionActor, SessionCommand, SessionSetup, Unsubscribe};
+use super::session::{
+    drain_sessions, now_millis, shutting_down_frame, Drained, Retire, SessionActor, SessionCommand, SessionSetup,
+    Unsubscribe,
+};
 use super::store_writer::StoreWriter;
 use crate::agents::{self, AgentRecord, AgentRegistry, NewAgent};
 use crate::backend::AgentBackend;
 use crate::config::{AgentKind, Settings};
 use crate::identity::{Chat, ConnectionId, SessionKey, SessionTarget};
 use crate::metrics::Metrics;
-use crate::protocol::Frame;
+use crate::protocol::{Frame, CLOSE_GOING_AWAY};
 use crate::store::{self, StoreError};
 
 /// A connection is open (after auth): register it.
@@ -73,6 +79,23 @@ pub struct CloseAll {
     pub code: u16,
     pub reason: &'static str,
     pub last_frame: Option<Frame>,
+}
+
+/// Shut down: refuse new turns, let running ones finish within `grace` (then cut them
+/// with `shutting_down`), wait for their answers to be stored, close every
+/// connection with 1001.
+#[derive(Message)]
+#[rtype(result = "ShutdownReport")]
+pub struct ShutDown {
+    pub grace: Duration,
+}
+
+/// What `ShutDown` did, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    pub sessions: usize,
+    pub drained: Drained,
+    pub connections_closed: usize,
 }
 
 /// Registry sizes, for readiness and tests.
@@ -147,6 +170,8 @@ pub struct Supervisor {
     fallen_back: HashSet<String>,
     store: Addr<StoreWriter>,
     metrics: Arc<Metrics>,
+    /// Set by `ShutDown`: every new turn is answered `shutting_down`.
+    shutting_down: bool,
 }
 
 impl Supervisor {
@@ -166,6 +191,7 @@ impl Supervisor {
             fallen_back: HashSet::new(),
             store: setup.store,
             metrics: setup.metrics,
+            shutting_down: false,
         }
     }
 
@@ -206,8 +232,23 @@ impl Supervisor {
         }
     }
 
+    /// During shutdown a new turn is answered `shutting_down` instead of routed (also
+    /// one that waited for its user's agent): the sessions being drained are all there are.
+    fn refused_by_shutdown(&self, route: &Route) -> bool {
+        match (&route.command, self.shutting_down) {
+            (SessionCommand::Submit(submit), true) => {
+                submit.from.deliver(&shutting_down_frame(&submit.turn.message_id));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Forwards `route` to its session, creating the session if needed.
     fn forward(&mut self, route: Route, binding: Binding, ctx: &mut Context<Self>) {
+        if self.refused_by_shutdown(&route) {
+            return;
+        }
         let key = route.target.key(&binding.agent_id);
         if matches!(route.command, SessionCommand::Unsubscribe(_)) && !self.sessions.contains_key(&key) {
             return; // nothing to leave
@@ -324,6 +365,9 @@ impl Handler<Route> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, route: Route, ctx: &mut Self::Context) {
+        if self.refused_by_shutdown(&route) {
+            return;
+        }
         if let Chat::Direct(sender) = &route.target.chat {
             if self.waiting_for_agent.contains_key(sender) {
                 let sender = sender.clone();
@@ -389,6 +433,29 @@ impl Handler<CloseAll> for Supervisor {
     type Result = usize;
 
     fn handle(&mut self, message: CloseAll, _ctx: &mut Self::Context) -> usize {
+        self.close_all(&message)
+    }
+}
+
+impl Handler<ShutDown> for Supervisor {
+    type Result = ResponseActFuture<Self, ShutdownReport>;
+
+    fn handle(&mut self, message: ShutDown, _ctx: &mut Self::Context) -> Self::Result {
+        self.shutting_down = true;
+        let sessions: Vec<Addr<SessionActor>> = self.sessions.values().map(|entry| entry.address.clone()).collect();
+        let count = sessions.len();
+        // Spawned, not waited on: connections keep closing and routing meanwhile.
+        Box::pin(drain_sessions(sessions, message.grace).into_actor(self).map(move |drained, supervisor, _ctx| {
+            let close = CloseAll { code: CLOSE_GOING_AWAY, reason: "server shutting down", last_frame: None };
+            let connections_closed = supervisor.close_all(&close);
+            ShutdownReport { sessions: count, drained, connections_closed }
+        }))
+    }
+}
+
+impl Supervisor {
+    /// Tells every registered connection to close as `message` says; returns how many.
+    fn close_all(&self, message: &CloseAll) -> usize {
         for handle in self.connections.values() {
             handle.address.do_send(CloseWith {
                 code: message.code,

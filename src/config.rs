@@ -251,6 +251,12 @@ impl Settings {
                 "must be an http:// or https:// URL when auth is enabled",
             );
         }
+        if let Some(bad) = websocket.allowed_origins.iter().find(|pattern| !crate::origin::is_valid_pattern(pattern)) {
+            return invalid(
+                "channels.websocket.allowedOrigins",
+                &format!("{bad:?} is not an origin: use \"scheme://host[:port]\" (a host label may be \"*\"), \"*\" or \"null\""),
+            );
+        }
         if websocket.dynamic_agent_creation.enabled
             && self.agent.kind == AgentKind::Openclaw
             && self.agent.openclaw_config_path.is_empty()

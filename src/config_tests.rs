@@ -118,7 +118,7 @@ fn backend_credentials_fall_back_to_their_customary_variables() {
 
 #[test]
 fn bad_values_fail_naming_the_key() {
-    let cases: [(&str, &str, &str); 9] = [
+    let cases: [(&str, &str, &str); 10] = [
         ("WS_AUTH_ENDPOINT", "localhost:3000/verify", "channels.websocket.auth.endpoint"),
         ("WS_AUTH_ENDPOINT", "", "channels.websocket.auth.endpoint"),
         ("CLAWSOCKET__CHANNELS__WEBSOCKET__AUTH__TIMEOUT", "0", "channels.websocket.auth.timeout"),
@@ -128,6 +128,7 @@ fn bad_values_fail_naming_the_key() {
         ("CLAWSOCKET__CHANNELS__WEBSOCKET__DMPOLICY", "pairing", "dmPolicy"),
         ("CLAWSOCKET__LIMITS__OUTBOUNDQUEUE", "0", "limits.outboundQueue"),
         ("CLAWSOCKET__NO__SUCH__KEY", "1", "CLAWSOCKET__NO__SUCH__KEY"),
+        ("CLAWSOCKET__CHANNELS__WEBSOCKET__ALLOWEDORIGINS", "example.com", "channels.websocket.allowedOrigins"),
     ];
     for (variable, value, named) in cases {
         let error = load_error(None, &[(variable, value)]);

@@ -62,7 +62,7 @@ fn start(arguments: Arguments) -> Result<(), StartError> {
     let settings = Arc::new(settings);
     actix_web::rt::System::new().block_on(async move {
         let running = server::run(listener, settings)?;
-        running.server.await?;
+        running.serve_until_signal().await?;
         Ok(())
     })
 }

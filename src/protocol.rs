@@ -6,6 +6,8 @@
 //! [`Outbound`] values and serialized once into a [`Frame`], whose bytes are shared
 //! by every subscriber that receives them. Nothing here touches a socket or an actor.
 
+use std::sync::LazyLock;
+
 use bytestring::ByteString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,8 @@ pub const CLOSE_OVER_CAPACITY: u16 = 1013;
 /// Close code: the server is shutting down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
+/// Longest `chat.error` sentence about a refused frame, in bytes (then cut, with `…`).
+pub const MAX_ERROR_TEXT_BYTES: usize = 300;
 /// Longest id (message, sender, group, thread) accepted from the network, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 /// Default and largest `limit` of a `chat.history` request.
@@ -168,8 +172,22 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(code: ErrorCode, message: impl Into<String>, message_id: Option<String>) -> Self {
-        DecodeError { code, message: message.into(), message_id }
+        DecodeError { code, message: bounded_text(message.into()), message_id }
     }
+}
+
+/// A parser's sentence can quote the offending value whole (a 1 MiB string, say):
+/// it is cut at `MAX_ERROR_TEXT_BYTES`, so an error is never an echo of the input.
+fn bounded_text(mut text: String) -> String {
+    if text.len() > MAX_ERROR_TEXT_BYTES {
+        let mut end = MAX_ERROR_TEXT_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// Decodes one text (or binary, UTF-8) frame.
@@ -386,6 +404,17 @@ impl Outbound<'_> {
     pub fn error_frame(code: ErrorCode, error: &str, message_id: Option<&str>) -> Frame {
         Outbound::Error { message_id, error, code }.to_frame()
     }
+}
+
+/// The `chat.error` every message over `limits.messagesPerMinute` gets. It carries no
+/// `messageId`: a refused frame is not even parsed.
+pub fn rate_limited_frame() -> Frame {
+    // Built once and shared: a flood must not cost an allocation per refused frame.
+    static FRAME: LazyLock<Frame> = LazyLock::new(|| {
+        let text = "too many messages: slow down (limits.messagesPerMinute); nothing was done with this one";
+        Outbound::error_frame(ErrorCode::RateLimited, text, None)
+    });
+    FRAME.clone()
 }
 
 /// One serialized outbound message. Cloning bumps a reference count.

@@ -69,3 +69,147 @@ fn outbound_frames_use_the_wire_names() {
         assert_eq!(serde_json::to_value(code).unwrap(), Value::from(code.as_str()));
     }
 }
+
+/// Property tests over `decode` (the short run of the fuzzing; `fuzz/` holds the long
+/// one): whatever arrives, decoding returns, and a refusal carries a client code, a
+/// bounded sentence and only a usable `messageId`.
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const TYPES: &[&str] =
+        &["chat.send", "chat.abort", "chat.history", "chat.join", "chat.leave", "ping", "chat.x", ""];
+    const FIELDS: &[&str] = &[
+        "content",
+        "messageId",
+        "senderId",
+        "senderName",
+        "chatType",
+        "groupId",
+        "groupSubject",
+        "threadId",
+        "replyToMessageId",
+        "replyToBody",
+        "mediaPath",
+        "mediaPaths",
+        "mediaTypes",
+        "customData",
+        "limit",
+        "afterSeq",
+        "type",
+    ];
+
+    /// Any JSON value: scalars at the edges of their types, text with control
+    /// characters, nested arrays and objects whose keys are mostly protocol fields.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_filter("JSON has no NaN or infinity", |number| number.is_finite()).prop_map(Value::from),
+            "\\PC{0,24}".prop_map(Value::from),
+            "[\\x00-\\x1f ]{0,4}".prop_map(Value::from),
+            prop::sample::select(TYPES).prop_map(Value::from),
+            prop::sample::select(&["group", "direct"][..]).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((key(), inner), 0..6)
+                    .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![3 => prop::sample::select(FIELDS).prop_map(String::from), 1 => "\\PC{0,8}"]
+    }
+
+    /// An object with a `type` (mostly a real one) and protocol fields of any shape.
+    fn message_shaped() -> impl Strategy<Value = Value> {
+        let fields = prop::collection::vec((prop::sample::select(FIELDS), json_value()), 0..8);
+        (prop::sample::select(TYPES), fields).prop_map(|(kind, fields)| {
+            let mut object: Map<String, Value> =
+                fields.into_iter().map(|(name, value)| (name.to_string(), value)).collect();
+            object.insert("type".into(), Value::from(kind));
+            Value::Object(object)
+        })
+    }
+
+    /// What every decoded frame or refusal must satisfy.
+    fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
+        match decode(bytes) {
+            Ok(inbound) => check_accepted(&inbound),
+            Err(error) => {
+                let client_codes = [ErrorCode::InvalidJson, ErrorCode::InvalidMessage, ErrorCode::UnsupportedType];
+                prop_assert!(client_codes.contains(&error.code), "{error:?}");
+                prop_assert!(!error.message.is_empty());
+                prop_assert!(
+                    error.message.len() <= MAX_ERROR_TEXT_BYTES + '…'.len_utf8(),
+                    "{} bytes",
+                    error.message.len()
+                );
+                if let Some(id) = &error.message_id {
+                    prop_assert!(is_valid_id(id));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// What `decode` promises about a message it accepts.
+    fn check_accepted(inbound: &Inbound) -> Result<(), TestCaseError> {
+        let ids_ok = |ids: &[Option<&String>]| ids.iter().flatten().all(|id| is_valid_id(id));
+        match inbound {
+            Inbound::Send(send) => {
+                prop_assert!(!send.content.trim().is_empty());
+                prop_assert!(ids_ok(&[send.message_id.as_ref(), send.sender_id.as_ref(), send.group_id.as_ref()]));
+                prop_assert!(ids_ok(&[send.thread_id.as_ref(), send.reply_to_message_id.as_ref()]));
+                prop_assert!(send.chat_type != ChatType::Group || send.group_id.is_some());
+                prop_assert!(send.media_paths.len() <= 32);
+            }
+            Inbound::History(history) => {
+                prop_assert!(history.limit.is_none_or(|limit| (1..=MAX_HISTORY_LIMIT).contains(&limit)));
+            }
+            Inbound::Abort(abort) => prop_assert!(ids_ok(&[abort.message_id.as_ref()])),
+            Inbound::Join(_) | Inbound::Leave(_) | Inbound::Ping => {}
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            check(&bytes)?;
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(value in json_value()) {
+            check(value.to_string().as_bytes())?;
+        }
+
+        #[test]
+        fn message_shaped_objects_are_valid_or_a_coded_error(value in message_shaped()) {
+            check(value.to_string().as_bytes())?;
+        }
+
+        #[test]
+        fn long_values_are_not_echoed_back_whole(long in "\\PC{300,2000}", field in prop::sample::select(FIELDS)) {
+            let frame = json!({"type": "chat.send", "content": "x", "mediaPaths": long.clone(), field: [long]});
+            check(frame.to_string().as_bytes())?;
+        }
+    }
+
+    #[test]
+    fn nesting_past_the_recursion_limit_is_invalid_json() {
+        for frame in ["[".repeat(100_000), format!("{}{}", "[".repeat(5000), "]".repeat(5000))] {
+            let error = decode(frame.as_bytes()).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidJson);
+        }
+    }
+}

@@ -10,6 +10,14 @@
 //! admitted identity. A refused socket gets no actor at all: its whole life is two
 //! frames encoded here, the `chat.error` and the 4401 close, and nothing ever reads
 //! what it sends, so no message of a refused connection can reach an agent.
+//! Cheaper refusals come first, before the auth service is asked anything: an `Origin`
+//! outside `allowedOrigins` gets HTTP 403, and a server at `limits.maxConnections` (or
+//! shutting down) HTTP 503.
+//!
+//! Shutdown is ours, not actix-web's (`disable_signals`): on SIGTERM or SIGINT
+//! [`GracefulShutdown`] refuses new sockets (503), has the Supervisor drain the
+//! sessions within `limits.shutdownGraceMs` and close every socket with 1001, then
+//! stops the HTTP server. A second signal stops at once.
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
@@ -19,31 +27,41 @@ use std::time::Duration;
 
 use actix::{Actor, Addr, SyncArbiter};
 use actix_http::ws::{Codec, OpCode, Parser};
-use actix_web::dev::Server;
+use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header;
 use actix_web::middleware::Logger;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
 use bytes::{Bytes, BytesMut};
+use futures_util::future::{select, Either};
 use futures_util::stream;
 
-use crate::actors::connection::ConnectionActor;
+use crate::actors::connection::{ConnectionActor, ConnectionSetup};
 use crate::actors::store_writer::StoreWriter;
-use crate::actors::supervisor::{Supervisor, SupervisorSetup};
+use crate::actors::supervisor::{ShutDown, Supervisor, SupervisorSetup};
 use crate::agents::AgentRegistry;
 use crate::auth::{self, Admission, AnswerCache, AuthError, Authenticator};
 use crate::backend::{self, AgentBackend};
 use crate::config::Settings;
 use crate::error::StartError;
+use crate::frame_guard::FrameSizeGuard;
 use crate::identity::{ConnectionId, Identity};
+use crate::limits::{ConnectionSlots, SlotRefusal};
 use crate::metrics::{ConnectionOutcome, Metrics};
+use crate::origin;
 use crate::protocol::{Outbound, CLOSE_AUTH_FAILED};
 
-/// A started service: await `server` to run it; `supervisor` answers registry questions.
+/// Once every socket has been told to close (1001), the HTTP workers give the close
+/// frames this long, in seconds, to be written before they drop what is left.
+const SOCKET_CLOSE_SECS: u64 = 2;
+
+/// A started service: await `server` to run it (or `serve_until_signal`);
+/// `supervisor` answers registry questions; `shutdown` stops it gracefully.
 pub struct RunningServer {
     pub server: Server,
     pub supervisor: Addr<Supervisor>,
     pub local_addr: SocketAddr,
+    pub shutdown: GracefulShutdown,
 }
 
 /// What every request handler shares.
@@ -52,6 +70,8 @@ struct AppState {
     supervisor: Addr<Supervisor>,
     backend: Arc<dyn AgentBackend>,
     metrics: Arc<Metrics>,
+    /// Open connections under `limits.maxConnections`; closed at shutdown.
+    slots: Arc<ConnectionSlots>,
 }
 
 /// Starts the service on `listener`. Must be called inside an actix system.
@@ -79,13 +99,14 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     log_auth_mode(&settings);
     // One cache for all workers; each worker builds its own Authenticator (awc is per thread).
     let answer_cache = AnswerCache::for_settings(&settings.channels.websocket.auth);
+    let slots = ConnectionSlots::new(settings.limits.max_connections);
     let state = web::Data::new(AppState {
         settings: settings.clone(),
         supervisor: supervisor.clone(),
         backend,
         metrics: metrics.clone(),
+        slots: slots.clone(),
     });
-    let grace = Duration::from_millis(settings.limits.shutdown_grace_ms);
     let server = HttpServer::new(move || {
         let enabled = state.settings.channels.websocket.enabled;
         let path = state.settings.channels.websocket.path.clone();
@@ -115,10 +136,128 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     // Deltas are small frames written as they come: without TCP_NODELAY the kernel
     // holds one back until the client's delayed ACK (~40 ms per turn, measured).
     .tcp_nodelay(true)
+    .on_connect(drop_stuck_peers(Duration::from_millis(settings.limits.heartbeat.timeout_ms)))
     .listen(listener)?
-    .shutdown_timeout(grace.as_secs().max(1))
+    .disable_signals()
+    .shutdown_timeout(SOCKET_CLOSE_SECS)
     .run();
-    Ok(RunningServer { server, supervisor, local_addr })
+    let shutdown = GracefulShutdown {
+        server: server.handle(),
+        supervisor: supervisor.clone(),
+        slots,
+        grace: Duration::from_millis(settings.limits.shutdown_grace_ms),
+    };
+    Ok(RunningServer { server, supervisor, local_addr, shutdown })
+}
+
+impl RunningServer {
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully (a second signal
+    /// stops at once); returns when the server has stopped.
+    pub async fn serve_until_signal(self) -> std::io::Result<()> {
+        // Registered before serving, so a signal that comes early is not missed.
+        let mut signals = Signals::register()?;
+        let shutdown = self.shutdown;
+        actix_web::rt::spawn(async move {
+            let first = signals.next().await;
+            log::info!("{first}: shutting down gracefully (send it again to stop at once)");
+            let graceful = std::pin::pin!(shutdown.run());
+            let second = std::pin::pin!(signals.next());
+            if let Either::Right((second, _)) = select(graceful, second).await {
+                log::warn!("{second} again: stopping now");
+                shutdown.server.stop(false).await;
+            }
+        });
+        self.server.await
+    }
+}
+
+/// Stops the service in order: refuse new sockets, drain the sessions (running
+/// turns finish within the grace, or end with `shutting_down`; their answers are
+/// stored), close every socket with 1001, stop the HTTP server.
+#[derive(Clone)]
+pub struct GracefulShutdown {
+    server: ServerHandle,
+    supervisor: Addr<Supervisor>,
+    slots: Arc<ConnectionSlots>,
+    grace: Duration,
+}
+
+impl GracefulShutdown {
+    /// Runs the whole sequence; returns when the HTTP server has stopped.
+    pub async fn run(&self) {
+        self.slots.close();
+        log::info!("shutdown: new connections are refused; turns in flight have {:?} to finish", self.grace);
+        match self.supervisor.send(ShutDown { grace: self.grace }).await {
+            Ok(report) => log::info!(
+                "shutdown: {} sessions drained ({:?}); {} connections closed (1001)",
+                report.sessions,
+                report.drained,
+                report.connections_closed
+            ),
+            Err(error) => log::error!("shutdown: the supervisor did not answer ({error}); stopping anyway"),
+        }
+        self.server.stop(true).await;
+        log::info!("shutdown complete");
+    }
+}
+
+/// The signals that stop the service: SIGTERM (service managers, `docker stop`) and
+/// SIGINT (Ctrl-C).
+struct Signals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn register() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals { terminate: signal(SignalKind::terminate())?, interrupt: signal(SignalKind::interrupt())? })
+    }
+
+    #[cfg(not(unix))]
+    fn register() -> std::io::Result<Signals> {
+        Ok(Signals {})
+    }
+
+    /// Waits for the next signal and names it.
+    #[cfg(unix)]
+    async fn next(&mut self) -> &'static str {
+        let terminate = std::pin::pin!(self.terminate.recv());
+        let interrupt = std::pin::pin!(self.interrupt.recv());
+        match select(terminate, interrupt).await {
+            Either::Left(_) => "SIGTERM",
+            Either::Right(_) => "SIGINT",
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) -> &'static str {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// Sets TCP_USER_TIMEOUT on every accepted socket: the kernel aborts a connection
+/// whose peer has taken no byte for `timeout` (its receive window stays shut). That is
+/// the one way to end a client that stopped reading for good: the HTTP/1 dispatcher
+/// polls a WebSocket's body, and so runs its actor, only while it holds less than its
+/// write buffer (32 KiB) of unsent bytes, so once the kernel's buffers are full the
+/// actor can be frozen, heartbeat and 1008 close included. The aborted connection's
+/// actor is then dropped, which stops it as usual.
+fn drop_stuck_peers(timeout: Duration) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) {
+    move |connection, _| {
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+        if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            if let Err(error) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+                log::debug!("could not set TCP_USER_TIMEOUT on a connection: {error}");
+            }
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
+        let _ = (connection, timeout);
+    }
 }
 
 /// The web chat page, embedded so that running it needs no build step.
@@ -134,8 +273,12 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// `GET /readyz`: the listener is up and the agent backend answers; 503 with the reason if not.
+/// `GET /readyz`: the listener is up, not shutting down, and the agent backend
+/// answers; 503 with the reason if not.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.slots.is_closed() {
+        return HttpResponse::ServiceUnavailable().content_type("text/plain").body("not ready: shutting down\n");
+    }
     match state.backend.probe().await {
         Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
         Err(reason) => {
@@ -169,8 +312,10 @@ struct ConnectParams {
     sender_name: Option<String>,
 }
 
-/// `GET {path}`: the WebSocket handshake. A request that is no WebSocket upgrade is
-/// answered 400 before the auth service is asked anything.
+/// `GET {path}`: the WebSocket handshake. Before the auth service is asked anything,
+/// a request that is no WebSocket upgrade is answered 400, a browser `Origin` outside
+/// `allowedOrigins` 403, and a handshake beyond `limits.maxConnections` (or during
+/// shutdown) 503.
 async fn websocket_handshake(
     request: HttpRequest,
     stream: web::Payload,
@@ -178,6 +323,17 @@ async fn websocket_handshake(
     authenticator: web::Data<Authenticator>,
 ) -> actix_web::Result<HttpResponse> {
     let mut response = ws::handshake(&request)?;
+    if let Some(refused) = refuse_origin(&request, &state.settings.channels.websocket.allowed_origins) {
+        state.metrics.connection(ConnectionOutcome::Rejected);
+        return Ok(refused);
+    }
+    let slot = match state.slots.try_acquire() {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            state.metrics.connection(ConnectionOutcome::Rejected);
+            return Ok(unavailable(refusal, state.settings.limits.max_connections));
+        }
+    };
     let connection_id = ConnectionId::new();
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
     let identity = match authenticator.admit(&connection_id, request.query_string(), authorization).await {
@@ -195,16 +351,50 @@ async fn websocket_handshake(
             return Ok(response.streaming(refusal(&error)));
         }
     };
+    let max_bytes = state.settings.limits.max_message_bytes;
+    // The guard refuses an oversized frame from its header; the codec's own check
+    // comes only after the whole frame was buffered (see `frame_guard.rs`).
+    let (inbound, oversize) = FrameSizeGuard::new(stream, max_bytes);
     state.metrics.connection(ConnectionOutcome::Accepted);
-    let actor = ConnectionActor::new(
-        connection_id,
+    let actor = ConnectionActor::new(ConnectionSetup {
+        id: connection_id,
         identity,
-        state.settings.clone(),
-        state.supervisor.clone(),
-        state.metrics.clone(),
-    );
-    let codec = Codec::new().max_size(state.settings.limits.max_message_bytes);
-    Ok(response.streaming(ws::WebsocketContext::with_codec(actor, stream, codec)))
+        settings: state.settings.clone(),
+        supervisor: state.supervisor.clone(),
+        metrics: state.metrics.clone(),
+        slot,
+        oversize,
+    });
+    let codec = Codec::new().max_size(max_bytes);
+    Ok(response.streaming(ws::WebsocketContext::with_codec(actor, inbound, codec)))
+}
+
+/// HTTP 403 for a handshake whose `Origin` header is present and not allowed; `None`
+/// lets it through (no header: not a browser; an empty list: any origin).
+fn refuse_origin(request: &HttpRequest, allowed: &[String]) -> Option<HttpResponse> {
+    let value = request.headers().get(header::ORIGIN)?;
+    let allowed_here = match value.to_str() {
+        Ok(origin) => origin::origin_allowed(origin, allowed),
+        // Not even text: it matches no pattern, so only an empty list lets it through.
+        Err(_) => allowed.is_empty(),
+    };
+    if allowed_here {
+        return None;
+    }
+    log::debug!("handshake from origin {value:?} refused: not in channels.websocket.allowedOrigins");
+    Some(HttpResponse::Forbidden().content_type("text/plain").body("origin not allowed\n"))
+}
+
+/// HTTP 503 for a handshake that gets no connection slot.
+fn unavailable(refusal: SlotRefusal, max_connections: usize) -> HttpResponse {
+    let body = match refusal {
+        SlotRefusal::Full => {
+            log::warn!("handshake refused: limits.maxConnections ({max_connections}) connections are open");
+            "too many connections; try again later\n"
+        }
+        SlotRefusal::ShuttingDown => "the server is shutting down\n",
+    };
+    HttpResponse::ServiceUnavailable().content_type("text/plain").body(body)
 }
 
 /// The identity an anonymous connection names in its URL (else its connection id).

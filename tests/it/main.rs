@@ -10,5 +10,6 @@ mod dynamic_agents;
 mod foundation;
 mod persistence;
 mod resume;
+mod robust;
 mod sessions;
 mod surface;

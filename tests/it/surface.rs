@@ -98,3 +98,20 @@ async fn message_content_is_logged_only_at_debug() {
     assert!(log.contains("connection") && log.contains("opened"), "connection lines at info:\n{log}");
     assert!(!log.contains(CONTENT), "message content at info:\n{log}");
 }
+
+#[actix_rt::test]
+async fn metrics_count_rejected_handshakes_and_rate_limits() {
+    let server = spawn_server(&[
+        ("channels.websocket.allowedOrigins", vec!["https://chat.example.com".to_string()].into()),
+        ("limits.messagesPerMinute", 1.into()),
+    ]);
+    let refused = WsClient::try_connect(&server.ws_url("senderId=u1"), &[("Origin", "https://evil.example")]).await;
+    assert_eq!(refused.err().as_deref(), Some("403"));
+    assert_eq!(metric(&server, r#"clawsocket_connections_total{outcome="rejected"}"#).await, 1.0);
+    let (mut client, _) = WsClient::connect_welcomed(&server.ws_url("senderId=u1")).await;
+    client.send_json(json!({"type": "ping"})).await;
+    assert_eq!(client.recv().await["type"], "pong");
+    client.send_json(json!({"type": "ping"})).await;
+    assert_eq!(client.recv().await["code"], "rate_limited");
+    assert_eq!(metric(&server, r#"clawsocket_errors_total{code="rate_limited"}"#).await, 1.0);
+}

@@ -1,11 +1,11 @@
 //! Runs the real `clawsocket` binary as a child process, for what only a whole process
 //! shows: its log output (env_logger is global per process, so an in-process server
-//! cannot have its own log captured), and later its answer to signals.
+//! cannot have its own log captured), and its answer to signals (SIGTERM).
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 /// A running `clawsocket` process; its stdout and stderr go to one file.
@@ -13,6 +13,8 @@ pub struct ChildServer {
     pub addr: SocketAddr,
     child: Child,
     output: PathBuf,
+    /// Where its config, store (`{root}/store`) and log live.
+    root: PathBuf,
     /// The temp dir this process owns, if it owns one.
     _dir: Option<tempfile::TempDir>,
 }
@@ -49,7 +51,7 @@ impl ChildServer {
             .spawn()
             .expect("start the clawsocket binary");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut server = ChildServer { addr, child, output, _dir: None };
+        let mut server = ChildServer { addr, child, output, root: dir.to_path_buf(), _dir: None };
         server.wait_until_listening().await;
         server
     }
@@ -76,6 +78,30 @@ impl ChildServer {
     /// `ws://127.0.0.1:PORT/ws?{query}`.
     pub fn ws_url(&self, query: &str) -> String {
         format!("ws://{}/ws?{query}", self.addr)
+    }
+
+    /// The store dir the process was given (`{store}` in its config).
+    pub fn store_dir(&self) -> PathBuf {
+        self.root.join("store")
+    }
+
+    /// Sends SIGTERM, as a service manager or `docker stop` does.
+    pub fn terminate(&self) {
+        let status =
+            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM {} failed", self.child.id());
+    }
+
+    /// Waits for the process to exit by itself and returns its status and output;
+    /// fails the test after 30 s (a hang, not a timing claim).
+    pub async fn wait_for_exit(&mut self) -> (ExitStatus, String) {
+        for _ in 0..3000 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status, self.output());
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("clawsocket did not exit within 30 s:\n{}", self.output());
     }
 
     /// Kills the process (SIGKILL) and returns everything it wrote to stdout and stderr.

@@ -58,6 +58,11 @@ impl WsClient {
         self.framed.send(Message::Text(text.to_string().into())).await.expect("send text frame");
     }
 
+    /// Sends any frame as it is (fragments, control frames).
+    pub async fn send_message(&mut self, message: Message) {
+        self.framed.send(message).await.expect("send a frame");
+    }
+
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
         self.framed.send(Message::Binary(bytes.into())).await.expect("send binary frame");
     }

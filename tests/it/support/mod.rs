@@ -5,6 +5,7 @@ pub mod binary;
 pub mod client;
 pub mod fake_agent;
 pub mod fake_auth;
+pub mod raw;
 pub mod server;
 
 use std::future::Future;

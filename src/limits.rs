@@ -1,0 +1,186 @@
+//! The per-connection and per-server bounds that are plain data: the inbound rate
+//! limit (`limits.messagesPerMinute`) and the count of open connections
+//! (`limits.maxConnections`).
+//!
+//! Both sit on paths a hostile client can drive as fast as it likes, so neither
+//! allocates nor locks: a [`RateLimiter`] is a few integers owned by one
+//! `ConnectionActor` (checked on every inbound message, before it is parsed), and
+//! [`ConnectionSlots`] is one atomic counter shared by every worker (taken in the
+//! handshake, before the auth service is asked anything). Nothing here knows a socket,
+//! an actor or the wire format.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A token is counted in this many grains, so that refilling `messagesPerMinute`
+/// tokens per 60 000 ms is exactly `messagesPerMinute` grains per millisecond: integer
+/// arithmetic, no rounding drift.
+const GRAINS_PER_TOKEN: u64 = 60_000;
+
+/// How many `rate_limited` warnings a connection gets within [`FLOOD_WINDOW`]; the
+/// next refused message closes it with 1008.
+pub const FLOOD_WARNINGS: u32 = 10;
+
+/// The window in which refused messages are counted, starting at the first refusal.
+pub const FLOOD_WINDOW: Duration = Duration::from_secs(60);
+
+/// A token bucket: `capacity` tokens, refilled at `capacity` per minute.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    grains: u64,
+    capacity_grains: u64,
+    /// Grains added per whole millisecond (= tokens per minute).
+    grains_per_ms: u64,
+    /// Refills are counted in whole milliseconds from here, so the fractions of a
+    /// millisecond between two close messages are not lost.
+    last_refill: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket of `per_minute` tokens, refilled at `per_minute` per 60 s.
+    pub fn per_minute(per_minute: u32, now: Instant) -> Self {
+        let capacity_grains = u64::from(per_minute) * GRAINS_PER_TOKEN;
+        TokenBucket { grains: capacity_grains, capacity_grains, grains_per_ms: u64::from(per_minute), last_refill: now }
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.grains >= GRAINS_PER_TOKEN {
+            self.grains -= GRAINS_PER_TOKEN;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last_refill);
+        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        if elapsed_ms == 0 {
+            return;
+        }
+        self.last_refill = self.last_refill.checked_add(Duration::from_millis(elapsed_ms)).unwrap_or(now);
+        let added = elapsed_ms.saturating_mul(self.grains_per_ms);
+        self.grains = self.grains.saturating_add(added).min(self.capacity_grains);
+    }
+}
+
+/// What to do with one inbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within the limit: handle it.
+    Accept,
+    /// Over the limit: refuse it with `chat.error` `rate_limited`, route nothing.
+    Warn,
+    /// Over the limit after [`FLOOD_WARNINGS`] warnings within [`FLOOD_WINDOW`]:
+    /// close the connection with 1008.
+    Close,
+}
+
+/// `limits.messagesPerMinute` for one connection: the bucket, and the count of
+/// refusals that turns a client that ignores its warnings into a closed one.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    bucket: TokenBucket,
+    /// Refusals since `window_start`.
+    refused: u32,
+    /// When the current flood window began (its first refusal); `None` before any.
+    window_start: Option<Instant>,
+}
+
+impl RateLimiter {
+    /// A limiter allowing bursts of `per_minute` messages and `per_minute` per minute.
+    pub fn per_minute(per_minute: u32, now: Instant) -> Self {
+        RateLimiter { bucket: TokenBucket::per_minute(per_minute, now), refused: 0, window_start: None }
+    }
+
+    /// Counts one inbound message (any data message, whatever it holds).
+    pub fn check(&mut self, now: Instant) -> Verdict {
+        if self.bucket.try_take(now) {
+            return Verdict::Accept;
+        }
+        let window_over = self.window_start.is_none_or(|start| now.saturating_duration_since(start) >= FLOOD_WINDOW);
+        if window_over {
+            self.window_start = Some(now);
+            self.refused = 0;
+        }
+        self.refused = self.refused.saturating_add(1);
+        if self.refused > FLOOD_WARNINGS {
+            Verdict::Close
+        } else {
+            Verdict::Warn
+        }
+    }
+}
+
+/// Why a handshake got no connection slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRefusal {
+    /// `limits.maxConnections` sockets are open.
+    Full,
+    /// The server is shutting down and takes no new sockets.
+    ShuttingDown,
+}
+
+/// The open WebSocket connections of the whole server, bounded by
+/// `limits.maxConnections`: one atomic counter, no lock.
+#[derive(Debug)]
+pub struct ConnectionSlots {
+    open: AtomicUsize,
+    max: usize,
+    /// Set once at shutdown: every later handshake is refused.
+    closed: AtomicBool,
+}
+
+impl ConnectionSlots {
+    /// Room for `max` open connections.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(ConnectionSlots { open: AtomicUsize::new(0), max, closed: AtomicBool::new(false) })
+    }
+
+    /// Takes a slot for a new connection, or says why there is none. The slot is
+    /// given back when the returned guard is dropped.
+    pub fn try_acquire(self: &Arc<Self>) -> Result<ConnectionSlot, SlotRefusal> {
+        if self.is_closed() {
+            return Err(SlotRefusal::ShuttingDown);
+        }
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < self.max).then_some(open + 1))
+            .map_err(|_| SlotRefusal::Full)?;
+        Ok(ConnectionSlot { slots: self.clone() })
+    }
+
+    /// How many slots are taken.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Refuses every new connection from now on (shutdown).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether the server is refusing new connections because it shuts down.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// One taken connection slot; dropping it frees the slot. A `ConnectionActor` holds
+/// it for its whole life; a handshake that fails later (auth) drops it at once.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    slots: Arc<ConnectionSlots>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.slots.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+#[path = "limits_tests.rs"]
+mod tests;
