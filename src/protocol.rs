@@ -19,8 +19,6 @@ pub const CLOSE_AUTH_FAILED: u16 = 4401;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: policy violation (flooding after warnings, a client too slow to read).
 pub const CLOSE_POLICY: u16 = 1008;
-/// Close code: the server is at `limits.maxConnections`.
-pub const CLOSE_OVER_CAPACITY: u16 = 1013;
 /// Close code: the server is shutting down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
