@@ -20,7 +20,7 @@ use crate::backend::{AgentBackend, BackendError, TurnRequest};
 use crate::config::StreamMode;
 use crate::identity::SessionKey;
 use crate::metrics::Metrics;
-use crate::protocol::{Frame, Outbound};
+use crate::protocol::{Frame, Outbound, StreamFrames};
 
 /// Replaying more than this many bytes to a late joiner is done as one catch-up
 /// `chat.stream` frame holding all the missed text, instead of one frame per delta.
@@ -82,6 +82,8 @@ pub struct AgentBridge {
     delta_ends: Vec<usize>,
     /// Set once `TurnFinished` is sent, so it is sent once.
     reported: bool,
+    /// This turn's `chat.stream` frames, their shared prefix serialized once.
+    stream_frames: StreamFrames,
     metrics: Arc<Metrics>,
     started: Instant,
 }
@@ -89,6 +91,7 @@ pub struct AgentBridge {
 impl AgentBridge {
     pub fn new(setup: TurnSetup) -> Self {
         AgentBridge {
+            stream_frames: StreamFrames::new(&setup.message_id),
             number: setup.number,
             message_id: setup.message_id,
             session_key: setup.session_key,
@@ -101,6 +104,7 @@ impl AgentBridge {
             text: String::new(),
             delta_ends: Vec::new(),
             reported: false,
+
             metrics: setup.metrics,
             started: Instant::now(),
         }
@@ -241,7 +245,7 @@ impl AgentBridge {
     }
 
     fn stream_frame(&self, content: &str, seq: u64, catch_up: bool) -> Frame {
-        Outbound::Stream { message_id: &self.message_id, content, done: false, seq, catch_up }.to_frame()
+        self.stream_frames.frame(content, seq, catch_up)
     }
 
     fn typing_frame(&self) -> Frame {

@@ -415,6 +415,52 @@ pub fn rate_limited_frame() -> Frame {
     FRAME.clone()
 }
 
+/// Builds the `chat.stream` frames of one turn: the part every delta's frame shares
+/// (`{"type":"chat.stream","messageId":"…","content":`) is serialized once per turn,
+/// and each delta only adds its escaped content and its `seq`, into a buffer sized
+/// once. Byte for byte the same JSON as `Outbound::Stream` (a unit test checks it).
+pub struct StreamFrames {
+    /// `{"type":"chat.stream","messageId":"<escaped id>","content":`
+    prefix: String,
+}
+
+impl StreamFrames {
+    pub fn new(message_id: &str) -> Self {
+        let mut prefix = String::from(r#"{"type":"chat.stream","messageId":"#);
+        push_json_string(&mut prefix, message_id);
+        prefix.push_str(r#","content":"#);
+        StreamFrames { prefix }
+    }
+
+    /// The `chat.stream` frame of delta `seq` (or of a catch-up).
+    pub fn frame(&self, content: &str, seq: u64, catch_up: bool) -> Frame {
+        // Escaping grows plain text little: prefix + content + 2 quotes + the tail.
+        let mut text = String::with_capacity(self.prefix.len() + content.len() + content.len() / 8 + 48);
+        text.push_str(&self.prefix);
+        push_json_string(&mut text, content);
+        text.push_str(r#","done":false,"seq":"#);
+        text.push_str(itoa::Buffer::new().format(seq));
+        if catch_up {
+            text.push_str(r#","catchUp":true"#);
+        }
+        text.push('}');
+        Frame(ByteString::from(text))
+    }
+}
+
+/// Appends `value` as a JSON string literal, exactly as serde_json writes it: text
+/// without control characters, `"` or `\\` (nearly every delta) is copied as it is;
+/// anything else goes through serde_json's escaping.
+fn push_json_string(out: &mut String, value: &str) {
+    if !value.bytes().any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\') {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else if let Ok(escaped) = serde_json::to_string(value) {
+        out.push_str(&escaped);
+    }
+}
+
 /// One serialized outbound message. Cloning bumps a reference count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame(ByteString);

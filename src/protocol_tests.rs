@@ -213,3 +213,23 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn prebuilt_stream_frames_equal_the_serialized_outbound() {
+    let writer = StreamFrames::new("msg \"1\"");
+    for (content, seq, catch_up) in
+        [("Hi", 1, false), ("quote \" and \\ and \n and 日本 and \u{1}", 42, false), ("", 7, true)]
+    {
+        let expected = Outbound::Stream { message_id: "msg \"1\"", content, done: false, seq, catch_up }.to_frame();
+        assert_eq!(writer.frame(content, seq, catch_up), expected);
+    }
+}
+
+proptest::proptest! {
+    /// For any id and content, the prebuilt frame is the serde frame, byte for byte.
+    #[test]
+    fn prebuilt_stream_frames_match_serde_for_any_text(id in "\\PC{0,40}", content in "(?s).{0,200}", seq in 0u64..u64::MAX) {
+        let expected = Outbound::Stream { message_id: &id, content: &content, done: false, seq, catch_up: false }.to_frame();
+        proptest::prop_assert_eq!(StreamFrames::new(&id).frame(&content, seq, false), expected);
+    }
+}

@@ -98,19 +98,63 @@ struct CallState {
     /// The streaming body, once the head has arrived.
     response: Option<StreamingBody>,
     decoder: SseDecoder,
-    /// Decoded deltas not yet handed out (all those of one read go out together).
-    ready: Vec<String>,
-    /// A chunk carried `finish_reason`: the answer is complete even without `[DONE]`.
-    finished: bool,
+    /// What the events decoded so far said.
+    answer: Answer,
     /// Nothing more will come.
     done: bool,
+}
+
+/// What the stream's events say, updated as each is decoded.
+#[derive(Default)]
+struct Answer {
+    /// Decoded deltas not yet handed out (all those of one read go out together).
+    ready: Vec<String>,
+    /// A chunk carried `finish_reason`, or `[DONE]` came: the answer is complete.
+    finished: bool,
+    /// `[DONE]` came: read no further.
+    done_seen: bool,
+    /// The first event that ended the turn with an error.
+    failure: Option<BackendError>,
+}
+
+impl Answer {
+    /// Takes in one event's data.
+    fn on_event(&mut self, data: &str) {
+        if self.done_seen || self.failure.is_some() {
+            return; // nothing counts after [DONE] or a failure
+        }
+        if data.trim() == "[DONE]" {
+            self.finished = true;
+            self.done_seen = true;
+            return;
+        }
+        let chunk: StreamChunk = match serde_json::from_str(data) {
+            Ok(chunk) => chunk,
+            Err(_) => {
+                self.failure = Some(BackendError::Failed("the agent sent an unreadable stream event".into()));
+                return;
+            }
+        };
+        if let Some(error) = chunk.error {
+            self.failure = Some(BackendError::Failed(error_text(&error)));
+            return;
+        }
+        if let Some(choice) = chunk.choices.0 {
+            if let Some(content) = choice.delta.and_then(|delta| delta.content).filter(|text| !text.is_empty()) {
+                self.ready.push(content);
+            }
+            if choice.finish_reason.is_some() {
+                self.finished = true;
+            }
+        }
+    }
 }
 
 impl CallState {
     async fn next_item(&mut self) -> Option<Result<Vec<String>, BackendError>> {
         loop {
-            if !self.ready.is_empty() {
-                return Some(Ok(std::mem::take(&mut self.ready)));
+            if !self.answer.ready.is_empty() {
+                return Some(Ok(std::mem::take(&mut self.answer.ready)));
             }
             if self.done {
                 return None;
@@ -157,7 +201,7 @@ impl CallState {
             .is_some_and(|value| value.starts_with("application/json"));
         if is_json {
             let body = response.body().limit(JSON_BODY_LIMIT).await.map_err(payload_error)?;
-            self.ready.push(whole_answer(&body)?);
+            self.answer.ready.push(whole_answer(&body)?);
             self.done = true;
         } else {
             self.response = Some(response);
@@ -167,63 +211,41 @@ impl CallState {
 
     /// Waits for the next body chunk, then also takes every chunk already received
     /// (servers send each event as its own HTTP chunk): the deltas of one network read
-    /// become one batch.
+    /// become one batch. Events are parsed as they are decoded, without a copy.
     async fn read_chunk(&mut self) -> Result<(), BackendError> {
         let Some(response) = self.response.as_mut() else {
             self.done = true;
             return Ok(());
         };
-        let mut events = Vec::new();
+        let (decoder, answer) = (&mut self.decoder, &mut self.answer);
         let mut next = Some(response.next().await);
         let mut taken = 0;
         while let Some(item) = next.take() {
             match item {
-                Some(Ok(chunk)) => self.decoder.feed(&chunk, |event| events.push(event)),
+                Some(Ok(chunk)) => decoder.feed(&chunk, |event| answer.on_event(event)),
                 Some(Err(error)) => return Err(payload_error(error)),
                 None => {
                     self.done = true;
-                    self.decoder.finish(|event| events.push(event))
+                    decoder.finish(|event| answer.on_event(event))
                 }
             }
             .map_err(|error| BackendError::Failed(error.to_string()))?;
             taken += 1;
-            if !self.done && taken < MAX_CHUNKS_PER_BATCH {
+            if !self.done && !answer.done_seen && taken < MAX_CHUNKS_PER_BATCH {
                 next = response.next().now_or_never();
             }
         }
-        for event in events {
-            self.on_event(&event)?;
+        if let Some(failure) = self.answer.failure.take() {
+            return Err(failure);
         }
-        if self.done && !self.finished {
-            return Err(BackendError::Failed("the agent's stream ended before the answer was complete".into()));
-        }
-        Ok(())
-    }
-
-    fn on_event(&mut self, data: &str) -> Result<(), BackendError> {
-        if self.done && self.finished {
-            return Ok(()); // after [DONE]
-        }
-        if data.trim() == "[DONE]" {
-            self.finished = true;
+        if self.answer.done_seen {
             self.done = true;
             if let Some(response) = self.response.take() {
                 drain_for_reuse(response);
             }
-            return Ok(());
         }
-        let chunk: StreamChunk = serde_json::from_str(data)
-            .map_err(|_| BackendError::Failed("the agent sent an unreadable stream event".into()))?;
-        if let Some(error) = chunk.error {
-            return Err(BackendError::Failed(error_text(&error)));
-        }
-        for choice in chunk.choices.into_iter().take(1) {
-            if let Some(content) = choice.delta.and_then(|delta| delta.content).filter(|text| !text.is_empty()) {
-                self.ready.push(content);
-            }
-            if choice.finish_reason.is_some() {
-                self.finished = true;
-            }
+        if self.done && !self.answer.finished {
+            return Err(BackendError::Failed("the agent's stream ended before the answer was complete".into()));
         }
         Ok(())
     }
@@ -254,8 +276,33 @@ async fn post(request: &ChatRequest) -> Result<StreamingBody, BackendError> {
 #[derive(Deserialize)]
 struct StreamChunk {
     #[serde(default)]
-    choices: Vec<StreamChoice>,
+    choices: FirstChoice,
     error: Option<Value>,
+}
+
+/// `choices[0]`, read without collecting the array (one allocation less per delta).
+#[derive(Default)]
+struct FirstChoice(Option<StreamChoice>);
+
+impl<'de> Deserialize<'de> for FirstChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FirstVisitor;
+        impl<'de> serde::de::Visitor<'de> for FirstVisitor {
+            type Value = FirstChoice;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("an array of choices")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<FirstChoice, A::Error> {
+                let first = items.next_element()?;
+                while items.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(FirstChoice(first))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<FirstChoice, E> {
+                Ok(FirstChoice(None))
+            }
+        }
+        deserializer.deserialize_any(FirstVisitor)
+    }
 }
 
 #[derive(Deserialize)]

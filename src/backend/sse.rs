@@ -4,7 +4,7 @@
 //! (`eventsource-stream`) copies the rest of its buffer for every line, which is
 //! quadratic for a network chunk that carries hundreds of deltas, and its UTF-8
 //! adapter grows without bound on invalid bytes. This decoder works on bytes, finds
-//! whole lines (`\n`, `\r\n` or `\r`) in place, and copies only the bytes of a
+//! whole lines (`\n`, `\r\n` or `\r`, found with memchr) in place, copies only the bytes of a
 //! line split across chunks, which the next chunk completes (a UTF-8 character split
 //! there included). It keeps only what the OpenAI-style streams need: `data:` fields joined
 //! into one event at a blank line; comments (`:`) and other fields are skipped.
@@ -35,8 +35,9 @@ pub struct SseDecoder {
 }
 
 impl SseDecoder {
-    /// Decodes one chunk; `on_event` receives each completed event's data.
-    pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(String)) -> Result<(), SseError> {
+    /// Decodes one chunk; `on_event` receives each completed event's data (a buffer
+    /// reused from event to event: copy what must outlive the call).
+    pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(&str)) -> Result<(), SseError> {
         let mut chunk = chunk;
         if self.after_carriage_return {
             self.after_carriage_return = false;
@@ -45,22 +46,18 @@ impl SseDecoder {
             }
         }
         let mut start = 0;
-        let mut index = 0;
-        while index < chunk.len() {
-            let byte = chunk[index];
-            if byte == b'\n' || byte == b'\r' {
-                let line_end = index;
-                if byte == b'\r' {
-                    match chunk.get(index + 1) {
-                        Some(b'\n') => index += 1,
-                        Some(_) => {}
-                        None => self.after_carriage_return = true,
-                    }
+        while let Some(found) = memchr::memchr2(b'\n', b'\r', &chunk[start..]) {
+            let line_end = start + found;
+            let mut next = line_end + 1;
+            if chunk[line_end] == b'\r' {
+                match chunk.get(next) {
+                    Some(b'\n') => next += 1,
+                    Some(_) => {}
+                    None => self.after_carriage_return = true,
                 }
-                self.line(&chunk[start..line_end], &mut on_event)?;
-                start = index + 1;
             }
-            index += 1;
+            self.line(&chunk[start..line_end], &mut on_event)?;
+            start = next;
         }
         let rest = &chunk[start..];
         if self.pending.len() + rest.len() > MAX_LINE_BYTES {
@@ -71,7 +68,7 @@ impl SseDecoder {
     }
 
     /// The body ended: a last event without its blank line still counts.
-    pub fn finish(&mut self, mut on_event: impl FnMut(String)) -> Result<(), SseError> {
+    pub fn finish(&mut self, mut on_event: impl FnMut(&str)) -> Result<(), SseError> {
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
             self.field(&line)?;
@@ -81,7 +78,7 @@ impl SseDecoder {
     }
 
     /// One whole line: `part` completes the bytes pending from earlier chunks.
-    fn line(&mut self, part: &[u8], on_event: &mut impl FnMut(String)) -> Result<(), SseError> {
+    fn line(&mut self, part: &[u8], on_event: &mut impl FnMut(&str)) -> Result<(), SseError> {
         if self.pending.is_empty() {
             return self.end_or_field(part, on_event);
         }
@@ -93,7 +90,7 @@ impl SseDecoder {
         result
     }
 
-    fn end_or_field(&mut self, line: &[u8], on_event: &mut impl FnMut(String)) -> Result<(), SseError> {
+    fn end_or_field(&mut self, line: &[u8], on_event: &mut impl FnMut(&str)) -> Result<(), SseError> {
         if line.is_empty() {
             self.dispatch(on_event);
             Ok(())
@@ -120,10 +117,11 @@ impl SseDecoder {
         Ok(())
     }
 
-    fn dispatch(&mut self, on_event: &mut impl FnMut(String)) {
+    fn dispatch(&mut self, on_event: &mut impl FnMut(&str)) {
         if self.has_data {
             self.has_data = false;
-            on_event(std::mem::take(&mut self.data));
+            on_event(&self.data);
+            self.data.clear(); // keep the allocation for the next event
         }
     }
 }

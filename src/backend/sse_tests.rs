@@ -6,9 +6,9 @@ fn decode_chunks(chunks: &[&[u8]]) -> Result<Vec<String>, SseError> {
     let mut decoder = SseDecoder::default();
     let mut events = Vec::new();
     for chunk in chunks {
-        decoder.feed(chunk, |event| events.push(event))?;
+        decoder.feed(chunk, |event| events.push(event.to_string()))?;
     }
-    decoder.finish(|event| events.push(event))?;
+    decoder.finish(|event| events.push(event.to_string()))?;
     Ok(events)
 }
 
