@@ -17,7 +17,7 @@
 //! running turn with `shutting_down` instead. `drain_sessions` is that sequence for
 //! every session, bounded by the grace.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,14 +28,14 @@ use tokio::sync::oneshot;
 
 use super::agent_bridge::{AgentBridge, Attach, SetSubscribers, StopTurn, TurnSetup};
 use super::connection::{fan_out, ConnectionHandle};
-use super::store_writer::{AppendTurn, LoadSession, StoreWriter};
+use super::store_writer::{AppendTurn, FindAnswer, LoadSession, ReadTail, StoreWriter};
 use super::supervisor::{SessionIdle, Supervisor};
 use crate::backend::prompt::{self, PromptInput};
 use crate::backend::{AgentBackend, BackendError, TurnRequest};
 use crate::config::Settings;
 use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget, UserToken};
 use crate::metrics::{Metrics, TurnOutcome};
-use crate::protocol::{ErrorCode, Frame, Outbound, SendMessage, TranscriptEntry};
+use crate::protocol::{self, ErrorCode, Frame, Outbound, SendMessage, TranscriptEntry};
 use crate::store::StoreError;
 
 /// One user message waiting for, or getting, an answer.
@@ -217,7 +217,13 @@ pub struct SessionActor {
     snapshot: Arc<[ConnectionHandle]>,
     queue: VecDeque<Box<Turn>>,
     running: Option<RunningTurn>,
-    transcript: Vec<TranscriptEntry>,
+    /// The last entries of the transcript (`memory_window`), oldest first: what the
+    /// backend's memory and most history requests need. The rest stays in the file.
+    transcript: VecDeque<TranscriptEntry>,
+    /// How many entries the transcript file holds.
+    stored_entries: usize,
+    /// The message id of every stored answer: a retry is answered, never run again.
+    answered: HashSet<Arc<str>>,
     /// The agent's own system prompt (`AGENTS.md`), when it has one.
     system_prompt: Option<String>,
     /// The message id of a completed turn being written to the store: no other turn
@@ -242,7 +248,9 @@ impl SessionActor {
             snapshot: Arc::from(Vec::new()),
             queue: VecDeque::new(),
             running: None,
-            transcript: Vec::new(),
+            transcript: VecDeque::new(),
+            stored_entries: 0,
+            answered: HashSet::new(),
             system_prompt: None,
             persisting: None,
             turns_started: 0,
@@ -263,12 +271,15 @@ impl Actor for SessionActor {
         let load = self.setup.store.send(LoadSession {
             transcript: self.setup.transcript_path.clone(),
             agents_md: self.setup.workspace.as_ref().map(|workspace| workspace.join("AGENTS.md")),
+            keep: self.memory_window(),
         });
         // Waiting here (only here) holds every command until the memory is loaded.
         ctx.wait(load.into_actor(self).map(|loaded, session, _ctx| match loaded.map_err(StoreError::from) {
             Ok(Ok(loaded)) => {
-                log::debug!("session {} loaded {} stored messages", session.setup.key, loaded.transcript.len());
-                session.transcript = loaded.transcript;
+                log::debug!("session {} has {} stored messages", session.setup.key, loaded.stored);
+                session.transcript = loaded.recent.into();
+                session.stored_entries = loaded.stored;
+                session.answered = loaded.answered.into_iter().map(Arc::from).collect();
                 session.system_prompt = loaded.system_prompt.filter(|prompt| !prompt.trim().is_empty());
             }
             Ok(Err(error)) | Err(error) => {
@@ -289,10 +300,8 @@ impl Handler<SubmitTurn> for SessionActor {
         self.commands_received += 1;
         let SubmitTurn { from, turn } = message;
         self.subscribe(from.clone(), ctx);
-        if let Some(answer) = self.completed_answer(&turn.message_id) {
-            let frame = self.response_frame(&turn.message_id, &answer);
-            from.deliver(&frame);
-            return;
+        if self.answered.contains(&turn.message_id) {
+            return self.answer_again(&turn.message_id, from, ctx);
         }
         if let Some(running) = &self.running {
             if running.turn.message_id == turn.message_id {
@@ -390,11 +399,27 @@ impl Handler<AbortTurn> for SessionActor {
 impl Handler<ReadHistory> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, message: ReadHistory, _ctx: &mut Self::Context) {
+    fn handle(&mut self, message: ReadHistory, ctx: &mut Self::Context) {
         self.commands_received += 1;
-        let start = self.transcript.len().saturating_sub(message.limit);
-        let history = Outbound::History { session_key: self.setup.key.as_str(), messages: &self.transcript[start..] };
-        message.from.deliver(&history.to_frame());
+        let ReadHistory { from, limit } = message;
+        if limit <= self.transcript.len() || self.stored_entries <= self.transcript.len() {
+            let start = self.transcript.len().saturating_sub(limit);
+            let recent: Vec<TranscriptEntry> = self.transcript.range(start..).cloned().collect();
+            from.deliver(&self.history_frame(&recent));
+            return;
+        }
+        let read = self.setup.store.send(ReadTail { transcript: self.setup.transcript_path.clone(), limit });
+        ctx.spawn(read.into_actor(self).map(move |read, session, _ctx| {
+            match read.map_err(StoreError::from).and_then(|read| read) {
+                Ok(entries) => {
+                    from.deliver(&session.history_frame(&entries));
+                }
+                Err(error) => {
+                    log::error!("session {}: history not read: {error}", session.setup.key);
+                    from.deliver(&Outbound::error_frame(ErrorCode::Internal, "the history could not be read", None));
+                }
+            }
+        }));
     }
 }
 
@@ -599,7 +624,7 @@ impl SessionActor {
             return Vec::new();
         }
         let start = self.transcript.len().saturating_sub(self.setup.settings.agent.max_history);
-        self.transcript[start..].to_vec()
+        self.transcript.range(start..).cloned().collect()
     }
 
     /// Appends the completed turn to the store (fsynced, off this thread), then
@@ -640,19 +665,55 @@ impl SessionActor {
                 }
             };
             let frame = session.response_frame(&turn.message_id, &entries[1].content);
-            session.transcript.extend(entries);
+            session.remember(entries);
             session.broadcast(&frame, ctx);
             session.start_next_turn(ctx);
         }));
     }
 
-    /// The stored answer of a completed messageId (safe client retries).
-    fn completed_answer(&self, message_id: &str) -> Option<String> {
-        self.transcript
-            .iter()
-            .rev()
-            .find(|entry| entry.role == "assistant" && entry.message_id == message_id)
-            .map(|entry| entry.content.clone())
+    /// How many of the latest transcript entries stay in memory: enough for the
+    /// backend's memory and a default history request.
+    fn memory_window(&self) -> usize {
+        self.setup.settings.agent.max_history.max(protocol::DEFAULT_HISTORY_LIMIT)
+    }
+
+    /// Records a stored turn in memory, dropping what falls out of the window.
+    fn remember(&mut self, entries: Vec<TranscriptEntry>) {
+        for entry in entries {
+            if entry.role == "assistant" {
+                self.answered.insert(Arc::from(entry.message_id.as_str()));
+            }
+            self.stored_entries += 1;
+            self.transcript.push_back(entry);
+        }
+        let window = self.memory_window();
+        while self.transcript.len() > window {
+            self.transcript.pop_front();
+        }
+    }
+
+    /// Sends `to` the stored answer of an already answered `message_id`: from memory
+    /// when it is recent, else read from the transcript file on the store threads.
+    fn answer_again(&mut self, message_id: &Arc<str>, to: ConnectionHandle, ctx: &mut Context<Self>) {
+        let recent = self.transcript.iter().rev().find(|e| e.role == "assistant" && *e.message_id == **message_id);
+        if let Some(entry) = recent {
+            to.deliver(&self.response_frame(message_id, &entry.content));
+            return;
+        }
+        let find = FindAnswer { transcript: self.setup.transcript_path.clone(), message_id: message_id.to_string() };
+        let message_id = message_id.clone();
+        ctx.spawn(self.setup.store.send(find).into_actor(self).map(move |found, session, _ctx| {
+            match found.map_err(StoreError::from).and_then(|found| found) {
+                Ok(Some(entry)) => {
+                    to.deliver(&session.response_frame(&message_id, &entry.content));
+                }
+                Ok(None) | Err(_) => log::error!("session {}: answer {message_id} not found", session.setup.key),
+            }
+        }));
+    }
+
+    fn history_frame(&self, messages: &[TranscriptEntry]) -> Frame {
+        Outbound::History { session_key: self.setup.key.as_str(), messages }.to_frame()
     }
 
     fn send_last_answer(&self, to: &ConnectionHandle) {

@@ -309,3 +309,22 @@ async fn a_disconnect_mid_turn_leaves_no_subscriber_behind() {
     .await;
     assert_eq!(agent.cancelled(), 0, "a closed socket does not drop the backend call");
 }
+
+#[actix_rt::test]
+async fn history_and_retries_reach_past_what_the_session_keeps_in_memory() {
+    let server = spawn_server(&[("agent.maxHistory", 4.into())]);
+    let (mut client, _) = WsClient::connect_welcomed(&server.ws_url("senderId=u1")).await;
+    for turn in 0..30 {
+        client.chat(&format!("m{turn}"), &format!("turn {turn}")).await;
+    }
+    // The session keeps the last 50 entries (25 turns) in memory; 60 come from the file.
+    client.send_json(json!({"type": "chat.history", "limit": 60})).await;
+    let history = client.recv().await;
+    let ids: Vec<&str> =
+        history["messages"].as_array().unwrap().iter().map(|m| m["messageId"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (0..30).flat_map(|turn| [format!("m{turn}"), format!("m{turn}")]).collect();
+    assert_eq!(ids, expected);
+    let retried = client.chat("m0", "turn 0").await;
+    assert_eq!(retried.len(), 1, "the oldest answer comes back from the file, not from a new turn: {retried:?}");
+    assert_eq!(retried[0]["content"], "echo: turn 0");
+}
