@@ -207,7 +207,7 @@ impl AgentBridge {
     }
 
     fn send_to_all(&mut self, outgoing: Outgoing) {
-        let dropped = fan_out_all(&self.subscribers, &outgoing);
+        let dropped = fan_out_all(self.subscribers.iter(), &outgoing);
         if !dropped.is_empty() {
             self.subscribers =
                 self.subscribers.iter().filter(|handle| !dropped.contains(&handle.id)).cloned().collect();

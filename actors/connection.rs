@@ -100,13 +100,16 @@ impl ConnectionHandle {
 }
 
 /// Hands `frame` to every subscriber; returns the ids of those that must be dropped.
-pub fn fan_out(subscribers: &[ConnectionHandle], frame: &Frame) -> Vec<ConnectionId> {
+pub fn fan_out<'a>(subscribers: impl IntoIterator<Item = &'a ConnectionHandle>, frame: &Frame) -> Vec<ConnectionId> {
     fan_out_all(subscribers, &Outgoing::One(frame.clone()))
 }
 
 /// Hands `outgoing` to every subscriber (a reference-count bump each); returns the
 /// ids of those that must be dropped.
-pub fn fan_out_all(subscribers: &[ConnectionHandle], outgoing: &Outgoing) -> Vec<ConnectionId> {
+pub fn fan_out_all<'a>(
+    subscribers: impl IntoIterator<Item = &'a ConnectionHandle>,
+    outgoing: &Outgoing,
+) -> Vec<ConnectionId> {
     let mut dropped = Vec::new();
     for subscriber in subscribers {
         if subscriber.send(outgoing.clone()) != Delivery::Queued {

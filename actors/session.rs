@@ -20,7 +20,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::join_all;
@@ -36,7 +36,7 @@ use crate::config::Settings;
 use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget, UserToken};
 use crate::metrics::{Metrics, TurnOutcome};
 use crate::protocol::{self, ErrorCode, Frame, Outbound, SendMessage, TranscriptEntry};
-use crate::store::StoreError;
+use crate::store::{self, StoreError};
 
 /// One user message waiting for, or getting, an answer.
 pub struct Turn {
@@ -536,7 +536,7 @@ impl SessionActor {
 
     /// Sends `frame` to every subscriber, dropping those that are gone or too slow.
     fn broadcast(&mut self, frame: &Frame, ctx: &mut Context<Self>) {
-        let dropped = fan_out(&self.snapshot, frame);
+        let dropped = fan_out(self.snapshot.iter(), frame);
         if !dropped.is_empty() {
             self.unsubscribe(&dropped, ctx);
         }
@@ -556,9 +556,8 @@ impl SessionActor {
             reply_to_body: message.reply_to_body.as_deref(),
         }
         .to_frame();
-        let others: Vec<ConnectionHandle> =
-            self.snapshot.iter().filter(|subscriber| subscriber.id != turn.origin).cloned().collect();
-        let dropped = fan_out(&others, &frame);
+        let others = self.snapshot.iter().filter(|subscriber| subscriber.id != turn.origin);
+        let dropped = fan_out(others, &frame);
         if !dropped.is_empty() {
             self.unsubscribe(&dropped, ctx);
         }
@@ -630,7 +629,7 @@ impl SessionActor {
     /// Appends the completed turn to the store (fsynced, off this thread), then
     /// records it, sends the answer and starts the next turn.
     fn persist_turn(&mut self, turn: Box<Turn>, answer: String, ctx: &mut Context<Self>) {
-        let ts = now_millis();
+        let ts = store::now_millis();
         let entries = vec![
             TranscriptEntry {
                 role: "user".into(),
@@ -770,9 +769,4 @@ fn aborted_frame(message_id: &str) -> Frame {
 pub fn shutting_down_frame(message_id: &str) -> Frame {
     let text = "the server is shutting down; send this message again when it is back";
     Outbound::error_frame(ErrorCode::ShuttingDown, text, Some(message_id))
-}
-
-/// Milliseconds since the Unix epoch, for transcript timestamps.
-pub fn now_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as u64).unwrap_or(0)
 }

@@ -26,8 +26,7 @@ use serde_json::{Map, Value};
 
 use super::connection::{CloseWith, ConnectionHandle};
 use super::session::{
-    drain_sessions, now_millis, shutting_down_frame, Drained, Retire, SessionActor, SessionCommand, SessionSetup,
-    Unsubscribe,
+    drain_sessions, shutting_down_frame, Drained, Retire, SessionActor, SessionCommand, SessionSetup, Unsubscribe,
 };
 use super::store_writer::StoreWriter;
 use crate::agents::{self, AgentRecord, AgentRegistry, NewAgent};
@@ -319,7 +318,7 @@ impl Supervisor {
                 agent_dir_template: &agent_dir_template,
                 home: &home,
                 user_data: user_data.as_deref(),
-                now_ms: now_millis(),
+                now_ms: store::now_millis(),
             })?;
             registry.agents.insert(sender, record.clone());
             registry.save(&store_dir)?;

@@ -470,16 +470,6 @@ impl Frame {
     pub fn text(&self) -> ByteString {
         self.0.clone()
     }
-
-    /// The frame's length in bytes.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether the frame is empty (never, for frames built here).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,14 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
+/// Milliseconds since the Unix epoch: the `ts` of stored records.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Runs blocking store work on the blocking pool, off every actor thread.
 pub async fn off_thread<T, F>(work: F) -> Result<T, StoreError>
 where
