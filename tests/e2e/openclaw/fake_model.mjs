@@ -44,12 +44,16 @@ function isGatewayBlock(text) {
   return text.trimStart().startsWith("<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>");
 }
 
-// What the user said in one user message: the gateway prefixes a timestamp
-// ("[Mon 2026-11-30 10:19 UTC] ") and appends a "Runtime: ..." line; keep the first
-// line without the timestamp.
+// What the user said in one user message. The gateway prefixes a timestamp
+// ("[Mon 2026-11-30 10:19 UTC] "), appends a "Runtime: ..." line to a session's first
+// turn, and puts a message left over from an aborted turn before the new one, under a
+// "[Queued user message ...]" note: keep the last line that is none of these.
 function saidIn(text) {
-  const first = text.split("\n").find((line) => line.trim()) || "";
-  return first.replace(/^\[[^\]]*\]\s*/, "").trim();
+  const lines = text
+    .split("\n")
+    .map((line) => line.replace(/^\[[A-Z][a-z]{2} \d{4}-\d{2}-\d{2} [^\]]*\]\s*/, "").trim())
+    .filter((line) => line && !line.startsWith("Runtime:") && !/^\[[^\]]*\]$/.test(line));
+  return lines.length ? lines[lines.length - 1] : "";
 }
 
 // The answer to one chat/completions request.
@@ -61,7 +65,7 @@ function answerFor(messages) {
   const last = users.length ? saidIn(users[users.length - 1]) : "";
   let name = null;
   for (const text of users) {
-    for (const match of saidIn(text).matchAll(/my name is ([A-Za-z][A-Za-z0-9_-]*)/gi)) name = match[1];
+    for (const match of text.matchAll(/my name is ([A-Za-z][A-Za-z0-9_-]*)/gi)) name = match[1];
   }
   const memory = name ? `you told me your name is ${name}` : "I do not know your name";
   return { text: `[model] ${last} | ${memory}`, slow: /SLOW/.test(last) };
