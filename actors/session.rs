@@ -17,7 +17,7 @@
 //! running turn with `shutting_down` instead. `drain_sessions` is that sequence for
 //! every session, bounded by the grace.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +35,8 @@ use crate::backend::{AgentBackend, BackendError, TurnRequest};
 use crate::config::Settings;
 use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget, UserToken};
 use crate::metrics::{Metrics, TurnOutcome};
-use crate::protocol::{self, ErrorCode, Frame, Outbound, SendMessage, TranscriptEntry};
+use crate::protocol::{self, ErrorCode, Frame, Outbound, Role, SendMessage, TranscriptEntry};
+use crate::session_memory::SessionMemory;
 use crate::store::{self, StoreError};
 
 /// One user message waiting for, or getting, an answer.
@@ -195,7 +196,8 @@ pub struct SessionSetup {
     pub settings: Arc<Settings>,
     pub backend: Arc<dyn AgentBackend>,
     pub supervisor: Addr<Supervisor>,
-    /// The store threads: transcript loads and appends run there.
+    /// This session's store thread: every read and append of its transcript runs
+    /// there, in order.
     pub store: Addr<StoreWriter>,
     pub metrics: Arc<Metrics>,
 }
@@ -217,13 +219,8 @@ pub struct SessionActor {
     snapshot: Arc<[ConnectionHandle]>,
     queue: VecDeque<Box<Turn>>,
     running: Option<RunningTurn>,
-    /// The last entries of the transcript (`memory_window`), oldest first: what the
-    /// backend's memory and most history requests need. The rest stays in the file.
-    transcript: VecDeque<TranscriptEntry>,
-    /// How many entries the transcript file holds.
-    stored_entries: usize,
-    /// The message id of every stored answer: a retry is answered, never run again.
-    answered: HashSet<Arc<str>>,
+    /// The end of the transcript and the recent answers' ids; the rest stays in the file.
+    memory: SessionMemory,
     /// The agent's own system prompt (`AGENTS.md`), when it has one.
     system_prompt: Option<String>,
     /// The message id of a completed turn being written to the store: no other turn
@@ -248,9 +245,7 @@ impl SessionActor {
             snapshot: Arc::from(Vec::new()),
             queue: VecDeque::new(),
             running: None,
-            transcript: VecDeque::new(),
-            stored_entries: 0,
-            answered: HashSet::new(),
+            memory: SessionMemory::default(),
             system_prompt: None,
             persisting: None,
             turns_started: 0,
@@ -272,18 +267,19 @@ impl Actor for SessionActor {
             transcript: self.setup.transcript_path.clone(),
             agents_md: self.setup.workspace.as_ref().map(|workspace| workspace.join("AGENTS.md")),
             keep: self.memory_window(),
+            answers: self.setup.settings.store.idempotency_window,
         });
         // Waiting here (only here) holds every command until the memory is loaded.
         ctx.wait(load.into_actor(self).map(|loaded, session, _ctx| match loaded.map_err(StoreError::from) {
             Ok(Ok(loaded)) => {
-                log::debug!("session {} has {} stored messages", session.setup.key, loaded.stored);
-                session.transcript = loaded.recent.into();
-                session.stored_entries = loaded.stored;
-                session.answered = loaded.answered.into_iter().map(Arc::from).collect();
+                let (window, answers) = (session.memory_window(), session.setup.settings.store.idempotency_window);
+                session.memory = SessionMemory::loaded(loaded.tail, window, answers);
                 session.system_prompt = loaded.system_prompt.filter(|prompt| !prompt.trim().is_empty());
             }
             Ok(Err(error)) | Err(error) => {
-                log::error!("session {}: could not load its transcript: {error}", session.setup.key)
+                log::error!("session {}: could not load its transcript: {error}", session.setup.key);
+                session.memory =
+                    SessionMemory::new(session.memory_window(), session.setup.settings.store.idempotency_window);
             }
         }));
     }
@@ -300,7 +296,7 @@ impl Handler<SubmitTurn> for SessionActor {
         self.commands_received += 1;
         let SubmitTurn { from, turn } = message;
         self.subscribe(from.clone(), ctx);
-        if self.answered.contains(&turn.message_id) {
+        if self.memory.is_answered(&turn.message_id) {
             return self.answer_again(&turn.message_id, from, ctx);
         }
         if let Some(running) = &self.running {
@@ -402,9 +398,7 @@ impl Handler<ReadHistory> for SessionActor {
     fn handle(&mut self, message: ReadHistory, ctx: &mut Self::Context) {
         self.commands_received += 1;
         let ReadHistory { from, limit } = message;
-        if limit <= self.transcript.len() || self.stored_entries <= self.transcript.len() {
-            let start = self.transcript.len().saturating_sub(limit);
-            let recent: Vec<TranscriptEntry> = self.transcript.range(start..).cloned().collect();
+        if let Some(recent) = self.memory.history(limit) {
             from.deliver(&self.history_frame(&recent));
             return;
         }
@@ -622,8 +616,7 @@ impl SessionActor {
         if self.setup.backend.keeps_memory() {
             return Vec::new();
         }
-        let start = self.transcript.len().saturating_sub(self.setup.settings.agent.max_history);
-        self.transcript.range(start..).cloned().collect()
+        self.memory.last(self.setup.settings.agent.max_history)
     }
 
     /// Appends the completed turn to the store (fsynced, off this thread), then
@@ -632,7 +625,7 @@ impl SessionActor {
         let ts = store::now_millis();
         let entries = vec![
             TranscriptEntry {
-                role: "user".into(),
+                role: Role::User,
                 content: turn.message.content.clone(),
                 message_id: turn.message_id.to_string(),
                 sender_id: turn.identity.sender_id.clone(),
@@ -640,7 +633,7 @@ impl SessionActor {
                 ts,
             },
             TranscriptEntry {
-                role: "assistant".into(),
+                role: Role::Assistant,
                 content: answer,
                 message_id: turn.message_id.to_string(),
                 sender_id: self.setup.agent_id.to_string(),
@@ -664,7 +657,7 @@ impl SessionActor {
                 }
             };
             let frame = session.response_frame(&turn.message_id, &entries[1].content);
-            session.remember(entries);
+            session.memory.remember(entries);
             session.broadcast(&frame, ctx);
             session.start_next_turn(ctx);
         }));
@@ -676,26 +669,10 @@ impl SessionActor {
         self.setup.settings.agent.max_history.max(protocol::DEFAULT_HISTORY_LIMIT)
     }
 
-    /// Records a stored turn in memory, dropping what falls out of the window.
-    fn remember(&mut self, entries: Vec<TranscriptEntry>) {
-        for entry in entries {
-            if entry.role == "assistant" {
-                self.answered.insert(Arc::from(entry.message_id.as_str()));
-            }
-            self.stored_entries += 1;
-            self.transcript.push_back(entry);
-        }
-        let window = self.memory_window();
-        while self.transcript.len() > window {
-            self.transcript.pop_front();
-        }
-    }
-
     /// Sends `to` the stored answer of an already answered `message_id`: from memory
     /// when it is recent, else read from the transcript file on the store threads.
     fn answer_again(&mut self, message_id: &Arc<str>, to: ConnectionHandle, ctx: &mut Context<Self>) {
-        let recent = self.transcript.iter().rev().find(|e| e.role == "assistant" && *e.message_id == **message_id);
-        if let Some(entry) = recent {
+        if let Some(entry) = self.memory.recent_answer(message_id) {
             to.deliver(&self.response_frame(message_id, &entry.content));
             return;
         }
@@ -716,7 +693,7 @@ impl SessionActor {
     }
 
     fn send_last_answer(&self, to: &ConnectionHandle) {
-        if let Some(entry) = self.transcript.iter().rev().find(|entry| entry.role == "assistant") {
+        if let Some(entry) = self.memory.last_answer() {
             to.deliver(&self.response_frame(&entry.message_id, &entry.content));
         }
     }

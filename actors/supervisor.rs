@@ -28,7 +28,7 @@ use super::connection::{CloseWith, ConnectionHandle};
 use super::session::{
     drain_sessions, shutting_down_frame, Drained, Retire, SessionActor, SessionCommand, SessionSetup, Unsubscribe,
 };
-use super::store_writer::StoreWriter;
+use super::store_writer::StoreThreads;
 use crate::agents::{self, AgentRecord, AgentRegistry, NewAgent};
 use crate::backend::AgentBackend;
 use crate::config::{AgentKind, Settings};
@@ -142,8 +142,8 @@ pub struct SupervisorSetup {
     pub agents: AgentRegistry,
     /// The home directory, for `~` in the agent templates.
     pub home: PathBuf,
-    /// The store threads, handed to every session.
-    pub store: Addr<StoreWriter>,
+    /// The store threads; each session gets the one its transcript belongs to.
+    pub store: StoreThreads,
     pub metrics: Arc<Metrics>,
 }
 
@@ -167,7 +167,7 @@ pub struct Supervisor {
     unconfirmed: HashSet<Arc<str>>,
     /// Senders already told (log, metric) that `maxAgents` sends them to the default agent.
     fallen_back: HashSet<String>,
-    store: Addr<StoreWriter>,
+    store: StoreThreads,
     metrics: Arc<Metrics>,
     /// Set by `ShutDown`: every new turn is answered `shutting_down`.
     shutting_down: bool,
@@ -256,8 +256,10 @@ impl Supervisor {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(vacant) => {
                 let confirm = self.unconfirmed.remove(&binding.agent_id);
+                let transcript_path = store::transcript_path(&binding.agent_dir, &key);
                 let setup = SessionSetup {
-                    transcript_path: store::transcript_path(&binding.agent_dir, &key),
+                    store: self.store.for_file(&transcript_path),
+                    transcript_path,
                     workspace: binding.workspace,
                     confirm_new_agent: confirm.then(|| Duration::from_millis(self.settings.agent.confirm_agent_ms)),
                     key,
@@ -266,7 +268,6 @@ impl Supervisor {
                     settings: self.settings.clone(),
                     backend: self.backend.clone(),
                     supervisor: ctx.address(),
-                    store: self.store.clone(),
                     metrics: self.metrics.clone(),
                 };
                 let address = SessionActor::start_in_arbiter(&route.arbiter, move |_| SessionActor::new(setup));

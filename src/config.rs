@@ -162,6 +162,8 @@ pub struct AgentSettings {
 pub struct StoreSettings {
     pub dir: PathBuf,
     pub threads: usize,
+    /// How many of a session's latest answered message ids are remembered for retries.
+    pub idempotency_window: usize,
 }
 
 /// `limits.*`: every bound the service enforces.

@@ -22,7 +22,9 @@ pub mod metrics;
 pub mod origin;
 pub mod protocol;
 pub mod server;
+pub mod session_memory;
 pub mod store;
+pub mod transcript;
 
 // The actors live in the top-level `actors/` folder (the project layout of SPEC §9)
 // but belong to this crate: they need `protocol`, `config` and `backend`, and the

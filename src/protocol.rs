@@ -303,12 +303,19 @@ pub fn history_limit(requested: Option<usize>) -> usize {
     requested.unwrap_or(DEFAULT_HISTORY_LIMIT)
 }
 
+/// Who wrote a stored message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
 /// One stored message of a session's transcript, as `chat.history` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TranscriptEntry {
-    /// "user" or "assistant".
-    pub role: String,
+    pub role: Role,
     pub content: String,
     pub message_id: String,
     pub sender_id: String,

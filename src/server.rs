@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr, SyncArbiter};
+use actix::{Actor, Addr};
 use actix_http::ws::{Codec, OpCode, Parser};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header;
@@ -37,7 +37,7 @@ use futures_util::future::{select, Either};
 use futures_util::stream;
 
 use crate::actors::connection::{ConnectionActor, ConnectionSetup};
-use crate::actors::store_writer::StoreWriter;
+use crate::actors::store_writer::StoreThreads;
 use crate::actors::supervisor::{ShutDown, Supervisor, SupervisorSetup};
 use crate::agents::AgentRegistry;
 use crate::auth::{self, Admission, AnswerCache, AuthError, Authenticator};
@@ -85,7 +85,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         backend: backend.clone(),
         agents,
         home,
-        store: SyncArbiter::start(settings.store.threads, || StoreWriter),
+        store: StoreThreads::start(settings.store.threads),
         metrics: metrics.clone(),
     })
     .start();

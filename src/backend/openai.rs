@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::chat_completions::{self, ChatRequest};
 use super::{AgentBackend, DeltaStream, TurnRequest};
 use crate::config::AgentSettings;
-use crate::protocol::TranscriptEntry;
+use crate::protocol::{Role, TranscriptEntry};
 
 /// The OpenAI-compatible backend.
 pub struct OpenAiBackend {
@@ -50,7 +50,7 @@ impl OpenAiBackend {
 
 /// A stored message as the model sees it again: user lines keep their envelope.
 fn history_message(entry: &TranscriptEntry) -> Value {
-    if entry.role == "assistant" {
+    if entry.role == Role::Assistant {
         json!({"role": "assistant", "content": entry.content})
     } else {
         json!({"role": "user", "content": format!("{}: {}", entry.sender_name, entry.content)})
