@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_http::ws::Item;
+use actix_web::web;
 use actix_web_actors::ws;
 use bytes::BytesMut;
 
@@ -27,6 +28,7 @@ use super::supervisor::{ConnectionClosed, ConnectionOpened, Route, Supervisor};
 use crate::backend::prompt;
 use crate::config::{DmPolicy, Settings};
 use crate::frame_guard::OversizeSignal;
+use crate::groups::{GroupAccess, GroupAction, Verdict as GroupVerdict};
 use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
 use crate::limits::{ConnectionSlot, RateLimiter, Verdict};
 use crate::metrics::Metrics;
@@ -142,6 +144,8 @@ pub struct ConnectionActor {
     metrics: Arc<Metrics>,
     /// `limits.messagesPerMinute`: owned here, so checking it takes no lock.
     rate: RateLimiter,
+    /// Who may use which group (`channels.websocket.groups`): this worker's.
+    groups: web::Data<GroupAccess>,
     /// This connection's place under `limits.maxConnections`, freed when the actor is dropped.
     _slot: ConnectionSlot,
     /// Raised by the handshake's `FrameSizeGuard` when a frame header declared more
@@ -157,6 +161,8 @@ pub struct ConnectionSetup {
     pub settings: Arc<Settings>,
     pub supervisor: Addr<Supervisor>,
     pub metrics: Arc<Metrics>,
+    /// This worker's group access decider.
+    pub groups: web::Data<GroupAccess>,
     /// Its place under `limits.maxConnections`.
     pub slot: ConnectionSlot,
     /// The signal of its inbound bytes' `FrameSizeGuard`.
@@ -179,6 +185,7 @@ impl ConnectionActor {
             opened_at: now,
             metrics: setup.metrics,
             rate,
+            groups: setup.groups,
             _slot: setup.slot,
             oversize: setup.oversize,
         }
@@ -349,9 +356,12 @@ impl ConnectionActor {
             Inbound::Send(message) => self.submit(*message, ctx),
             Inbound::Join(request) => {
                 let target = self.target_of(&request.session);
-                self.subscribed.insert(target.clone());
-                let from = self.own_handle(ctx);
-                self.route(target, SessionCommand::Join(JoinSession { from, after_seq: request.after_seq }));
+                let user = self.identity.clone();
+                self.gated(&user, target, GroupAction::Join, None, ctx, move |actor, target, ctx| {
+                    actor.subscribed.insert(target.clone());
+                    let from = actor.own_handle(ctx);
+                    actor.route(target, SessionCommand::Join(JoinSession { from, after_seq: request.after_seq }));
+                });
             }
             Inbound::Leave(selector) => {
                 let target = self.target_of(&selector);
@@ -361,18 +371,25 @@ impl ConnectionActor {
             }
             Inbound::Abort(request) => {
                 let target = self.target_of(&request.session);
-                if self.may_control(&target, ctx, request.message_id.as_deref()) {
-                    let from = self.own_handle(ctx);
-                    let abort = AbortTurn { from, message_id: request.message_id };
-                    self.route(target, SessionCommand::Abort(abort));
+                let message_id = request.message_id;
+                if self.may_control(&target, ctx, message_id.as_deref()) {
+                    let user = self.identity.clone();
+                    let refusal_id = message_id.clone();
+                    self.gated(&user, target, GroupAction::Abort, refusal_id, ctx, move |actor, target, ctx| {
+                        let from = actor.own_handle(ctx);
+                        actor.route(target, SessionCommand::Abort(AbortTurn { from, message_id }));
+                    });
                 }
             }
             Inbound::History(request) => {
                 let target = self.target_of(&request.session);
                 if self.may_control(&target, ctx, None) {
-                    let from = self.own_handle(ctx);
+                    let user = self.identity.clone();
                     let limit = protocol::history_limit(request.limit);
-                    self.route(target, SessionCommand::History(ReadHistory { from, limit }));
+                    self.gated(&user, target, GroupAction::History, None, ctx, move |actor, target, ctx| {
+                        let from = actor.own_handle(ctx);
+                        actor.route(target, SessionCommand::History(ReadHistory { from, limit }));
+                    });
                 }
             }
             Inbound::Ping => reply(ctx, Outbound::Pong.to_frame()),
@@ -395,10 +412,45 @@ impl ConnectionActor {
             _ => Chat::Direct(identity.sender_id.clone()),
         };
         let target = SessionTarget { chat, thread_id: message.thread_id.clone() };
-        self.subscribed.insert(target.clone());
-        let turn = Turn { message_id: Arc::from(message_id), identity, message, origin: self.id.clone() };
-        let from = self.own_handle(ctx);
-        self.route(target, SessionCommand::Submit(SubmitTurn { from, turn: Box::new(turn) }));
+        let refusal_id = Some(message_id.clone());
+        let user = identity.clone();
+        self.gated(&user, target, GroupAction::Send, refusal_id, ctx, move |actor, target, ctx| {
+            actor.subscribed.insert(target.clone());
+            let turn = Turn { message_id: Arc::from(message_id), identity, message, origin: actor.id.clone() };
+            let from = actor.own_handle(ctx);
+            actor.route(target, SessionCommand::Submit(SubmitTurn { from, turn: Box::new(turn) }));
+        });
+    }
+
+    /// Runs `then` when `target` is no group, or `user` may do `action` in it
+    /// (`groups.policy`); else answers `forbidden`. A verdict the groups service must
+    /// give holds this connection's next messages until it comes, so order is kept.
+    fn gated(
+        &mut self,
+        user: &Identity,
+        target: SessionTarget,
+        action: GroupAction,
+        message_id: Option<String>,
+        ctx: &mut ws::WebsocketContext<Self>,
+        then: impl FnOnce(&mut Self, SessionTarget, &mut ws::WebsocketContext<Self>) + 'static,
+    ) {
+        let Chat::Group(group) = &target.chat else { return then(self, target, ctx) };
+        match self.groups.check(user, group, action) {
+            GroupVerdict::Allowed => then(self, target, ctx),
+            GroupVerdict::Refused => self.refuse_group(ctx, message_id.as_deref()),
+            GroupVerdict::Ask(answer) => ctx.wait(answer.into_actor(self).map(move |allowed, actor, ctx| {
+                if allowed {
+                    then(actor, target, ctx)
+                } else {
+                    actor.refuse_group(ctx, message_id.as_deref())
+                }
+            })),
+        }
+    }
+
+    fn refuse_group(&self, ctx: &mut ws::WebsocketContext<Self>, message_id: Option<&str>) {
+        let text = "this user may not use that group (channels.websocket.groups.policy)";
+        self.refuse(ctx, ErrorCode::Forbidden, text, message_id);
     }
 
     /// The session a control message names: a group, or the caller's direct session.

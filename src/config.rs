@@ -72,6 +72,7 @@ pub struct WebSocketSettings {
     pub auth: AuthSettings,
     pub dynamic_agent_creation: DynamicAgentSettings,
     pub media: MediaSettings,
+    pub groups: GroupSettings,
 }
 
 /// What a `chat.stream` frame's `content` holds.
@@ -107,6 +108,31 @@ pub struct AuthSettings {
     pub required: bool,
     /// Milliseconds a verified token's answer is reused; 0 = off.
     pub cache_ttl: u64,
+}
+
+/// `channels.websocket.groups.*`: who may use a group (see `groups.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupSettings {
+    pub policy: GroupPolicy,
+    /// `proxy`: the service that decides.
+    pub endpoint: String,
+    /// `proxy`: milliseconds a verdict is reused; 0 = ask every time.
+    pub cache_ttl: u64,
+    /// `proxy`: milliseconds the service has to answer; then the access is refused.
+    pub timeout: u64,
+}
+
+/// Group access policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum GroupPolicy {
+    /// A group id is a shared secret (the seed's behaviour).
+    Open,
+    /// Only the groups in the auth service's `data.groups`.
+    Listed,
+    /// The groups service decides.
+    Proxy,
 }
 
 /// `channels.websocket.dynamicAgentCreation.*`, as the original plugin.
@@ -259,6 +285,12 @@ impl Settings {
                 &format!("{bad:?} is not an origin: use \"scheme://host[:port]\" (a host label may be \"*\"), \"*\" or \"null\""),
             );
         }
+        if websocket.groups.policy == GroupPolicy::Proxy && !is_http_url(&websocket.groups.endpoint) {
+            return invalid(
+                "channels.websocket.groups.endpoint",
+                "must be an http:// or https:// URL when groups.policy is \"proxy\"",
+            );
+        }
         if websocket.dynamic_agent_creation.enabled
             && self.agent.kind == AgentKind::Openclaw
             && self.agent.openclaw_config_path.is_empty()
@@ -269,8 +301,9 @@ impl Settings {
             );
         }
         let limits = &self.limits;
-        let positive: [(&'static str, u64); 9] = [
+        let positive: [(&'static str, u64); 10] = [
             ("channels.websocket.auth.timeout", websocket.auth.timeout),
+            ("channels.websocket.groups.timeout", websocket.groups.timeout),
             ("limits.maxMessageBytes", limits.max_message_bytes as u64),
             ("limits.maxConnections", limits.max_connections as u64),
             ("limits.messagesPerMinute", u64::from(limits.messages_per_minute)),

@@ -16,6 +16,7 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod frame_guard;
+pub mod groups;
 pub mod identity;
 pub mod limits;
 pub mod metrics;

@@ -42,9 +42,10 @@ use crate::actors::supervisor::{ShutDown, Supervisor, SupervisorSetup};
 use crate::agents::AgentRegistry;
 use crate::auth::{self, Admission, AnswerCache, AuthError, Authenticator};
 use crate::backend::{self, AgentBackend};
-use crate::config::Settings;
+use crate::config::{GroupPolicy, Settings};
 use crate::error::StartError;
 use crate::frame_guard::FrameSizeGuard;
+use crate::groups::{GroupAccess, VerdictCache};
 use crate::identity::{ConnectionId, Identity};
 use crate::limits::{ConnectionSlots, SlotRefusal};
 use crate::metrics::{ConnectionOutcome, Metrics};
@@ -99,6 +100,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     log_auth_mode(&settings);
     // One cache for all workers; each worker builds its own Authenticator (awc is per thread).
     let answer_cache = AnswerCache::for_settings(&settings.channels.websocket.auth);
+    let verdict_cache = Arc::new(VerdictCache::default());
     let slots = ConnectionSlots::new(settings.limits.max_connections);
     let state = web::Data::new(AppState {
         settings: settings.clone(),
@@ -112,9 +114,11 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         let path = state.settings.channels.websocket.path.clone();
         let authenticator =
             Authenticator::new(&state.settings.channels.websocket.auth, answer_cache.clone(), state.metrics.clone());
+        let groups = GroupAccess::new(&state.settings.channels.websocket.groups, verdict_cache.clone());
         App::new()
             .app_data(state.clone())
             .app_data(web::Data::new(authenticator))
+            .app_data(web::Data::new(groups))
             // %U: the path without the query string, which may hold a token. The
             // WebSocket path is left out: its "request" lasts the whole connection (the
             // logger would hold its fields that long) and ConnectionActor logs open/close.
@@ -290,12 +294,20 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Says once at start how connections are authenticated (never per connection).
 fn log_auth_mode(settings: &Settings) {
     let auth = &settings.channels.websocket.auth;
+    if settings.channels.websocket.groups.policy == GroupPolicy::Listed && !auth.enabled {
+        log::warn!(
+            "groups.policy is \"listed\" but auth is disabled: nobody has a data.groups list, so no group can be used"
+        );
+    }
     if !auth.enabled {
         log::warn!("auth is disabled: every connection is anonymous and names itself");
     } else if auth.required {
         log::info!("auth: every connection must be vouched for by {}", auth.endpoint);
     } else {
-        log::info!("auth: tokens are checked with {}; connections without a valid one are anonymous", auth.endpoint);
+        log::info!(
+            "auth: tokens are checked with {}; connections without a valid one are guests (ids under guest:)",
+            auth.endpoint
+        );
     }
 }
 
@@ -321,6 +333,7 @@ async fn websocket_handshake(
     stream: web::Payload,
     state: web::Data<AppState>,
     authenticator: web::Data<Authenticator>,
+    groups: web::Data<GroupAccess>,
 ) -> actix_web::Result<HttpResponse> {
     let mut response = ws::handshake(&request)?;
     if let Some(refused) = refuse_origin(&request, &state.settings.channels.websocket.allowed_origins) {
@@ -344,7 +357,7 @@ async fn websocket_handshake(
             }
             identity
         }
-        Admission::Anonymous => url_identity(&request, &connection_id),
+        Admission::Anonymous => url_identity(&request, &connection_id, state.settings.channels.websocket.auth.enabled),
         Admission::Refused(error) => {
             state.metrics.connection(ConnectionOutcome::AuthFailed);
             state.metrics.error(error.code());
@@ -362,6 +375,7 @@ async fn websocket_handshake(
         settings: state.settings.clone(),
         supervisor: state.supervisor.clone(),
         metrics: state.metrics.clone(),
+        groups,
         slot,
         oversize,
     });
@@ -397,10 +411,16 @@ fn unavailable(refusal: SlotRefusal, max_connections: usize) -> HttpResponse {
     HttpResponse::ServiceUnavailable().content_type("text/plain").body(body)
 }
 
-/// The identity an anonymous connection names in its URL (else its connection id).
-fn url_identity(request: &HttpRequest, connection_id: &ConnectionId) -> Identity {
+/// The identity an unauthenticated connection names in its URL (else its connection
+/// id): a guest's when auth is enabled (SPEC §2), used as it is when auth is off.
+fn url_identity(request: &HttpRequest, connection_id: &ConnectionId, auth_enabled: bool) -> Identity {
     let params: ConnectParams = serde_urlencoded::from_str(request.query_string()).unwrap_or_default();
-    Identity::anonymous(connection_id, params.sender_id.as_deref(), params.sender_name.as_deref())
+    let (id, name) = (params.sender_id.as_deref(), params.sender_name.as_deref());
+    if auth_enabled {
+        Identity::guest(connection_id, id, name)
+    } else {
+        Identity::anonymous(connection_id, id, name)
+    }
 }
 
 /// The whole outbound life of a refused socket: `chat.error` with the reason, then
