@@ -34,6 +34,7 @@ use crate::backend::AgentBackend;
 use crate::config::{AgentKind, Settings};
 use crate::identity::{Chat, ConnectionId, SessionKey, SessionTarget};
 use crate::metrics::Metrics;
+use crate::openclaw_agents;
 use crate::protocol::{Frame, CLOSE_GOING_AWAY};
 use crate::store::{self, StoreError};
 
@@ -311,10 +312,16 @@ impl Supervisor {
         let store_dir = self.settings.store.dir.clone();
         let openclaw_file = (self.settings.agent.kind == AgentKind::Openclaw)
             .then(|| PathBuf::from(&self.settings.agent.openclaw_config_path));
+        let agent_id = agents::agent_id_for(&sender_id, |id| {
+            self.agents.agents.values().any(|record| record.agent_id.eq_ignore_ascii_case(id))
+        });
         let (home, mut registry, sender) = (self.home.clone(), self.agents.clone(), sender_id.clone());
+        // The gateway's file first, the registry only after it: a user recorded in the
+        // registry is always known to the gateway (a failed file write records nothing).
         let job = store::off_thread(move || {
             let record = agents::create_agent(&NewAgent {
                 sender_id: &sender,
+                agent_id,
                 workspace_template: &workspace_template,
                 agent_dir_template: &agent_dir_template,
                 home: &home,
@@ -322,10 +329,14 @@ impl Supervisor {
                 now_ms: store::now_millis(),
             })?;
             registry.agents.insert(sender, record.clone());
-            registry.save(&store_dir)?;
             if let Some(path) = openclaw_file {
-                agents::write_openclaw_agents(&path, &registry)?;
+                for repaired in openclaw_agents::ensure_agents(&path, registry.agents.values())? {
+                    if repaired != record.agent_id {
+                        log::warn!("{}: agent {repaired} was missing; written back", path.display());
+                    }
+                }
             }
+            registry.save(&store_dir)?;
             Ok(record)
         });
         ctx.spawn(job.into_actor(self).map(move |created, _supervisor, ctx| {

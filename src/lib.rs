@@ -20,6 +20,7 @@ pub mod groups;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+pub mod openclaw_agents;
 pub mod origin;
 pub mod protocol;
 pub mod server;

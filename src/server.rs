@@ -21,7 +21,7 @@
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,13 +42,14 @@ use crate::actors::supervisor::{ShutDown, Supervisor, SupervisorSetup};
 use crate::agents::AgentRegistry;
 use crate::auth::{self, Admission, AnswerCache, AuthError, Authenticator};
 use crate::backend::{self, AgentBackend};
-use crate::config::{GroupPolicy, Settings};
+use crate::config::{AgentKind, GroupPolicy, Settings};
 use crate::error::StartError;
 use crate::frame_guard::FrameSizeGuard;
 use crate::groups::{GroupAccess, VerdictCache};
 use crate::identity::{ConnectionId, Identity};
 use crate::limits::{ConnectionSlots, SlotRefusal};
 use crate::metrics::{ConnectionOutcome, Metrics};
+use crate::openclaw_agents;
 use crate::origin;
 use crate::protocol::{Outbound, CLOSE_AUTH_FAILED};
 
@@ -80,6 +81,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     let backend = backend::from_settings(&settings.agent);
     let metrics = Arc::new(Metrics::new());
     let agents = AgentRegistry::load(&settings.store.dir).map_err(StartError::Store)?;
+    repair_openclaw_agents(&settings, &agents);
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
     let supervisor = Supervisor::new(SupervisorSetup {
         settings: settings.clone(),
@@ -288,6 +290,27 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Err(reason) => {
             HttpResponse::ServiceUnavailable().content_type("text/plain").body(format!("not ready: {reason}\n"))
         }
+    }
+}
+
+/// Brings the gateway's agents file in line with the registry at start: an agent the
+/// registry knows but the file lost (edited by hand, restored from a backup) is
+/// written back, with a log line each, so its user is not refused "Unknown agent".
+fn repair_openclaw_agents(settings: &Settings, registry: &AgentRegistry) {
+    let path = Path::new(&settings.agent.openclaw_config_path);
+    let owned = settings.channels.websocket.dynamic_agent_creation.enabled
+        && settings.agent.kind == AgentKind::Openclaw
+        && !settings.agent.openclaw_config_path.is_empty();
+    if !owned {
+        return;
+    }
+    match openclaw_agents::ensure_agents(path, registry.agents.values()) {
+        Ok(added) => {
+            for agent_id in added {
+                log::warn!("{}: agent {agent_id} was missing (the registry has it); written back", path.display());
+            }
+        }
+        Err(error) => log::error!("the OpenClaw agents file could not be brought in line with the registry: {error}"),
     }
 }
 

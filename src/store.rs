@@ -11,7 +11,8 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::agents::path_safe;
+use sha2::{Digest, Sha256};
+
 use crate::identity::SessionKey;
 
 /// Why a store operation failed; the detail is for the log.
@@ -21,6 +22,8 @@ pub enum StoreError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: not valid JSON: {source}")]
     Json { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
     #[error("the store worker stopped")]
     WorkerGone,
 }
@@ -51,6 +54,26 @@ where
     T: Send + 'static,
 {
     actix_web::rt::task::spawn_blocking(work).await.map_err(|_| StoreError::WorkerGone)?
+}
+
+/// Longest readable part of a file name made by [`path_safe`] before its hash.
+const MAX_SAFE_PREFIX: usize = 48;
+
+/// `id` as a file name: only `[A-Za-z0-9_-]`; when anything had to change, a hash of
+/// the original is appended so that different ids stay different. (Transcript names
+/// and configured agents' dirs; it must stay as it is, or stored files are not found.)
+pub fn path_safe(id: &str) -> String {
+    let cleaned: String = id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .take(MAX_SAFE_PREFIX)
+        .collect();
+    if cleaned == id && !id.is_empty() {
+        return cleaned;
+    }
+    let digest = Sha256::digest(id.as_bytes());
+    let hash: String = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+    format!("{cleaned}-{hash}")
 }
 
 /// The default agent dir of a configured agent: `{store.dir}/agents/{agentId}`.
