@@ -48,6 +48,10 @@ pub struct Settings {
     pub agent: AgentSettings,
     pub store: StoreSettings,
     pub limits: Limits,
+    /// The user's home directory (`HOME`, read with the rest of the environment at
+    /// load), for `~` in paths.
+    #[serde(skip)]
+    pub home: PathBuf,
 }
 
 /// `channels.*`: only the websocket channel is ours; other channels are ignored.
@@ -256,6 +260,9 @@ impl Settings {
             log::warn!("configuration key `{path}` is not used by ClawSocket; ignored");
         })?;
         apply_credential_fallbacks(&mut settings, environment);
+        settings.home = environment.get("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+        settings.agent.openclaw_config_path =
+            openclaw_agents_file(&settings.agent.openclaw_config_path, &settings.home);
         settings.validate()?;
         Ok(settings)
     }
@@ -291,15 +298,6 @@ impl Settings {
                 "must be an http:// or https:// URL when groups.policy is \"proxy\"",
             );
         }
-        if websocket.dynamic_agent_creation.enabled
-            && self.agent.kind == AgentKind::Openclaw
-            && self.agent.openclaw_config_path.is_empty()
-        {
-            return invalid(
-                "agent.openclawConfigPath",
-                "dynamic agents with the openclaw backend need the agents file the gateway $includes; set agent.openclawConfigPath (see README, Dynamic agents)",
-            );
-        }
         let limits = &self.limits;
         let positive: [(&'static str, u64); 10] = [
             ("channels.websocket.auth.timeout", websocket.auth.timeout),
@@ -322,6 +320,21 @@ impl Settings {
         Ok(())
     }
 }
+
+/// The agents file ClawSocket owns for the gateway: the configured one (a leading `~/`
+/// expanded), else `~/.openclaw/clawsocket-agents.json`, beside the gateway's default
+/// `openclaw.json`, so the seed's dynamic-agents config works as it is (SPEC §5).
+fn openclaw_agents_file(configured: &str, home: &Path) -> String {
+    let path = match configured.strip_prefix("~/") {
+        _ if configured.is_empty() => home.join(".openclaw").join(DEFAULT_OPENCLAW_AGENTS_FILE),
+        Some(rest) => home.join(rest),
+        None => PathBuf::from(configured),
+    };
+    path.to_string_lossy().into_owned()
+}
+
+/// The file name of the default agents file (see `openclaw_agents_file`).
+pub const DEFAULT_OPENCLAW_AGENTS_FILE: &str = "clawsocket-agents.json";
 
 /// Whether `url` is an absolute http(s) URL with a host (what the auth client can POST to).
 fn is_http_url(url: &str) -> bool {

@@ -42,15 +42,17 @@ fn the_seed_readme_examples_load_as_they_are() {
         assert_eq!(settings.channels.websocket.port, 18800, "{name}");
         assert_eq!(settings.channels.websocket.path, "/ws", "{name}");
     }
-    // The dynamic-agents example needs the openclaw agents file, or another backend.
+    // The dynamic-agents example owns the default agents file beside the gateway's config.
     let path = fixture("seed-dynamic-agents.json");
-    let settings = Settings::load(Some(&path), &environment(&[("CLAWSOCKET__AGENT__KIND", "openai")])).unwrap();
+    let settings = Settings::load(Some(&path), &environment(&[("HOME", "/home/claw")])).unwrap();
     let dynamic = &settings.channels.websocket.dynamic_agent_creation;
     assert!(dynamic.enabled);
     assert_eq!(dynamic.max_agents, 100);
     assert_eq!(dynamic.agent_dir_template, "~/.openclaw/agents/{agentId}/agent");
-    let refused = load_error(Some(&path), &[]);
-    assert!(refused.contains("agent.openclawConfigPath"), "{refused}");
+    assert_eq!(settings.agent.openclaw_config_path, "/home/claw/.openclaw/clawsocket-agents.json");
+    let home = environment(&[("HOME", "/home/claw"), ("CLAWSOCKET__AGENT__OPENCLAWCONFIGPATH", "~/gw/agents.json")]);
+    let settings = Settings::load(None, &home).unwrap();
+    assert_eq!(settings.agent.openclaw_config_path, "/home/claw/gw/agents.json");
 }
 
 #[test]

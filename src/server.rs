@@ -21,7 +21,7 @@
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,12 +82,11 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     let metrics = Arc::new(Metrics::new());
     let agents = AgentRegistry::load(&settings.store.dir).map_err(StartError::Store)?;
     repair_openclaw_agents(&settings, &agents);
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
     let supervisor = Supervisor::new(SupervisorSetup {
         settings: settings.clone(),
         backend: backend.clone(),
         agents,
-        home,
+        home: settings.home.clone(),
         store: StoreThreads::start(settings.store.threads),
         metrics: metrics.clone(),
     })
@@ -298,12 +297,12 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// written back, with a log line each, so its user is not refused "Unknown agent".
 fn repair_openclaw_agents(settings: &Settings, registry: &AgentRegistry) {
     let path = Path::new(&settings.agent.openclaw_config_path);
-    let owned = settings.channels.websocket.dynamic_agent_creation.enabled
-        && settings.agent.kind == AgentKind::Openclaw
-        && !settings.agent.openclaw_config_path.is_empty();
+    let owned =
+        settings.channels.websocket.dynamic_agent_creation.enabled && settings.agent.kind == AgentKind::Openclaw;
     if !owned {
         return;
     }
+    warn_unless_included(path);
     match openclaw_agents::ensure_agents(path, registry.agents.values()) {
         Ok(added) => {
             for agent_id in added {
@@ -311,6 +310,22 @@ fn repair_openclaw_agents(settings: &Settings, registry: &AgentRegistry) {
             }
         }
         Err(error) => log::error!("the OpenClaw agents file could not be brought in line with the registry: {error}"),
+    }
+}
+
+/// One clear warning when the gateway's `openclaw.json` beside the agents file does not
+/// `$include` it: the gateway would then answer "Unknown agent" to every new user.
+fn warn_unless_included(agents_file: &Path) {
+    let name = agents_file.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let gateway_config = agents_file.with_file_name("openclaw.json");
+    let included = std::fs::read_to_string(&gateway_config)
+        .is_ok_and(|text| text.lines().any(|line| line.contains("$include") && line.contains(name.as_str())));
+    if !included {
+        log::warn!(
+            "dynamic agents: {} does not $include {}; the gateway will not know the users' agents. Add to its \"agents\" section: agents: {{ $include: \"./{name}\", ownership: \"explicit\" }} (see README, Dynamic agents)",
+            gateway_config.display(),
+            agents_file.display()
+        );
     }
 }
 

@@ -188,7 +188,7 @@ impl CallState {
                 }
                 Some(_) if unknown_agent => {
                     return Err(BackendError::Unavailable(format!(
-                        "the gateway does not know the new agent yet: {message}"
+                        "the gateway does not know the new agent: {message}; check that the gateway's openclaw.json $includes the agents file (agent.openclawConfigPath)"
                     )));
                 }
                 _ => return Err(BackendError::Failed(format!("HTTP {}: {message}", status.as_u16()))),
