@@ -57,6 +57,8 @@ pub struct TurnSetup {
     pub agent_id: Arc<str>,
     pub stream_mode: StreamMode,
     pub turn_timeout: Duration,
+    /// `limits.maxAnswerBytes`: past it the turn ends `agent_error`, nothing stored.
+    pub max_answer_bytes: usize,
     pub subscribers: Arc<[ConnectionHandle]>,
     pub session: Addr<SessionActor>,
     pub backend: Arc<dyn AgentBackend>,
@@ -71,6 +73,7 @@ pub struct AgentBridge {
     session_key: SessionKey,
     stream_mode: StreamMode,
     turn_timeout: Duration,
+    max_answer_bytes: usize,
     subscribers: Arc<[ConnectionHandle]>,
     session: Addr<SessionActor>,
     backend: Arc<dyn AgentBackend>,
@@ -97,6 +100,7 @@ impl AgentBridge {
             session_key: setup.session_key,
             stream_mode: setup.stream_mode,
             turn_timeout: setup.turn_timeout,
+            max_answer_bytes: setup.max_answer_bytes,
             subscribers: setup.subscribers,
             session: setup.session,
             backend: setup.backend,
@@ -133,7 +137,11 @@ impl Actor for AgentBridge {
 impl StreamHandler<Result<Vec<String>, BackendError>> for AgentBridge {
     fn handle(&mut self, item: Result<Vec<String>, BackendError>, ctx: &mut Self::Context) {
         match item {
-            Ok(deltas) => self.relay(&deltas),
+            Ok(deltas) if self.fits(&deltas) => self.relay(&deltas),
+            Ok(_) => {
+                self.report(Err(BackendError::TooLarge { limit: self.max_answer_bytes }));
+                ctx.stop();
+            }
             Err(error) => {
                 self.report(Err(error));
                 ctx.stop();
@@ -182,6 +190,12 @@ impl Handler<StopTurn> for AgentBridge {
 }
 
 impl AgentBridge {
+    /// Whether the answer with `deltas` stays within `limits.maxAnswerBytes`.
+    fn fits(&self, deltas: &[String]) -> bool {
+        let more: usize = deltas.iter().map(String::len).sum();
+        self.text.len() + more <= self.max_answer_bytes
+    }
+
     /// The hot path: one frame per delta, serialized once; the deltas of one network
     /// read go to each subscriber as one batch whose bytes every subscriber shares.
     fn relay(&mut self, deltas: &[String]) {

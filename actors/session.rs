@@ -453,7 +453,7 @@ impl Handler<TurnFinished> for SessionActor {
                 log::warn!("turn {message_id} in session {} failed after {elapsed:.1?}: {error}", self.setup.key);
                 self.setup.metrics.turn(TurnOutcome::Failed, elapsed);
                 self.setup.metrics.error(error.code());
-                let frame = Outbound::error_frame(error.code(), &error.to_string(), Some(&message_id));
+                let frame = Outbound::error_frame(error.code(), &error.client_message(), Some(&message_id));
                 self.broadcast(&frame, ctx);
             }
         }
@@ -582,6 +582,7 @@ impl SessionActor {
             agent_id: self.setup.agent_id.clone(),
             stream_mode: self.setup.settings.channels.websocket.stream_mode,
             turn_timeout: self.setup.settings.limits.turn_timeout(),
+            max_answer_bytes: self.setup.settings.limits.max_answer_bytes,
             subscribers: self.snapshot.clone(),
             session: ctx.address(),
             backend: self.setup.backend.clone(),

@@ -180,6 +180,10 @@ pub struct AgentSettings {
     pub system_prompt: String,
     pub max_history: usize,
     pub timeout_ms: u64,
+    /// Milliseconds a backend may send nothing once its answer has begun.
+    pub idle_timeout_ms: u64,
+    /// Whether an answer is complete only with a `finish_reason`.
+    pub require_finish_reason: bool,
     pub forward_user_token: bool,
     pub openclaw_config_path: String,
     pub confirm_agent_ms: u64,
@@ -201,6 +205,8 @@ pub struct StoreSettings {
 #[serde(rename_all = "camelCase")]
 pub struct Limits {
     pub max_message_bytes: usize,
+    /// Bytes one turn's answer may grow to.
+    pub max_answer_bytes: usize,
     pub max_connections: usize,
     pub messages_per_minute: u32,
     pub session_queue: usize,
@@ -299,16 +305,18 @@ impl Settings {
             );
         }
         let limits = &self.limits;
-        let positive: [(&'static str, u64); 10] = [
+        let positive: [(&'static str, u64); 12] = [
             ("channels.websocket.auth.timeout", websocket.auth.timeout),
             ("channels.websocket.groups.timeout", websocket.groups.timeout),
             ("limits.maxMessageBytes", limits.max_message_bytes as u64),
+            ("limits.maxAnswerBytes", limits.max_answer_bytes as u64),
             ("limits.maxConnections", limits.max_connections as u64),
             ("limits.messagesPerMinute", u64::from(limits.messages_per_minute)),
             ("limits.outboundQueue", limits.outbound_queue as u64),
             ("limits.turnTimeoutMs", limits.turn_timeout_ms),
             ("limits.heartbeat.intervalMs", limits.heartbeat.interval_ms),
             ("agent.timeoutMs", self.agent.timeout_ms),
+            ("agent.idleTimeoutMs", self.agent.idle_timeout_ms),
             ("store.threads", self.store.threads as u64),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod openclaw_agents;
 pub mod origin;
 pub mod protocol;
+pub mod redact;
 pub mod server;
 pub mod session_memory;
 pub mod store;

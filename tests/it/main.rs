@@ -7,6 +7,7 @@ mod support;
 mod auth;
 mod backends;
 mod dynamic_agents;
+mod failures;
 mod foundation;
 mod persistence;
 mod resume;
