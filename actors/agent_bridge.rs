@@ -19,7 +19,7 @@ use super::session::{DropSubscribers, SessionActor, TurnFinished};
 use crate::backend::{AgentBackend, BackendError, TurnRequest};
 use crate::config::StreamMode;
 use crate::identity::SessionKey;
-use crate::metrics::Metrics;
+use crate::metrics::{LimitHit, Metrics};
 use crate::protocol::{Frame, Outbound, StreamFrames};
 
 /// Replaying more than this many bytes to a late joiner is done as one catch-up
@@ -139,6 +139,7 @@ impl StreamHandler<Result<Vec<String>, BackendError>> for AgentBridge {
         match item {
             Ok(deltas) if self.fits(&deltas) => self.relay(&deltas),
             Ok(_) => {
+                self.metrics.limit_hit(LimitHit::AnswerBytes);
                 self.report(Err(BackendError::TooLarge { limit: self.max_answer_bytes }));
                 ctx.stop();
             }

@@ -30,9 +30,12 @@ use crate::config::{DmPolicy, Settings};
 use crate::frame_guard::OversizeSignal;
 use crate::groups::{GroupAccess, GroupAction, Verdict as GroupVerdict};
 use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
-use crate::limits::{ConnectionSlot, RateLimiter, Verdict};
-use crate::metrics::Metrics;
-use crate::protocol::{self, ErrorCode, Frame, Inbound, Outbound, SessionSelector, CLOSE_POLICY, CLOSE_TOO_BIG};
+use crate::limits::{ByteBudget, ConnectionSlot, RateLimiter, UserConnection, Verdict};
+use crate::metrics::{LimitHit, Metrics};
+use crate::protocol::{
+    self, ErrorCode, Frame, Inbound, Outbound, SessionSelector, CLOSE_INVALID_UTF8, CLOSE_POLICY, CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER,
+};
 
 /// Serialized frames for one connection: one frame, or a batch of stream frames
 /// (every delta of one network read) whose allocation all subscribers share.
@@ -42,6 +45,16 @@ pub enum Outgoing {
     Batch(Arc<[Frame]>),
 }
 
+impl Outgoing {
+    /// The bytes these frames take on the wire (their text).
+    fn byte_len(&self) -> usize {
+        match self {
+            Outgoing::One(frame) => frame.byte_len(),
+            Outgoing::Batch(frames) => frames.iter().map(Frame::byte_len).sum(),
+        }
+    }
+}
+
 /// Write serialized frames to the socket, in order.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -49,10 +62,13 @@ pub struct Deliver {
     pub outgoing: Outgoing,
 }
 
-/// The connection fell too far behind (its outbound queue filled): close it with 1008.
+/// The connection fell too far behind (its outbound queue, in frames or in bytes,
+/// filled): close it with 1008 "slow".
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Evict;
+pub struct Evict {
+    pub why: &'static str,
+}
 
 /// Close the socket with `code` (shutdown, over capacity), after a last frame if any.
 #[derive(Message)]
@@ -68,6 +84,9 @@ pub struct CloseWith {
 pub struct ConnectionHandle {
     pub id: ConnectionId,
     pub address: Addr<ConnectionActor>,
+    /// The bytes of frames queued for it and not yet handed to its socket
+    /// (`limits.outboundBytes`).
+    outbound: Arc<ByteBudget>,
 }
 
 /// What became of a frame handed to a subscriber.
@@ -87,15 +106,25 @@ impl ConnectionHandle {
     }
 
     /// Queues `outgoing` (one mailbox slot, however many frames) without waiting and
-    /// without growing a full queue.
+    /// without growing a full queue, in frames or in bytes.
     pub fn send(&self, outgoing: Outgoing) -> Delivery {
+        let bytes = outgoing.byte_len();
+        if !self.outbound.try_admit(bytes) {
+            self.address.do_send(Evict { why: "limits.outboundBytes" });
+            return Delivery::Evicted;
+        }
         match self.address.try_send(Deliver { outgoing }) {
             Ok(()) => Delivery::Queued,
-            Err(SendError::Closed(_)) => Delivery::Gone,
-            Err(SendError::Full(_)) => {
-                // One message past the bound, once: the caller drops this subscriber.
-                self.address.do_send(Evict);
-                Delivery::Evicted
+            Err(error) => {
+                self.outbound.release(bytes);
+                match error {
+                    SendError::Closed(_) => Delivery::Gone,
+                    SendError::Full(_) => {
+                        // One message past the bound, once: the caller drops this subscriber.
+                        self.address.do_send(Evict { why: "limits.outboundQueue" });
+                        Delivery::Evicted
+                    }
+                }
             }
         }
     }
@@ -121,9 +150,21 @@ pub fn fan_out_all<'a>(
     dropped
 }
 
-/// A text or binary message arriving in several frames, bounded by `maxMessageBytes`.
+/// A text or binary message arriving in several frames, bounded by `maxMessageBytes`
+/// and, with every other connection's, by `maxPendingFragmentBytes`; its bytes are
+/// given back to that budget when it is dropped (complete, refused or closed).
 struct Continuation {
     buffer: BytesMut,
+    text: bool,
+    budget: Arc<ByteBudget>,
+    /// Counts continuations, so a timer knows whether its message is still pending.
+    serial: u64,
+}
+
+impl Drop for Continuation {
+    fn drop(&mut self) {
+        self.budget.release(self.buffer.len());
+    }
 }
 
 /// One WebSocket connection.
@@ -138,6 +179,13 @@ pub struct ConnectionActor {
     subscribed: HashSet<SessionTarget>,
     /// A fragmented message being reassembled.
     continuation: Option<Continuation>,
+    continuations_started: u64,
+    /// Server-wide bytes of unfinished fragmented messages.
+    fragments: Arc<ByteBudget>,
+    /// Bytes queued for this connection (shared with every handle of it).
+    outbound: Arc<ByteBudget>,
+    /// This connection's place under `limits.perUser.maxConnections`.
+    _user_connection: UserConnection,
     /// Last time the peer showed it is alive (any frame, or a pong).
     last_heartbeat: Instant,
     opened_at: Instant,
@@ -167,6 +215,10 @@ pub struct ConnectionSetup {
     pub slot: ConnectionSlot,
     /// The signal of its inbound bytes' `FrameSizeGuard`.
     pub oversize: OversizeSignal,
+    /// The server's budget of unfinished fragmented messages.
+    pub fragments: Arc<ByteBudget>,
+    /// Its place under `limits.perUser.maxConnections`.
+    pub user_connection: UserConnection,
 }
 
 impl ConnectionActor {
@@ -174,6 +226,7 @@ impl ConnectionActor {
     pub fn new(setup: ConnectionSetup) -> Self {
         let now = Instant::now();
         let rate = RateLimiter::per_minute(setup.settings.limits.messages_per_minute, now);
+        let outbound = ByteBudget::new(setup.settings.limits.outbound_bytes);
         ConnectionActor {
             id: setup.id,
             identity: setup.identity,
@@ -181,6 +234,10 @@ impl ConnectionActor {
             supervisor: setup.supervisor,
             subscribed: HashSet::new(),
             continuation: None,
+            continuations_started: 0,
+            fragments: setup.fragments,
+            outbound,
+            _user_connection: setup.user_connection,
             last_heartbeat: now,
             opened_at: now,
             metrics: setup.metrics,
@@ -199,7 +256,7 @@ impl Actor for ConnectionActor {
         ctx.set_mailbox_capacity(self.settings.limits.outbound_queue);
         self.metrics.connections_open.inc();
         self.start_heartbeat(ctx);
-        let handle = ConnectionHandle { id: self.id.clone(), address: ctx.address() };
+        let handle = self.own_handle(ctx);
         self.supervisor.do_send(ConnectionOpened { handle });
         log::info!(
             "connection {} opened: sender {:?} ({})",
@@ -230,6 +287,7 @@ impl Handler<Deliver> for ConnectionActor {
     type Result = ();
 
     fn handle(&mut self, message: Deliver, ctx: &mut Self::Context) {
+        self.outbound.release(message.outgoing.byte_len());
         match message.outgoing {
             Outgoing::One(frame) => ctx.text(frame.text()),
             Outgoing::Batch(frames) => frames.iter().for_each(|frame| ctx.text(frame.text())),
@@ -240,9 +298,12 @@ impl Handler<Deliver> for ConnectionActor {
 impl Handler<Evict> for ConnectionActor {
     type Result = ();
 
-    fn handle(&mut self, _: Evict, ctx: &mut Self::Context) {
-        log::warn!("connection {} is too slow to read its frames; closing (1008)", self.id);
-        close(ctx, CLOSE_POLICY, "slow consumer: outbound queue full");
+    fn handle(&mut self, message: Evict, ctx: &mut Self::Context) {
+        log::warn!("connection {} is too slow to read its frames ({} reached); closing (1008)", self.id, message.why);
+        if message.why == "limits.outboundBytes" {
+            self.metrics.limit_hit(LimitHit::OutboundBytes);
+        }
+        close(ctx, CLOSE_POLICY, "slow");
     }
 }
 
@@ -264,6 +325,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConnectionActor {
             Ok(message) => message,
             Err(ws::ProtocolError::Overflow) => return self.too_big(ctx),
             Err(_) if self.oversize.tripped() => return self.too_big(ctx),
+            Err(error) if is_invalid_utf8(&error) => return self.not_utf8(ctx),
             Err(error) => {
                 log::info!("connection {}: protocol error, closing: {error}", self.id);
                 return close(ctx, 1002, "protocol error");
@@ -304,11 +366,19 @@ impl ConnectionActor {
         close(ctx, CLOSE_TOO_BIG, "message too big");
     }
 
+    fn not_utf8(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        log::info!("connection {}: a text message is not UTF-8; closing (1007)", self.id);
+        close(ctx, CLOSE_INVALID_UTF8, "text message is not UTF-8");
+    }
+
     fn on_continuation(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
-        let limit = self.settings.limits.max_message_bytes;
         let (chunk, last) = match item {
-            Item::FirstText(chunk) | Item::FirstBinary(chunk) => {
-                self.continuation = Some(Continuation { buffer: BytesMut::new() });
+            Item::FirstText(chunk) => {
+                self.start_continuation(true, ctx);
+                (chunk, false)
+            }
+            Item::FirstBinary(chunk) => {
+                self.start_continuation(false, ctx);
                 (chunk, false)
             }
             Item::Continue(chunk) => (chunk, false),
@@ -317,16 +387,49 @@ impl ConnectionActor {
         let Some(continuation) = self.continuation.as_mut() else {
             return close(ctx, 1002, "continuation without a first frame");
         };
-        if continuation.buffer.len() + chunk.len() > limit {
+        if continuation.buffer.len() + chunk.len() > self.settings.limits.max_message_bytes {
             self.continuation = None;
             return self.too_big(ctx);
+        }
+        if !continuation.budget.try_reserve(chunk.len()) {
+            self.continuation = None;
+            self.metrics.limit_hit(LimitHit::PendingFragmentBytes);
+            log::warn!(
+                "connection {}: limits.maxPendingFragmentBytes ({} bytes) of unfinished fragmented messages are held server-wide; closing (1013)",
+                self.id,
+                self.fragments.limit()
+            );
+            return close(ctx, CLOSE_TRY_AGAIN_LATER, "too many unfinished messages on the server; try again later");
         }
         continuation.buffer.extend_from_slice(&chunk);
         if last {
             if let Some(whole) = self.continuation.take() {
+                if whole.text && std::str::from_utf8(&whole.buffer).is_err() {
+                    return self.not_utf8(ctx);
+                }
                 self.on_message(&whole.buffer, ctx);
             }
         }
+    }
+
+    /// A fragmented message begins: it must be complete within `fragmentTimeoutMs`.
+    fn start_continuation(&mut self, text: bool, ctx: &mut ws::WebsocketContext<Self>) {
+        self.continuations_started += 1;
+        let serial = self.continuations_started;
+        let budget = self.fragments.clone();
+        self.continuation = Some(Continuation { buffer: BytesMut::new(), text, budget, serial });
+        let timeout = Duration::from_millis(self.settings.limits.fragment_timeout_ms);
+        ctx.run_later(timeout, move |actor, ctx| {
+            if actor.continuation.as_ref().is_some_and(|pending| pending.serial == serial) {
+                actor.continuation = None;
+                actor.metrics.limit_hit(LimitHit::FragmentTimeout);
+                log::info!(
+                    "connection {}: a fragmented message was not completed within {timeout:?}; closing (1008)",
+                    actor.id
+                );
+                close(ctx, CLOSE_POLICY, "fragmented message not completed in time (limits.fragmentTimeoutMs)");
+            }
+        });
     }
 
     /// One whole data message (a text or binary frame, or a reassembled fragmented one).
@@ -356,6 +459,9 @@ impl ConnectionActor {
             Inbound::Send(message) => self.submit(*message, ctx),
             Inbound::Join(request) => {
                 let target = self.target_of(&request.session);
+                if !self.has_room_for(&target, None, ctx) {
+                    return;
+                }
                 let user = self.identity.clone();
                 self.gated(&user, target, GroupAction::Join, None, ctx, move |actor, target, ctx| {
                     actor.subscribed.insert(target.clone());
@@ -412,6 +518,9 @@ impl ConnectionActor {
             _ => Chat::Direct(identity.sender_id.clone()),
         };
         let target = SessionTarget { chat, thread_id: message.thread_id.clone() };
+        if !self.has_room_for(&target, Some(&message_id), ctx) {
+            return;
+        }
         let refusal_id = Some(message_id.clone());
         let user = identity.clone();
         self.gated(&user, target, GroupAction::Send, refusal_id, ctx, move |actor, target, ctx| {
@@ -420,6 +529,26 @@ impl ConnectionActor {
             let from = actor.own_handle(ctx);
             actor.route(target, SessionCommand::Submit(SubmitTurn { from, turn: Box::new(turn) }));
         });
+    }
+
+    /// Whether this connection may subscribe to `target` (it already is, or it holds
+    /// fewer than `limits.maxSubscriptions`); else answers `quota_exceeded`.
+    fn has_room_for(
+        &self,
+        target: &SessionTarget,
+        message_id: Option<&str>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) -> bool {
+        let max = self.settings.limits.max_subscriptions;
+        if self.subscribed.contains(target) || self.subscribed.len() < max {
+            return true;
+        }
+        self.metrics.limit_hit(LimitHit::Subscriptions);
+        let text = format!(
+            "this connection is already subscribed to {max} sessions (limits.maxSubscriptions); leave one first (chat.leave)"
+        );
+        self.refuse(ctx, ErrorCode::QuotaExceeded, &text, message_id);
+        false
     }
 
     /// Runs `then` when `target` is no group, or `user` may do `action` in it
@@ -486,7 +615,7 @@ impl ConnectionActor {
     }
 
     fn own_handle(&self, ctx: &ws::WebsocketContext<Self>) -> ConnectionHandle {
-        ConnectionHandle { id: self.id.clone(), address: ctx.address() }
+        ConnectionHandle { id: self.id.clone(), address: ctx.address(), outbound: self.outbound.clone() }
     }
 
     fn route(&self, target: SessionTarget, command: SessionCommand) {
@@ -497,6 +626,12 @@ impl ConnectionActor {
 /// Writes a frame meant for this connection only.
 fn reply(ctx: &mut ws::WebsocketContext<ConnectionActor>, frame: Frame) {
     ctx.text(frame.text());
+}
+
+/// Whether a protocol error is a text frame that is not UTF-8: actix-web-actors
+/// reports it as an I/O error carrying the `Utf8Error`'s text, its only trace.
+fn is_invalid_utf8(error: &ws::ProtocolError) -> bool {
+    matches!(error, ws::ProtocolError::Io(io) if io.to_string().contains("utf-8"))
 }
 
 fn close(ctx: &mut ws::WebsocketContext<ConnectionActor>, code: u16, reason: &str) {

@@ -207,6 +207,15 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Bytes one turn's answer may grow to.
     pub max_answer_bytes: usize,
+    /// Bytes of frames that may wait for one slow connection.
+    pub outbound_bytes: usize,
+    /// Sessions one connection may be subscribed to.
+    pub max_subscriptions: usize,
+    /// Milliseconds a fragmented message may take to complete.
+    pub fragment_timeout_ms: u64,
+    /// Bytes of unfinished fragmented messages the whole server holds at most.
+    pub max_pending_fragment_bytes: usize,
+    pub per_user: PerUserLimits,
     pub max_connections: usize,
     pub messages_per_minute: u32,
     pub session_queue: usize,
@@ -215,6 +224,14 @@ pub struct Limits {
     pub shutdown_grace_ms: u64,
     pub session_idle_ms: u64,
     pub heartbeat: Heartbeat,
+}
+
+/// `limits.perUser.*`: bounds per user, whatever connections they use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PerUserLimits {
+    /// Open connections per user; 0 = no limit.
+    pub max_connections: usize,
 }
 
 /// `limits.heartbeat.*`.
@@ -305,11 +322,15 @@ impl Settings {
             );
         }
         let limits = &self.limits;
-        let positive: [(&'static str, u64); 12] = [
+        let positive: [(&'static str, u64); 16] = [
             ("channels.websocket.auth.timeout", websocket.auth.timeout),
             ("channels.websocket.groups.timeout", websocket.groups.timeout),
             ("limits.maxMessageBytes", limits.max_message_bytes as u64),
             ("limits.maxAnswerBytes", limits.max_answer_bytes as u64),
+            ("limits.outboundBytes", limits.outbound_bytes as u64),
+            ("limits.maxSubscriptions", limits.max_subscriptions as u64),
+            ("limits.fragmentTimeoutMs", limits.fragment_timeout_ms),
+            ("limits.maxPendingFragmentBytes", limits.max_pending_fragment_bytes as u64),
             ("limits.maxConnections", limits.max_connections as u64),
             ("limits.messagesPerMinute", u64::from(limits.messages_per_minute)),
             ("limits.outboundQueue", limits.outbound_queue as u64),

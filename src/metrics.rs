@@ -12,7 +12,7 @@ use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, I
 use crate::protocol::ErrorCode;
 
 /// Every error code, to resolve its series once.
-const ERROR_CODES: [ErrorCode; 16] = [
+const ERROR_CODES: [ErrorCode; 18] = [
     ErrorCode::InvalidJson,
     ErrorCode::InvalidMessage,
     ErrorCode::UnsupportedType,
@@ -29,6 +29,34 @@ const ERROR_CODES: [ErrorCode; 16] = [
     ErrorCode::Forbidden,
     ErrorCode::ShuttingDown,
     ErrorCode::Internal,
+    ErrorCode::QuotaExceeded,
+    ErrorCode::NotFound,
+];
+
+/// A bound a client or backend ran into (`clawsocket_limit_hits_total{limit}`).
+#[derive(Debug, Clone, Copy)]
+pub enum LimitHit {
+    /// `limits.outboundBytes`: a slow connection closed 1008.
+    OutboundBytes,
+    /// `limits.maxSubscriptions`: a subscription refused `quota_exceeded`.
+    Subscriptions,
+    /// `limits.fragmentTimeoutMs`: a fragmented message not completed in time.
+    FragmentTimeout,
+    /// `limits.maxPendingFragmentBytes`: the server-wide fragment budget was full.
+    PendingFragmentBytes,
+    /// `limits.perUser.maxConnections`: a user's connection refused.
+    UserConnections,
+    /// `limits.maxAnswerBytes`: an answer cut.
+    AnswerBytes,
+}
+
+const LIMIT_LABELS: [&str; 6] = [
+    "outbound_bytes",
+    "max_subscriptions",
+    "fragment_timeout",
+    "pending_fragment_bytes",
+    "per_user_connections",
+    "answer_bytes",
 ];
 
 /// How a connection attempt ended (`clawsocket_connections_total{outcome}`).
@@ -63,6 +91,7 @@ pub struct Metrics {
     pub dynamic_agents: IntGauge,
     /// Users who got the default agent because `maxAgents` was reached.
     pub dynamic_agent_fallbacks: IntCounter,
+    limit_hits: [IntCounter; 6],
 }
 
 impl Metrics {
@@ -73,6 +102,8 @@ impl Metrics {
             counter_vec(&registry, "clawsocket_connections_total", "Connection attempts by outcome", "outcome");
         let turns_vec = counter_vec(&registry, "clawsocket_turns_total", "Agent turns by outcome", "outcome");
         let errors_vec = counter_vec(&registry, "clawsocket_errors_total", "chat.error frames sent, by code", "code");
+        let limits_vec =
+            counter_vec(&registry, "clawsocket_limit_hits_total", "Times a client or backend hit a bound", "limit");
         Metrics {
             connections_open: gauge(&registry, "clawsocket_connections_open", "Open WebSocket connections"),
             connections: ["accepted", "auth_failed", "rejected"]
@@ -100,6 +131,7 @@ impl Metrics {
                 "clawsocket_dynamic_agent_fallbacks_total",
                 "Users sent to the default agent because maxAgents was reached",
             ),
+            limit_hits: LIMIT_LABELS.map(|label| limits_vec.with_label_values(&[label])),
             registry,
         }
     }
@@ -118,6 +150,11 @@ impl Metrics {
         if let Some(index) = ERROR_CODES.iter().position(|known| *known == code) {
             self.errors[index].inc();
         }
+    }
+
+    /// A client or backend ran into `limit`.
+    pub fn limit_hit(&self, limit: LimitHit) {
+        self.limit_hits[limit as usize].inc();
     }
 
     /// The Prometheus text exposition of every series.

@@ -21,6 +21,10 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_POLICY: u16 = 1008;
 /// Close code: the server is shutting down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// A text message that is not UTF-8 (RFC 6455 §8.1).
+pub const CLOSE_INVALID_UTF8: u16 = 1007;
+/// The server cannot take this now (a server-wide bound is reached); try again later.
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
 /// Longest `chat.error` sentence about a refused frame, in bytes (then cut, with `…`).
 pub const MAX_ERROR_TEXT_BYTES: usize = 300;
@@ -50,6 +54,8 @@ pub enum ErrorCode {
     Forbidden,
     ShuttingDown,
     Internal,
+    QuotaExceeded,
+    NotFound,
 }
 
 impl ErrorCode {
@@ -72,6 +78,8 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::NotFound => "not_found",
         }
     }
 }
@@ -476,6 +484,11 @@ impl Frame {
     /// The frame's text, for the socket.
     pub fn text(&self) -> ByteString {
         self.0.clone()
+    }
+
+    /// Its size on the wire, bytes (for the outbound byte bound).
+    pub fn byte_len(&self) -> usize {
+        self.0.len()
     }
 }
 

@@ -47,11 +47,11 @@ use crate::error::StartError;
 use crate::frame_guard::FrameSizeGuard;
 use crate::groups::{GroupAccess, VerdictCache};
 use crate::identity::{ConnectionId, Identity};
-use crate::limits::{ConnectionSlots, SlotRefusal};
-use crate::metrics::{ConnectionOutcome, Metrics};
+use crate::limits::{ByteBudget, ConnectionSlots, SlotRefusal, UserConnections};
+use crate::metrics::{ConnectionOutcome, LimitHit, Metrics};
 use crate::openclaw_agents;
 use crate::origin;
-use crate::protocol::{Outbound, CLOSE_AUTH_FAILED};
+use crate::protocol::{ErrorCode, Outbound, CLOSE_AUTH_FAILED, CLOSE_POLICY};
 
 /// Once every socket has been told to close (1001), the HTTP workers give the close
 /// frames this long, in seconds, to be written before they drop what is left.
@@ -74,6 +74,10 @@ struct AppState {
     metrics: Arc<Metrics>,
     /// Open connections under `limits.maxConnections`; closed at shutdown.
     slots: Arc<ConnectionSlots>,
+    /// Each user's open connections, under `limits.perUser.maxConnections`.
+    users: Arc<UserConnections>,
+    /// Unfinished fragmented messages, under `limits.maxPendingFragmentBytes`.
+    fragments: Arc<ByteBudget>,
 }
 
 /// Starts the service on `listener`. Must be called inside an actix system.
@@ -109,6 +113,8 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         backend,
         metrics: metrics.clone(),
         slots: slots.clone(),
+        users: UserConnections::new(settings.limits.per_user.max_connections),
+        fragments: ByteBudget::new(settings.limits.max_pending_fragment_bytes),
     });
     let server = HttpServer::new(move || {
         let enabled = state.settings.channels.websocket.enabled;
@@ -402,6 +408,9 @@ async fn websocket_handshake(
             return Ok(response.streaming(refusal(&error)));
         }
     };
+    let Some(user_connection) = state.users.try_acquire(&identity.sender_id) else {
+        return Ok(response.streaming(too_many_user_connections(&state, &identity)));
+    };
     let max_bytes = state.settings.limits.max_message_bytes;
     // The guard refuses an oversized frame from its header; the codec's own check
     // comes only after the whole frame was buffered (see `frame_guard.rs`).
@@ -416,6 +425,8 @@ async fn websocket_handshake(
         groups,
         slot,
         oversize,
+        fragments: state.fragments.clone(),
+        user_connection,
     });
     let codec = Codec::new().max_size(max_bytes);
     Ok(response.streaming(ws::WebsocketContext::with_codec(actor, inbound, codec)))
@@ -461,14 +472,36 @@ fn url_identity(request: &HttpRequest, connection_id: &ConnectionId, auth_enable
     }
 }
 
-/// The whole outbound life of a refused socket: `chat.error` with the reason, then
-/// close 4401. Encoded here once, with no actor behind it: when the body ends the
-/// connection ends, and nothing has read a single frame from the client.
-fn refusal(error: &AuthError) -> stream::Once<std::future::Ready<Result<Bytes, Infallible>>> {
-    let frame = Outbound::error_frame(error.code(), &error.client_message(), None);
+/// The refusal of a user who already has `limits.perUser.maxConnections` open.
+fn too_many_user_connections(state: &AppState, identity: &Identity) -> RefusalBody {
+    let max = state.users.max();
+    log::warn!(
+        "connection refused: sender {:?} already has limits.perUser.maxConnections ({max}) open",
+        identity.sender_id
+    );
+    state.metrics.connection(ConnectionOutcome::Rejected);
+    state.metrics.limit_hit(LimitHit::UserConnections);
+    state.metrics.error(ErrorCode::QuotaExceeded);
+    let text = format!("this user already has {max} connections open (limits.perUser.maxConnections); close one first");
+    refusal_body(ErrorCode::QuotaExceeded, &text, CLOSE_POLICY, "too many connections for this user")
+}
+
+/// The whole outbound life of a socket refused after its handshake: one frame.
+type RefusalBody = stream::Once<std::future::Ready<Result<Bytes, Infallible>>>;
+
+/// An auth refusal: `chat.error` with the reason, then close 4401.
+fn refusal(error: &AuthError) -> RefusalBody {
+    refusal_body(error.code(), &error.client_message(), CLOSE_AUTH_FAILED, error.reason())
+}
+
+/// `chat.error`, then close `close_code`: encoded here once, with no actor behind it.
+/// When the body ends the connection ends, and nothing has read a single frame from
+/// the client.
+fn refusal_body(code: ErrorCode, text: &str, close_code: u16, reason: &str) -> RefusalBody {
+    let frame = Outbound::error_frame(code, text, None);
     let mut bytes = BytesMut::new();
     Parser::write_message(&mut bytes, frame.text().as_bytes(), OpCode::Text, true, false);
-    let reason = ws::CloseReason { code: CLOSE_AUTH_FAILED.into(), description: Some(error.reason().to_string()) };
+    let reason = ws::CloseReason { code: close_code.into(), description: Some(reason.to_string()) };
     Parser::write_close(&mut bytes, Some(reason), false);
     stream::once(std::future::ready(Ok(bytes.freeze())))
 }

@@ -6,6 +6,7 @@ mod support;
 
 mod auth;
 mod backends;
+mod bounds;
 mod dynamic_agents;
 mod failures;
 mod foundation;
