@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::connection::{fan_out_all, ConnectionHandle, Delivery, Outgoing};
-use super::session::{DropSubscribers, SessionActor, TurnFinished};
+use super::outbox::{fan_out_all, Delivery, Outbox, Outgoing};
 use crate::backend::{AgentBackend, BackendError, TurnRequest};
 use crate::config::StreamMode;
-use crate::identity::SessionKey;
+use crate::identity::{ConnectionId, SessionKey};
 use crate::metrics::{LimitHit, Metrics};
 use crate::protocol::{Frame, Outbound, StreamFrames};
 
@@ -30,7 +29,7 @@ pub const REPLAY_FRAME_BYTES: usize = 64 * 1024;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetSubscribers {
-    pub subscribers: Arc<[ConnectionHandle]>,
+    pub subscribers: Arc<[Outbox]>,
 }
 
 /// A connection joined mid-turn: replay to it what came after `after_seq`, then
@@ -38,9 +37,9 @@ pub struct SetSubscribers {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Attach {
-    pub from: ConnectionHandle,
+    pub from: Outbox,
     pub after_seq: u64,
-    pub subscribers: Arc<[ConnectionHandle]>,
+    pub subscribers: Arc<[Outbox]>,
 }
 
 /// Abort: stop now, report nothing (the session has already told the subscribers).
@@ -48,19 +47,40 @@ pub struct Attach {
 #[rtype(result = "()")]
 pub struct StopTurn;
 
+/// To the session: turn `number` ended with the whole answer, or why not.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TurnFinished {
+    pub number: u64,
+    pub outcome: Result<String, BackendError>,
+}
+
+/// To the session: these subscribers could not be delivered to (gone, or evicted as
+/// slow); drop them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DropSubscribers {
+    pub ids: Vec<ConnectionId>,
+}
+
+/// Where a bridge reports: its session.
+pub struct BridgeReports {
+    pub finished: Recipient<TurnFinished>,
+    pub dropped: Recipient<DropSubscribers>,
+}
+
 /// What a bridge is started with.
 pub struct TurnSetup {
     /// The session's turn counter, echoed in `TurnFinished` so a stale report is ignored.
     pub number: u64,
     pub message_id: Arc<str>,
     pub session_key: SessionKey,
-    pub agent_id: Arc<str>,
     pub stream_mode: StreamMode,
     pub turn_timeout: Duration,
     /// `limits.maxAnswerBytes`: past it the turn ends `agent_error`, nothing stored.
     pub max_answer_bytes: usize,
-    pub subscribers: Arc<[ConnectionHandle]>,
-    pub session: Addr<SessionActor>,
+    pub subscribers: Arc<[Outbox]>,
+    pub reports: BridgeReports,
     pub backend: Arc<dyn AgentBackend>,
     pub metrics: Arc<Metrics>,
     pub request: TurnRequest,
@@ -74,8 +94,8 @@ pub struct AgentBridge {
     stream_mode: StreamMode,
     turn_timeout: Duration,
     max_answer_bytes: usize,
-    subscribers: Arc<[ConnectionHandle]>,
-    session: Addr<SessionActor>,
+    subscribers: Arc<[Outbox]>,
+    reports: BridgeReports,
     backend: Arc<dyn AgentBackend>,
     /// Taken when the turn starts.
     request: Option<TurnRequest>,
@@ -102,7 +122,7 @@ impl AgentBridge {
             turn_timeout: setup.turn_timeout,
             max_answer_bytes: setup.max_answer_bytes,
             subscribers: setup.subscribers,
-            session: setup.session,
+            reports: setup.reports,
             backend: setup.backend,
             request: Some(setup.request),
             text: String::new(),
@@ -226,7 +246,7 @@ impl AgentBridge {
         if !dropped.is_empty() {
             self.subscribers =
                 self.subscribers.iter().filter(|handle| !dropped.contains(&handle.id)).cloned().collect();
-            self.session.do_send(DropSubscribers { ids: dropped });
+            self.reports.dropped.do_send(DropSubscribers { ids: dropped });
         }
     }
 
@@ -272,6 +292,6 @@ impl AgentBridge {
             return;
         }
         self.reported = true;
-        self.session.do_send(TurnFinished { number: self.number, outcome });
+        self.reports.finished.do_send(TurnFinished { number: self.number, outcome });
     }
 }

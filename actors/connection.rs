@@ -3,9 +3,10 @@
 //! It decodes inbound frames (a bad one earns a `chat.error`, never a close), fixes
 //! the identity a message acts as, and routes every session command through the
 //! Supervisor, which owns the question "which SessionActor is that". Outbound it
-//! only writes frames it is handed (`Deliver`): it never builds an agent answer.
-//! Its mailbox is bounded by `limits.outboundQueue`: a sender that finds it full
-//! evicts the connection (`Evict`, close 1008) instead of buffering without end.
+//! only writes frames it is handed through its `Outbox` (`ToConnection`): it never
+//! builds an agent answer. Its mailbox is bounded by `limits.outboundQueue` and the
+//! bytes waiting in it by `limits.outboundBytes`: a sender that finds either full
+//! evicts the connection (1008 "slow") instead of buffering without end.
 //! Inbound, it enforces the per-connection bounds before anything is parsed: a frame
 //! or fragmented message over `limits.maxMessageBytes` closes it (1009), and every data
 //! message takes a token of its `limits.messagesPerMinute` bucket (`limits.rs`): over
@@ -23,6 +24,7 @@ use actix_web::web;
 use actix_web_actors::ws;
 use bytes::BytesMut;
 
+use super::outbox::{Bound, Outbox, Outgoing, ToConnection};
 use super::session::{AbortTurn, JoinSession, LeaveSession, ReadHistory, SessionCommand, SubmitTurn, Turn};
 use super::supervisor::{ConnectionClosed, ConnectionOpened, Route, Supervisor};
 use crate::backend::prompt;
@@ -32,123 +34,7 @@ use crate::groups::{GroupAccess, GroupAction, Verdict as GroupVerdict};
 use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
 use crate::limits::{ByteBudget, ConnectionSlot, RateLimiter, UserConnection, Verdict};
 use crate::metrics::{LimitHit, Metrics};
-use crate::protocol::{
-    self, ErrorCode, Frame, Inbound, Outbound, SessionSelector, CLOSE_INVALID_UTF8, CLOSE_POLICY, CLOSE_TOO_BIG,
-    CLOSE_TRY_AGAIN_LATER,
-};
-
-/// Serialized frames for one connection: one frame, or a batch of stream frames
-/// (every delta of one network read) whose allocation all subscribers share.
-#[derive(Clone)]
-pub enum Outgoing {
-    One(Frame),
-    Batch(Arc<[Frame]>),
-}
-
-impl Outgoing {
-    /// The bytes these frames take on the wire (their text).
-    fn byte_len(&self) -> usize {
-        match self {
-            Outgoing::One(frame) => frame.byte_len(),
-            Outgoing::Batch(frames) => frames.iter().map(Frame::byte_len).sum(),
-        }
-    }
-}
-
-/// Write serialized frames to the socket, in order.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver {
-    pub outgoing: Outgoing,
-}
-
-/// The connection fell too far behind (its outbound queue, in frames or in bytes,
-/// filled): close it with 1008 "slow".
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Evict {
-    pub why: &'static str,
-}
-
-/// Close the socket with `code` (shutdown, over capacity), after a last frame if any.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CloseWith {
-    pub code: u16,
-    pub reason: &'static str,
-    pub last_frame: Option<Frame>,
-}
-
-/// How sessions and agent bridges reach a subscribed connection.
-#[derive(Clone)]
-pub struct ConnectionHandle {
-    pub id: ConnectionId,
-    pub address: Addr<ConnectionActor>,
-    /// The bytes of frames queued for it and not yet handed to its socket
-    /// (`limits.outboundBytes`).
-    outbound: Arc<ByteBudget>,
-}
-
-/// What became of a frame handed to a subscriber.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    Queued,
-    /// The connection is gone; drop the subscriber.
-    Gone,
-    /// The connection's queue was full: it was told to close; drop the subscriber.
-    Evicted,
-}
-
-impl ConnectionHandle {
-    /// Queues `frame` without waiting and without growing a full queue.
-    pub fn deliver(&self, frame: &Frame) -> Delivery {
-        self.send(Outgoing::One(frame.clone()))
-    }
-
-    /// Queues `outgoing` (one mailbox slot, however many frames) without waiting and
-    /// without growing a full queue, in frames or in bytes.
-    pub fn send(&self, outgoing: Outgoing) -> Delivery {
-        let bytes = outgoing.byte_len();
-        if !self.outbound.try_admit(bytes) {
-            self.address.do_send(Evict { why: "limits.outboundBytes" });
-            return Delivery::Evicted;
-        }
-        match self.address.try_send(Deliver { outgoing }) {
-            Ok(()) => Delivery::Queued,
-            Err(error) => {
-                self.outbound.release(bytes);
-                match error {
-                    SendError::Closed(_) => Delivery::Gone,
-                    SendError::Full(_) => {
-                        // One message past the bound, once: the caller drops this subscriber.
-                        self.address.do_send(Evict { why: "limits.outboundQueue" });
-                        Delivery::Evicted
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Hands `frame` to every subscriber; returns the ids of those that must be dropped.
-pub fn fan_out<'a>(subscribers: impl IntoIterator<Item = &'a ConnectionHandle>, frame: &Frame) -> Vec<ConnectionId> {
-    fan_out_all(subscribers, &Outgoing::One(frame.clone()))
-}
-
-/// Hands `outgoing` to every subscriber (a reference-count bump each); returns the
-/// ids of those that must be dropped.
-pub fn fan_out_all<'a>(
-    subscribers: impl IntoIterator<Item = &'a ConnectionHandle>,
-    outgoing: &Outgoing,
-) -> Vec<ConnectionId> {
-    let mut dropped = Vec::new();
-    for subscriber in subscribers {
-        if subscriber.send(outgoing.clone()) != Delivery::Queued {
-            dropped.push(subscriber.id.clone());
-        }
-    }
-    dropped
-}
+use crate::protocol::{self, Disconnect, ErrorCode, Frame, Inbound, Outbound, SessionSelector};
 
 /// A text or binary message arriving in several frames, bounded by `maxMessageBytes`
 /// and, with every other connection's, by `maxPendingFragmentBytes`; its bytes are
@@ -182,7 +68,7 @@ pub struct ConnectionActor {
     continuations_started: u64,
     /// Server-wide bytes of unfinished fragmented messages.
     fragments: Arc<ByteBudget>,
-    /// Bytes queued for this connection (shared with every handle of it).
+    /// Bytes handed to this connection's outbox and not yet to its socket.
     outbound: Arc<ByteBudget>,
     /// This connection's place under `limits.perUser.maxConnections`.
     _user_connection: UserConnection,
@@ -283,38 +169,31 @@ impl Actor for ConnectionActor {
     }
 }
 
-impl Handler<Deliver> for ConnectionActor {
+impl Handler<ToConnection> for ConnectionActor {
     type Result = ();
 
-    fn handle(&mut self, message: Deliver, ctx: &mut Self::Context) {
-        self.outbound.release(message.outgoing.byte_len());
-        match message.outgoing {
-            Outgoing::One(frame) => ctx.text(frame.text()),
-            Outgoing::Batch(frames) => frames.iter().for_each(|frame| ctx.text(frame.text())),
+    fn handle(&mut self, message: ToConnection, ctx: &mut Self::Context) {
+        match message {
+            ToConnection::Deliver(outgoing) => {
+                self.outbound.release(outgoing.byte_len());
+                match outgoing {
+                    Outgoing::One(frame) => ctx.text(frame.text()),
+                    Outgoing::Batch(frames) => frames.iter().for_each(|frame| ctx.text(frame.text())),
+                }
+            }
+            ToConnection::Evict(bound) => {
+                let limit = match bound {
+                    Bound::Frames => "limits.outboundQueue",
+                    Bound::Bytes => {
+                        self.metrics.limit_hit(LimitHit::OutboundBytes);
+                        "limits.outboundBytes"
+                    }
+                };
+                log::warn!("connection {} is too slow to read its frames ({limit} reached); closing (1008)", self.id);
+                close(ctx, Disconnect::SLOW);
+            }
+            ToConnection::Close(disconnect) => close(ctx, disconnect),
         }
-    }
-}
-
-impl Handler<Evict> for ConnectionActor {
-    type Result = ();
-
-    fn handle(&mut self, message: Evict, ctx: &mut Self::Context) {
-        log::warn!("connection {} is too slow to read its frames ({} reached); closing (1008)", self.id, message.why);
-        if message.why == "limits.outboundBytes" {
-            self.metrics.limit_hit(LimitHit::OutboundBytes);
-        }
-        close(ctx, CLOSE_POLICY, "slow");
-    }
-}
-
-impl Handler<CloseWith> for ConnectionActor {
-    type Result = ();
-
-    fn handle(&mut self, message: CloseWith, ctx: &mut Self::Context) {
-        if let Some(frame) = message.last_frame {
-            ctx.text(frame.text());
-        }
-        close(ctx, message.code, message.reason);
     }
 }
 
@@ -328,7 +207,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConnectionActor {
             Err(error) if is_invalid_utf8(&error) => return self.not_utf8(ctx),
             Err(error) => {
                 log::info!("connection {}: protocol error, closing: {error}", self.id);
-                return close(ctx, 1002, "protocol error");
+                return close(ctx, Disconnect::PROTOCOL_ERROR);
             }
         };
         match message {
@@ -363,12 +242,12 @@ impl ConnectionActor {
     fn too_big(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let limit = self.settings.limits.max_message_bytes;
         log::info!("connection {}: message over {limit} bytes; closing (1009)", self.id);
-        close(ctx, CLOSE_TOO_BIG, "message too big");
+        close(ctx, Disconnect::TOO_BIG);
     }
 
     fn not_utf8(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         log::info!("connection {}: a text message is not UTF-8; closing (1007)", self.id);
-        close(ctx, CLOSE_INVALID_UTF8, "text message is not UTF-8");
+        close(ctx, Disconnect::NOT_UTF8);
     }
 
     fn on_continuation(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
@@ -385,7 +264,7 @@ impl ConnectionActor {
             Item::Last(chunk) => (chunk, true),
         };
         let Some(continuation) = self.continuation.as_mut() else {
-            return close(ctx, 1002, "continuation without a first frame");
+            return close(ctx, Disconnect::STRAY_CONTINUATION);
         };
         if continuation.buffer.len() + chunk.len() > self.settings.limits.max_message_bytes {
             self.continuation = None;
@@ -399,7 +278,7 @@ impl ConnectionActor {
                 self.id,
                 self.fragments.limit()
             );
-            return close(ctx, CLOSE_TRY_AGAIN_LATER, "too many unfinished messages on the server; try again later");
+            return close(ctx, Disconnect::FRAGMENT_BUDGET);
         }
         continuation.buffer.extend_from_slice(&chunk);
         if last {
@@ -427,7 +306,7 @@ impl ConnectionActor {
                     "connection {}: a fragmented message was not completed within {timeout:?}; closing (1008)",
                     actor.id
                 );
-                close(ctx, CLOSE_POLICY, "fragmented message not completed in time (limits.fragmentTimeoutMs)");
+                close(ctx, Disconnect::FRAGMENT_TIMEOUT);
             }
         });
     }
@@ -442,7 +321,7 @@ impl ConnectionActor {
             }
             Verdict::Close => {
                 log::warn!("connection {} kept flooding after its rate_limited warnings; closing (1008)", self.id);
-                return close(ctx, CLOSE_POLICY, "flooding: too many messages after rate_limited warnings");
+                return close(ctx, Disconnect::FLOODING);
             }
         }
         match protocol::decode(bytes) {
@@ -614,8 +493,8 @@ impl ConnectionActor {
         reply(ctx, Outbound::error_frame(code, text, message_id));
     }
 
-    fn own_handle(&self, ctx: &ws::WebsocketContext<Self>) -> ConnectionHandle {
-        ConnectionHandle { id: self.id.clone(), address: ctx.address(), outbound: self.outbound.clone() }
+    fn own_handle(&self, ctx: &ws::WebsocketContext<Self>) -> Outbox {
+        Outbox::new(self.id.clone(), ctx.address().recipient(), self.outbound.clone())
     }
 
     fn route(&self, target: SessionTarget, command: SessionCommand) {
@@ -634,7 +513,8 @@ fn is_invalid_utf8(error: &ws::ProtocolError) -> bool {
     matches!(error, ws::ProtocolError::Io(io) if io.to_string().contains("utf-8"))
 }
 
-fn close(ctx: &mut ws::WebsocketContext<ConnectionActor>, code: u16, reason: &str) {
-    ctx.close(Some(ws::CloseReason { code: ws::CloseCode::from(code), description: Some(reason.to_string()) }));
+fn close(ctx: &mut ws::WebsocketContext<ConnectionActor>, disconnect: Disconnect) {
+    let description = Some(disconnect.reason.to_string());
+    ctx.close(Some(ws::CloseReason { code: ws::CloseCode::from(disconnect.code), description }));
     ctx.stop();
 }

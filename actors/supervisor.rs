@@ -24,9 +24,10 @@ use actix::{
 };
 use serde_json::{Map, Value};
 
-use super::connection::{CloseWith, ConnectionHandle};
+use super::outbox::Outbox;
 use super::session::{
-    drain_sessions, shutting_down_frame, Drained, Retire, SessionActor, SessionCommand, SessionSetup, Unsubscribe,
+    drain_sessions, shutting_down_frame, Drained, Retire, SessionActor, SessionCommand, SessionIdle, SessionSetup,
+    Unsubscribe,
 };
 use super::store_writer::StoreThreads;
 use crate::agents::{self, AgentRecord, AgentRegistry, NewAgent};
@@ -35,14 +36,14 @@ use crate::config::{AgentKind, Settings};
 use crate::identity::{Chat, ConnectionId, SessionKey, SessionTarget};
 use crate::metrics::Metrics;
 use crate::openclaw_agents;
-use crate::protocol::{Frame, CLOSE_GOING_AWAY};
+use crate::protocol::Disconnect;
 use crate::store::{self, StoreError};
 
 /// A connection is open (after auth): register it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ConnectionOpened {
-    pub handle: ConnectionHandle,
+    pub handle: Outbox,
 }
 
 /// A connection closed: unregister it and unsubscribe it from its sessions.
@@ -60,25 +61,6 @@ pub struct Route {
     pub target: SessionTarget,
     pub arbiter: ArbiterHandle,
     pub command: SessionCommand,
-}
-
-/// A session has had no subscriber and no turn for `limits.sessionIdleMs`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SessionIdle {
-    pub key: SessionKey,
-    pub address: Addr<SessionActor>,
-    /// How many commands the session had received when it reported.
-    pub commands_received: u64,
-}
-
-/// Close every connection with `code` after `last_frame` (shutdown).
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct CloseAll {
-    pub code: u16,
-    pub reason: &'static str,
-    pub last_frame: Option<Frame>,
 }
 
 /// Shut down: refuse new turns, let running ones finish within `grace` (then cut them
@@ -153,7 +135,7 @@ pub struct Supervisor {
     settings: Arc<Settings>,
     backend: Arc<dyn AgentBackend>,
     home: PathBuf,
-    connections: HashMap<ConnectionId, ConnectionHandle>,
+    connections: HashMap<ConnectionId, Outbox>,
     sessions: HashMap<SessionKey, SessionEntry>,
     /// Dynamic agents by sender id; persisted on every change.
     agents: AgentRegistry,
@@ -268,7 +250,7 @@ impl Supervisor {
                     target: route.target,
                     settings: self.settings.clone(),
                     backend: self.backend.clone(),
-                    supervisor: ctx.address(),
+                    idle: ctx.address().recipient(),
                     metrics: self.metrics.clone(),
                 };
                 let address = SessionActor::start_in_arbiter(&route.arbiter, move |_| SessionActor::new(setup));
@@ -277,7 +259,7 @@ impl Supervisor {
             }
         };
         entry.forwarded += 1;
-        route.command.send_to(&entry.address);
+        entry.address.do_send(route.command);
     }
 
     /// Holds `route` until its sender's agent exists; queues the creation once.
@@ -440,14 +422,6 @@ impl Handler<SessionIdle> for Supervisor {
     }
 }
 
-impl Handler<CloseAll> for Supervisor {
-    type Result = usize;
-
-    fn handle(&mut self, message: CloseAll, _ctx: &mut Self::Context) -> usize {
-        self.close_all(&message)
-    }
-}
-
 impl Handler<ShutDown> for Supervisor {
     type Result = ResponseActFuture<Self, ShutdownReport>;
 
@@ -457,22 +431,17 @@ impl Handler<ShutDown> for Supervisor {
         let count = sessions.len();
         // Spawned, not waited on: connections keep closing and routing meanwhile.
         Box::pin(drain_sessions(sessions, message.grace).into_actor(self).map(move |drained, supervisor, _ctx| {
-            let close = CloseAll { code: CLOSE_GOING_AWAY, reason: "server shutting down", last_frame: None };
-            let connections_closed = supervisor.close_all(&close);
+            let connections_closed = supervisor.close_all();
             ShutdownReport { sessions: count, drained, connections_closed }
         }))
     }
 }
 
 impl Supervisor {
-    /// Tells every registered connection to close as `message` says; returns how many.
-    fn close_all(&self, message: &CloseAll) -> usize {
-        for handle in self.connections.values() {
-            handle.address.do_send(CloseWith {
-                code: message.code,
-                reason: message.reason,
-                last_frame: message.last_frame.clone(),
-            });
+    /// Tells every registered connection to close (1001); returns how many.
+    fn close_all(&self) -> usize {
+        for outbox in self.connections.values() {
+            outbox.close(Disconnect::GOING_AWAY);
         }
         self.connections.len()
     }

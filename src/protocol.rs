@@ -15,16 +15,40 @@ use serde_json::{Map, Value};
 
 /// Close code: authentication failed or a required token is missing (as the original).
 pub const CLOSE_AUTH_FAILED: u16 = 4401;
-/// Close code: a frame or continued message is larger than `limits.maxMessageBytes`.
-pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code: policy violation (flooding after warnings, a client too slow to read).
-pub const CLOSE_POLICY: u16 = 1008;
-/// Close code: the server is shutting down.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// A text message that is not UTF-8 (RFC 6455 §8.1).
-pub const CLOSE_INVALID_UTF8: u16 = 1007;
-/// The server cannot take this now (a server-wide bound is reached); try again later.
-pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+
+/// Why the server closes a socket: the close code and reason it sends, each named
+/// once here (SPEC §1 close codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disconnect {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Disconnect {
+    /// A frame or fragmented message over `limits.maxMessageBytes`.
+    pub const TOO_BIG: Disconnect = Disconnect { code: 1009, reason: "message too big" };
+    /// A text message that is not UTF-8 (RFC 6455 §8.1).
+    pub const NOT_UTF8: Disconnect = Disconnect { code: 1007, reason: "text message is not UTF-8" };
+    /// Frames that break RFC 6455.
+    pub const PROTOCOL_ERROR: Disconnect = Disconnect { code: 1002, reason: "protocol error" };
+    /// A continuation frame with no message begun.
+    pub const STRAY_CONTINUATION: Disconnect = Disconnect { code: 1002, reason: "continuation without a first frame" };
+    /// Flooding on after the `rate_limited` warnings.
+    pub const FLOODING: Disconnect =
+        Disconnect { code: 1008, reason: "flooding: too many messages after rate_limited warnings" };
+    /// A reader too slow for its frames (`limits.outboundQueue`, `limits.outboundBytes`).
+    pub const SLOW: Disconnect = Disconnect { code: 1008, reason: "slow" };
+    /// A fragmented message not completed within `limits.fragmentTimeoutMs`.
+    pub const FRAGMENT_TIMEOUT: Disconnect =
+        Disconnect { code: 1008, reason: "fragmented message not completed in time (limits.fragmentTimeoutMs)" };
+    /// A user over `limits.perUser.maxConnections`.
+    pub const USER_CONNECTIONS: Disconnect = Disconnect { code: 1008, reason: "too many connections for this user" };
+    /// The server-wide `limits.maxPendingFragmentBytes` is full.
+    pub const FRAGMENT_BUDGET: Disconnect =
+        Disconnect { code: 1013, reason: "too many unfinished messages on the server; try again later" };
+    /// Shutdown.
+    pub const GOING_AWAY: Disconnect = Disconnect { code: 1001, reason: "server shutting down" };
+}
 
 /// Longest `chat.error` sentence about a refused frame, in bytes (then cut, with `…`).
 pub const MAX_ERROR_TEXT_BYTES: usize = 300;

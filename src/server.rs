@@ -51,7 +51,7 @@ use crate::limits::{ByteBudget, ConnectionSlots, SlotRefusal, UserConnections};
 use crate::metrics::{ConnectionOutcome, LimitHit, Metrics};
 use crate::openclaw_agents;
 use crate::origin;
-use crate::protocol::{ErrorCode, Outbound, CLOSE_AUTH_FAILED, CLOSE_POLICY};
+use crate::protocol::{Disconnect, ErrorCode, Outbound, CLOSE_AUTH_FAILED};
 
 /// Once every socket has been told to close (1001), the HTTP workers give the close
 /// frames this long, in seconds, to be written before they drop what is left.
@@ -483,7 +483,7 @@ fn too_many_user_connections(state: &AppState, identity: &Identity) -> RefusalBo
     state.metrics.limit_hit(LimitHit::UserConnections);
     state.metrics.error(ErrorCode::QuotaExceeded);
     let text = format!("this user already has {max} connections open (limits.perUser.maxConnections); close one first");
-    refusal_body(ErrorCode::QuotaExceeded, &text, CLOSE_POLICY, "too many connections for this user")
+    refusal_body(ErrorCode::QuotaExceeded, &text, Disconnect::USER_CONNECTIONS)
 }
 
 /// The whole outbound life of a socket refused after its handshake: one frame.
@@ -491,17 +491,17 @@ type RefusalBody = stream::Once<std::future::Ready<Result<Bytes, Infallible>>>;
 
 /// An auth refusal: `chat.error` with the reason, then close 4401.
 fn refusal(error: &AuthError) -> RefusalBody {
-    refusal_body(error.code(), &error.client_message(), CLOSE_AUTH_FAILED, error.reason())
+    refusal_body(error.code(), &error.client_message(), Disconnect { code: CLOSE_AUTH_FAILED, reason: error.reason() })
 }
 
 /// `chat.error`, then close `close_code`: encoded here once, with no actor behind it.
 /// When the body ends the connection ends, and nothing has read a single frame from
 /// the client.
-fn refusal_body(code: ErrorCode, text: &str, close_code: u16, reason: &str) -> RefusalBody {
+fn refusal_body(code: ErrorCode, text: &str, disconnect: Disconnect) -> RefusalBody {
     let frame = Outbound::error_frame(code, text, None);
     let mut bytes = BytesMut::new();
     Parser::write_message(&mut bytes, frame.text().as_bytes(), OpCode::Text, true, false);
-    let reason = ws::CloseReason { code: close_code.into(), description: Some(reason.to_string()) };
+    let reason = ws::CloseReason { code: disconnect.code.into(), description: Some(disconnect.reason.to_string()) };
     Parser::write_close(&mut bytes, Some(reason), false);
     stream::once(std::future::ready(Ok(bytes.freeze())))
 }

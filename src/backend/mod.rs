@@ -59,8 +59,9 @@ pub trait AgentBackend: Send + Sync {
     /// Starts the turn; the stream ends when the answer is complete.
     fn stream_turn(&self, request: TurnRequest) -> DeltaStream;
 
-    /// Whether the backend keeps the conversation itself (then no history is sent).
-    fn keeps_memory(&self) -> bool;
+    /// Whether each turn must carry the session's stored history (a backend that keeps
+    /// no memory of its own and uses one: `openai`).
+    fn wants_history(&self) -> bool;
 
     /// Whether the backend is reachable now (`/readyz`); `Err` says why not.
     fn probe(&self) -> LocalBoxFuture<'static, Result<(), String>>;

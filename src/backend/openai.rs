@@ -68,8 +68,8 @@ impl AgentBackend for OpenAiBackend {
         })
     }
 
-    fn keeps_memory(&self) -> bool {
-        false
+    fn wants_history(&self) -> bool {
+        true
     }
 
     fn probe(&self) -> LocalBoxFuture<'static, Result<(), String>> {

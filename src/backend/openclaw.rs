@@ -56,8 +56,8 @@ impl AgentBackend for OpenClawBackend {
         })
     }
 
-    fn keeps_memory(&self) -> bool {
-        true
+    fn wants_history(&self) -> bool {
+        false
     }
 
     fn probe(&self) -> LocalBoxFuture<'static, Result<(), String>> {
