@@ -58,53 +58,53 @@ pub const MAX_ID_BYTES: usize = 256;
 pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 const MAX_HISTORY_LIMIT: usize = 1000;
 
-/// The machine word of a `chat.error`: what went wrong, for programs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    InvalidJson,
-    InvalidMessage,
-    UnsupportedType,
-    AuthFailed,
-    TokenRequired,
-    RateLimited,
-    SessionBusy,
-    PayloadTooLarge,
-    AgentUnavailable,
-    AgentTimeout,
-    AgentError,
-    Aborted,
-    MediaForbidden,
-    Forbidden,
-    ShuttingDown,
-    Internal,
-    QuotaExceeded,
-    NotFound,
+/// Defines [`ErrorCode`] from one list: each variant with its wire word, and `ALL`.
+macro_rules! error_codes {
+    ($($variant:ident => $word:literal,)+) => {
+        /// The machine word of a `chat.error`: what went wrong, for programs.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($variant,)+
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order of SPEC §1 (metrics resolve one series each).
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)+];
+
+            /// The word as it appears on the wire (also the metrics label).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $word,)+
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// The word as it appears on the wire (also the metrics label).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidJson => "invalid_json",
-            ErrorCode::InvalidMessage => "invalid_message",
-            ErrorCode::UnsupportedType => "unsupported_type",
-            ErrorCode::AuthFailed => "auth_failed",
-            ErrorCode::TokenRequired => "token_required",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::SessionBusy => "session_busy",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::AgentUnavailable => "agent_unavailable",
-            ErrorCode::AgentTimeout => "agent_timeout",
-            ErrorCode::AgentError => "agent_error",
-            ErrorCode::Aborted => "aborted",
-            ErrorCode::MediaForbidden => "media_forbidden",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::ShuttingDown => "shutting_down",
-            ErrorCode::Internal => "internal",
-            ErrorCode::QuotaExceeded => "quota_exceeded",
-            ErrorCode::NotFound => "not_found",
-        }
+error_codes! {
+    InvalidJson => "invalid_json",
+    InvalidMessage => "invalid_message",
+    UnsupportedType => "unsupported_type",
+    AuthFailed => "auth_failed",
+    TokenRequired => "token_required",
+    RateLimited => "rate_limited",
+    SessionBusy => "session_busy",
+    PayloadTooLarge => "payload_too_large",
+    AgentUnavailable => "agent_unavailable",
+    AgentTimeout => "agent_timeout",
+    AgentError => "agent_error",
+    Aborted => "aborted",
+    MediaForbidden => "media_forbidden",
+    Forbidden => "forbidden",
+    ShuttingDown => "shutting_down",
+    Internal => "internal",
+    QuotaExceeded => "quota_exceeded",
+    NotFound => "not_found",
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
