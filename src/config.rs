@@ -4,8 +4,10 @@
 //! home of a default value), the optional `--config FILE` (TOML, YAML or JSON in the
 //! original plugin's shape, `channels.websocket.*` with camelCase keys), then
 //! environment variables. Unknown keys are logged and ignored (the original plugin's
-//! files carry OpenClaw keys of their own); a wrong type or value fails with an error
-//! naming the key. Nothing reads the environment after `Settings::load` returns.
+//! files carry OpenClaw keys of their own), with the closest known key when one is
+//! close, except a near miss of a key under `channels.websocket.auth` or `limits`,
+//! which fails; a wrong type or value fails with an error naming the key. Nothing
+//! reads the environment after `Settings::load` returns.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,8 +32,12 @@ pub enum ConfigError {
     #[error("configuration: {0}")]
     Load(#[from] config::ConfigError),
     /// An environment variable names no known key.
-    #[error("environment variable {variable} names no configuration key (known keys: see settings/default.toml)")]
-    UnknownEnvKey { variable: String },
+    #[error("environment variable {variable} names no configuration key ({})", did_you_mean(.suggestion.as_deref(), "known keys: see settings/default.toml"))]
+    UnknownEnvKey { variable: String, suggestion: Option<String> },
+    /// A key that is not known but close to one under `channels.websocket.auth` or
+    /// `limits`: ignoring it would silently change security.
+    #[error("configuration key `{key}` is not known: did you mean `{suggestion}`? (a misspelt key under channels.websocket.auth or limits stops the start: ignoring it would silently change security)")]
+    MisspeltKey { key: String, suggestion: String },
     /// An environment variable's value cannot be used for its key.
     #[error("environment variable {variable}: {reason}")]
     BadEnvValue { variable: String, reason: String },
@@ -279,9 +285,9 @@ impl Settings {
             builder = builder.set_override(*key, value.clone())?;
         }
         let merged = builder.build()?;
-        let mut settings: Settings = serde_ignored::deserialize(merged, |path| {
-            log::warn!("configuration key `{path}` is not used by ClawSocket; ignored");
-        })?;
+        let mut unknown = Vec::new();
+        let mut settings: Settings = serde_ignored::deserialize(merged, |path| unknown.push(path.to_string()))?;
+        check_unknown_keys(&unknown, &known_paths())?;
         apply_credential_fallbacks(&mut settings, environment);
         settings.home = environment.get("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
         settings.agent.openclaw_config_path =
@@ -400,6 +406,98 @@ fn known_keys(defaults: &Config) -> BTreeMap<String, (String, bool)> {
     out
 }
 
+/// Every known dotted key, sections included (`limits`, `limits.heartbeat`, …).
+fn known_paths() -> Vec<String> {
+    let defaults = Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml)).build();
+    let mut paths = std::collections::BTreeSet::new();
+    for (leaf, _) in defaults.map(|defaults| known_keys(&defaults)).unwrap_or_default().into_values() {
+        let mut end = 0;
+        while let Some(dot) = leaf[end..].find('.') {
+            end += dot;
+            paths.insert(leaf[..end].to_string());
+            end += 1;
+        }
+        paths.insert(leaf);
+    }
+    paths.into_iter().collect()
+}
+
+/// Warns about each key ClawSocket does not use, naming the closest known key when
+/// one is close; fails on the first that is close to a key under
+/// `channels.websocket.auth` or `limits` (SPEC §8).
+fn check_unknown_keys(unknown: &[String], known: &[String]) -> Result<(), ConfigError> {
+    let mut misspelt = None;
+    for key in unknown {
+        match closest_known_key(key, known) {
+            Some(suggestion) if is_security_key(suggestion) => {
+                misspelt.get_or_insert_with(|| ConfigError::MisspeltKey {
+                    key: key.clone(),
+                    suggestion: suggestion.to_string(),
+                });
+            }
+            suggestion => log::warn!(
+                "configuration key `{key}` is not used by ClawSocket; ignored ({})",
+                did_you_mean(suggestion.map(|key| format!("`{key}`")).as_deref(), "not close to any known key")
+            ),
+        }
+    }
+    misspelt.map_or(Ok(()), Err)
+}
+
+/// "did you mean X?", or `otherwise` when there is nothing to suggest.
+fn did_you_mean(suggestion: Option<&str>, otherwise: &str) -> String {
+    suggestion.map_or_else(|| otherwise.to_string(), |suggestion| format!("did you mean {suggestion}?"))
+}
+
+/// The known key beside `key` (same section) whose name is closest to `key`'s, if it
+/// is close: names compared without case, `_` or `-`, within one edit per three
+/// letters of the known name (at least one, at most three).
+fn closest_known_key<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
+    fn split(key: &str) -> (String, String) {
+        let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
+        (normalized(section), normalized(name))
+    }
+    fn normalized(name: &str) -> String {
+        name.chars().filter(|c| !matches!(c, '_' | '-')).flat_map(char::to_lowercase).collect()
+    }
+    let (section, name) = split(key);
+    known
+        .iter()
+        .filter_map(|candidate| {
+            let (candidate_section, candidate_name) = split(candidate);
+            let allowed = (candidate_name.chars().count() / 3).clamp(1, 3);
+            let distance = edit_distance(&name, &candidate_name);
+            (candidate_section == section && distance <= allowed).then_some((distance, candidate.as_str()))
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Whether ignoring a misspelling of `key` would silently change security.
+fn is_security_key(key: &str) -> bool {
+    ["channels.websocket.auth", "limits"]
+        .iter()
+        .any(|section| key.strip_prefix(section).is_some_and(|rest| rest.is_empty() || rest.starts_with('.')))
+}
+
+/// Edits (insert, delete, substitute, or swap two neighbours) that turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // rows[i][j]: the distance between a[..i] and b[..j].
+    let mut rows: Vec<Vec<usize>> = (0..=a.len()).map(|i| (0..=b.len()).map(|j| i.max(j)).collect()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let substitute = rows[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]);
+            let mut best = substitute.min(rows[i - 1][j] + 1).min(rows[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
 /// Maps the environment onto configuration keys: the original plugin's variables,
 /// the backends' customary ones (only where the config leaves them empty), then
 /// `CLAWSOCKET__SECTION__KEY` for any key.
@@ -421,8 +519,11 @@ fn environment_overrides(
     for (variable, value) in environment {
         let Some(rest) = variable.strip_prefix(ENV_PREFIX) else { continue };
         let wanted = rest.split("__").collect::<Vec<_>>().join(".").to_lowercase();
-        let (path, is_list) =
-            known.get(&wanted).ok_or_else(|| ConfigError::UnknownEnvKey { variable: variable.clone() })?;
+        let (path, is_list) = known.get(&wanted).ok_or_else(|| ConfigError::UnknownEnvKey {
+            variable: variable.clone(),
+            suggestion: closest_known_key(&wanted, &known_paths())
+                .map(|key| format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase())),
+        })?;
         let value = if *is_list { parse_list(variable, value)? } else { Value::from(value.as_str()) };
         overrides.push((path.clone(), value));
     }

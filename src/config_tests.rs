@@ -193,3 +193,109 @@ fn every_key_in_the_defaults_file_can_be_set_from_the_environment() {
         known_keys(&Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml)).build().unwrap());
     assert_eq!(known.len(), default_keys().len());
 }
+
+/// Loads `text` as a config file named `name` (its extension picks the format).
+fn load_text(name: &str, text: &str, pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    Settings::load(Some(&path), &environment(pairs))
+}
+
+#[test]
+fn a_misspelt_key_under_auth_or_limits_stops_the_start_naming_the_right_key() {
+    let cases = [
+        (
+            "c.toml",
+            "[channels.websocket.auth]\nenable = false\n",
+            "channels.websocket.auth.enable",
+            "channels.websocket.auth.enabled",
+        ),
+        (
+            "c.yaml",
+            "channels:\n  websocket:\n    auth:\n      requierd: false\n",
+            "channels.websocket.auth.requierd",
+            "channels.websocket.auth.required",
+        ),
+        ("c.toml", "[limits]\nmaxConection = 5\n", "limits.maxConection", "limits.maxConnections"),
+        (
+            "c.json",
+            r#"{"limits":{"heartbeat":{"timeout":100}}}"#,
+            "limits.heartbeat.timeout",
+            "limits.heartbeat.timeoutMs",
+        ),
+        (
+            "c.json",
+            r#"{"limits":{"messages_per_minute":100000}}"#,
+            "limits.messages_per_minute",
+            "limits.messagesPerMinute",
+        ),
+        (
+            "c.toml",
+            "[channels.websocket.Auth]\nenabled = false\n",
+            "channels.websocket.Auth",
+            "channels.websocket.auth",
+        ),
+        ("c.toml", "[limit]\nmaxConnections = 5\n", "`limit`", "`limits`"),
+    ];
+    for (name, text, named, suggested) in cases {
+        let error = match load_text(name, text, &[]) {
+            Ok(_) => panic!("{text:?} should not start"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains(named), "{text:?}: should name {named}: {error}");
+        assert!(
+            error.contains(&format!("did you mean `{}`?", suggested.trim_matches('`'))),
+            "{text:?}: should suggest {suggested}: {error}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_name_the_closest_known_key_and_only_near_auth_or_limits_keys_are_fatal() {
+    let known = known_paths();
+    let near = |key: &str| closest_known_key(key, &known);
+    assert_eq!(near("channels.websocket.enable"), Some("channels.websocket.enabled"));
+    assert_eq!(near("channels.websocket.stream_mode"), Some("channels.websocket.streamMode"));
+    assert_eq!(near("channels.websocket.auth.enable"), Some("channels.websocket.auth.enabled"));
+    assert_eq!(near("agent.uri"), Some("agent.url"));
+    for far in [
+        "channels.telegram",
+        "gateway",
+        "auth",
+        "session",
+        "tools",
+        "models",
+        "channels.websocket.auth.secretSauce",
+        "limits.flavour",
+    ] {
+        assert_eq!(near(far), None, "{far}");
+    }
+    assert!(is_security_key("channels.websocket.auth.enabled") && is_security_key("limits.heartbeat.timeoutMs"));
+    assert!(is_security_key("channels.websocket.auth") && is_security_key("limits"));
+    assert!(!is_security_key("channels.websocket.enabled") && !is_security_key("channels.websocket.authors"));
+    // Far from every key, under auth too: a warning, the start goes on.
+    let settings =
+        load_text("c.toml", "[channels.websocket.auth]\nsecretSauce = 1\n[gateway]\nport = 1\n", &[]).unwrap();
+    assert!(settings.channels.websocket.auth.enabled);
+    // Near a key elsewhere: a warning too.
+    let settings = load_text("c.toml", "[channels.websocket]\nenable = false\n", &[]).unwrap();
+    assert!(settings.channels.websocket.enabled);
+}
+
+#[test]
+fn an_unknown_environment_key_names_the_variable_it_probably_meant() {
+    let error = load_error(None, &[("CLAWSOCKET__CHANNELS__WEBSOCKET__AUTH__ENABLE", "false")]);
+    assert!(error.contains("did you mean CLAWSOCKET__CHANNELS__WEBSOCKET__AUTH__ENABLED?"), "{error}");
+    let error = load_error(None, &[("CLAWSOCKET__NOTHING__LIKE__IT", "1")]);
+    assert!(!error.contains("did you mean"), "{error}");
+}
+
+#[test]
+fn edit_distance_counts_inserts_deletes_substitutions_and_swaps() {
+    assert_eq!(edit_distance("enabled", "enabled"), 0);
+    assert_eq!(edit_distance("enable", "enabled"), 1);
+    assert_eq!(edit_distance("enalbed", "enabled"), 1);
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    assert_eq!(edit_distance("", "url"), 3);
+}
