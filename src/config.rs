@@ -41,6 +41,9 @@ pub enum ConfigError {
     /// An environment variable's value cannot be used for its key.
     #[error("environment variable {variable}: {reason}")]
     BadEnvValue { variable: String, reason: String },
+    /// A value its key does not take (an enum's unknown value, for one).
+    #[error("configuration key `{key}`: {reason}")]
+    BadValue { key: String, reason: String },
     /// A value that parsed but makes no sense, or a combination that cannot work.
     #[error("configuration key `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
@@ -285,6 +288,7 @@ impl Settings {
             builder = builder.set_override(*key, value.clone())?;
         }
         let merged = builder.build()?;
+        check_enum_values(&merged)?;
         let mut unknown = Vec::new();
         let mut settings: Settings = serde_ignored::deserialize(merged, |path| unknown.push(path.to_string()))?;
         check_unknown_keys(&unknown, &known_paths())?;
@@ -450,27 +454,177 @@ fn did_you_mean(suggestion: Option<&str>, otherwise: &str) -> String {
 }
 
 /// The known key beside `key` (same section) whose name is closest to `key`'s, if it
-/// is close: names compared without case, `_` or `-`, within one edit per three
-/// letters of the known name (at least one, at most three).
+/// is close (see `closest`).
 fn closest_known_key<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
-    fn split(key: &str) -> (String, String) {
-        let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
-        (normalized(section), normalized(name))
-    }
-    fn normalized(name: &str) -> String {
-        name.chars().filter(|c| !matches!(c, '_' | '-')).flat_map(char::to_lowercase).collect()
-    }
-    let (section, name) = split(key);
-    known
-        .iter()
+    let split = |key: &'a str| key.rsplit_once('.').unwrap_or(("", key));
+    let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let siblings =
+        known.iter().map(String::as_str).filter(|candidate| normalized(split(candidate).0) == normalized(section));
+    closest(name, siblings, |candidate| split(candidate).1)
+}
+
+/// The candidate whose name is closest to `name`, if it is close: compared without
+/// case, `_` or `-`, within one edit per three letters of the candidate's name (at
+/// least one, at most three).
+fn closest<'a>(
+    name: &str,
+    candidates: impl Iterator<Item = &'a str>,
+    name_of: impl Fn(&'a str) -> &'a str,
+) -> Option<&'a str> {
+    let name = normalized(name);
+    candidates
         .filter_map(|candidate| {
-            let (candidate_section, candidate_name) = split(candidate);
+            let candidate_name = normalized(name_of(candidate));
             let allowed = (candidate_name.chars().count() / 3).clamp(1, 3);
             let distance = edit_distance(&name, &candidate_name);
-            (candidate_section == section && distance <= allowed).then_some((distance, candidate.as_str()))
+            (distance <= allowed).then_some((distance, candidate))
         })
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
+}
+
+/// `name` lowercased, without `_` or `-`: how a careless spelling is compared.
+fn normalized(name: &str) -> String {
+    name.chars().filter(|c| !matches!(c, '_' | '-')).flat_map(char::to_lowercase).collect()
+}
+
+/// Fails on the first enum-valued key whose value is none of its values, listing
+/// them (config-rs would only say "enum X does not have variant constructor y").
+/// The keys and values come from `Settings` itself, so every enum is covered.
+fn check_enum_values(merged: &Config) -> Result<(), ConfigError> {
+    for (key, values) in enum_keys::<Settings>().0 {
+        let Ok(value) = merged.get::<Value>(&key) else { continue };
+        if matches!(value.kind, ValueKind::Table(_) | ValueKind::Array(_)) {
+            continue;
+        }
+        let Ok(value) = value.into_string() else { continue };
+        if values.contains(&value.as_str()) {
+            continue;
+        }
+        let listed = values.iter().map(|value| format!("{value:?}")).collect::<Vec<_>>().join(", ");
+        let suggestion = closest(&value, values.iter().copied(), |value| value)
+            .map(|value| format!(" (did you mean {value:?}?)"))
+            .unwrap_or_default();
+        return Err(ConfigError::BadValue {
+            key,
+            reason: format!("{value:?} is not a value it takes; expected one of {listed}{suggestion}"),
+        });
+    }
+    Ok(())
+}
+
+/// Every enum-valued key of `T` (dotted, as in the files) with its values, found by
+/// walking `T`'s `Deserialize` once over placeholder values; the `Result` says
+/// whether the walk got through all of `T` (a test checks it does for `Settings`).
+fn enum_keys<T: serde::de::DeserializeOwned>() -> EnumKeys {
+    let found = std::cell::RefCell::new(Vec::new());
+    let walked = T::deserialize(walker::Walker { path: String::new(), found: &found }).map(drop);
+    (found.into_inner(), walked)
+}
+
+/// The enum keys of a type, and whether the walk that found them completed.
+type EnumKeys = (Vec<(String, &'static [&'static str])>, Result<(), serde::de::value::Error>);
+
+/// A `Deserializer` that feeds a type placeholder values (zeros, empty strings and
+/// lists, every struct field, each enum's first value) and notes the path and values
+/// of every enum on the way.
+mod walker {
+    use std::cell::RefCell;
+
+    use serde::de::value::{Error, MapDeserializer, SeqDeserializer};
+    use serde::de::{DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor};
+
+    pub(super) type Found = RefCell<Vec<(String, &'static [&'static str])>>;
+
+    pub(super) struct Walker<'a> {
+        pub path: String,
+        pub found: &'a Found,
+    }
+
+    impl<'de> Deserializer<'de> for Walker<'_> {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_u64(0)
+        }
+
+        fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_bool(false)
+        }
+
+        fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_str("")
+        }
+
+        fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_str("")
+        }
+
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_none()
+        }
+
+        fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_seq(SeqDeserializer::new(std::iter::empty::<u8>()))
+        }
+
+        fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_map(MapDeserializer::new(std::iter::empty::<(u8, u8)>()))
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_newtype_struct(self)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            visitor.visit_map(Fields { fields: fields.iter(), field: "", path: self.path, found: self.found })
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            variants: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            self.found.borrow_mut().push((self.path, variants));
+            let first = variants.first().copied().unwrap_or_default();
+            visitor.visit_enum(first.into_deserializer())
+        }
+
+        serde::forward_to_deserialize_any! {
+            i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit unit_struct
+            tuple tuple_struct identifier ignored_any
+        }
+    }
+
+    /// A struct's fields, each walked under its own path.
+    struct Fields<'a> {
+        fields: std::slice::Iter<'static, &'static str>,
+        field: &'static str,
+        path: String,
+        found: &'a Found,
+    }
+
+    impl<'de> MapAccess<'de> for Fields<'_> {
+        type Error = Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+            let Some(field) = self.fields.next() else { return Ok(None) };
+            self.field = field;
+            seed.deserialize(field.into_deserializer()).map(Some)
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+            let path =
+                if self.path.is_empty() { self.field.to_string() } else { format!("{}.{}", self.path, self.field) };
+            seed.deserialize(Walker { path, found: self.found })
+        }
+    }
 }
 
 /// Whether ignoring a misspelling of `key` would silently change security.

@@ -299,3 +299,62 @@ fn edit_distance_counts_inserts_deletes_substitutions_and_swaps() {
     assert_eq!(edit_distance("kitten", "sitting"), 3);
     assert_eq!(edit_distance("", "url"), 3);
 }
+
+#[test]
+fn an_enum_error_names_the_key_and_lists_the_valid_values() {
+    let cases = [
+        (
+            "[channels.websocket]\nstreamMode = \"cumulativ\"\n",
+            "channels.websocket.streamMode",
+            r#""delta", "cumulative""#,
+            Some("cumulative"),
+        ),
+        (
+            "[channels.websocket]\nstreamMode = \"Delta\"\n",
+            "channels.websocket.streamMode",
+            r#""delta", "cumulative""#,
+            Some("delta"),
+        ),
+        (
+            "[channels.websocket]\ndmPolicy = \"everyone\"\n",
+            "channels.websocket.dmPolicy",
+            r#""open", "allowlist""#,
+            None,
+        ),
+        (
+            "[channels.websocket.groups]\npolicy = \"porxy\"\n",
+            "channels.websocket.groups.policy",
+            r#""open", "listed", "proxy""#,
+            Some("proxy"),
+        ),
+        ("[agent]\nkind = 1\n", "agent.kind", r#""openclaw", "openai", "echo""#, None),
+    ];
+    for (text, key, values, suggestion) in cases {
+        let error = match load_text("c.toml", text, &[]) {
+            Ok(_) => panic!("{text:?} should not load"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains(&format!("`{key}`")), "{text:?}: should name {key}: {error}");
+        assert!(error.contains(&format!("expected one of {values}")), "{text:?}: should list {values}: {error}");
+        if let Some(value) = suggestion {
+            assert!(error.contains(&format!("did you mean \"{value}\"?")), "{text:?}: should suggest {value}: {error}");
+        }
+    }
+    let error = load_error(None, &[("CLAWSOCKET__AGENT__KIND", "opnai")]);
+    assert!(error.contains("`agent.kind`") && error.contains(r#"did you mean "openai"?"#), "{error}");
+}
+
+#[test]
+fn every_enum_key_of_the_settings_is_found() {
+    let (keys, walked) = enum_keys::<Settings>();
+    walked.expect("the walk gets through all of Settings");
+    let keys: Vec<&str> = keys.iter().map(|(key, _)| key.as_str()).collect();
+    for key in [
+        "channels.websocket.streamMode",
+        "channels.websocket.dmPolicy",
+        "channels.websocket.groups.policy",
+        "agent.kind",
+    ] {
+        assert!(keys.contains(&key), "{key} in {keys:?}");
+    }
+}

@@ -74,3 +74,16 @@ async fn a_near_miss_elsewhere_is_a_warning_with_did_you_mean_and_the_start_goes
     let far = warning("`channels.telegram`");
     assert!(far.contains("ignored") && !far.contains("did you mean"), "{log}");
 }
+
+#[actix_rt::test]
+async fn an_enum_mistake_stops_the_start_listing_the_valid_values() {
+    let config =
+        "[channels.websocket]\nstreamMode = \"cumulativ\"\n[agent]\nkind = \"echo\"\n[store]\ndir = \"{store}\"\n";
+    let output = refused_start(config, free_port()).await;
+    assert!(
+        output.contains("`channels.websocket.streamMode`")
+            && output.contains(r#"expected one of "delta", "cumulative" (did you mean "cumulative"?)"#),
+        "{output}"
+    );
+    assert!(!output.contains("variant constructor"), "{output}");
+}
