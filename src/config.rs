@@ -381,6 +381,20 @@ fn is_http_url(url: &str) -> bool {
         .is_ok_and(|uri| matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some())
 }
 
+/// `url` with the user and password before its host (`user:pass@`) replaced by `***`,
+/// for logs, `/readyz` and errors: `http://user:pass@host/x` → `http://***@host/x`.
+/// Everything between `://` (or the start) and the last `@` before any `?` or `#` is
+/// masked, so a password with an unencoded `/` or `@` is masked too. A URL without
+/// credentials comes back as it is.
+pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let start = url.find("://").map_or(0, |scheme| scheme + 3);
+    let end = url[start..].find(['?', '#']).map_or(url.len(), |query| start + query);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]).into(),
+        None => url.into(),
+    }
+}
+
 /// The process environment, for `Settings::load` in `main`.
 pub fn process_environment() -> Environment {
     std::env::vars().collect()

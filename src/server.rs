@@ -42,7 +42,7 @@ use crate::actors::supervisor::{ShutDown, Supervisor, SupervisorSetup};
 use crate::agents::AgentRegistry;
 use crate::auth::{self, Admission, AnswerCache, AuthError, Authenticator};
 use crate::backend::{self, AgentBackend};
-use crate::config::{AgentKind, GroupPolicy, Settings};
+use crate::config::{redact_url, AgentKind, GroupPolicy, Settings};
 use crate::error::StartError;
 use crate::frame_guard::FrameSizeGuard;
 use crate::groups::{GroupAccess, VerdictCache};
@@ -346,11 +346,11 @@ fn log_auth_mode(settings: &Settings) {
     if !auth.enabled {
         log::warn!("auth is disabled: every connection is anonymous and names itself");
     } else if auth.required {
-        log::info!("auth: every connection must be vouched for by {}", auth.endpoint);
+        log::info!("auth: every connection must be vouched for by {}", redact_url(&auth.endpoint));
     } else {
         log::info!(
             "auth: tokens are checked with {}; connections without a valid one are guests (ids under guest:)",
-            auth.endpoint
+            redact_url(&auth.endpoint)
         );
     }
 }

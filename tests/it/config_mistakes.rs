@@ -87,3 +87,24 @@ async fn an_enum_mistake_stops_the_start_listing_the_valid_values() {
     );
     assert!(!output.contains("variant constructor"), "{output}");
 }
+
+#[actix_rt::test]
+async fn credentials_in_configured_urls_never_reach_the_log_even_at_trace() {
+    use crate::support::WsClient;
+
+    let config = concat!(
+        "[channels.websocket.auth]\nenabled = true\nrequired = false\n",
+        "endpoint = \"http://user:s3cret@127.0.0.1:9/verify\"\n",
+        "[agent]\nkind = \"openai\"\nurl = \"http://bob:s3cret-too@127.0.0.1:9/v1\"\n",
+        "[store]\ndir = \"{store}\"\n",
+    );
+    let server = ChildServer::start(config, &[]).await;
+    // The auth service and the agent are both asked (and both unreachable).
+    let (mut client, _) = WsClient::connect_welcomed(&server.ws_url("token=abc&senderId=u1")).await;
+    let frames = client.chat("m1", "hello").await;
+    assert_eq!(frames.last().map(|frame| frame["type"].clone()), Some("chat.error".into()), "{frames:?}");
+    let log = server.kill();
+    assert!(log.contains("TRACE"), "the log was captured at trace:\n{log}");
+    assert!(log.contains("http://***@127.0.0.1:9/verify"), "the auth endpoint is named, masked:\n{log}");
+    assert!(!log.contains("s3cret"), "a URL's password is in the log:\n{log}");
+}
