@@ -313,11 +313,8 @@ impl Settings {
                 "\"pairing\" is not supported by ClawSocket; use \"open\" or \"allowlist\" with allowFrom",
             );
         }
-        if websocket.auth.enabled && !is_http_url(&websocket.auth.endpoint) {
-            return invalid(
-                "channels.websocket.auth.endpoint",
-                "must be an http:// or https:// URL when auth is enabled",
-            );
+        if websocket.auth.enabled {
+            check_url("channels.websocket.auth.endpoint", &websocket.auth.endpoint, " when auth is enabled")?;
         }
         if let Some(bad) = websocket.allowed_origins.iter().find(|pattern| !crate::origin::is_valid_pattern(pattern)) {
             return invalid(
@@ -325,11 +322,15 @@ impl Settings {
                 &format!("{bad:?} is not an origin: use \"scheme://host[:port]\" (a host label may be \"*\"), \"*\" or \"null\""),
             );
         }
-        if websocket.groups.policy == GroupPolicy::Proxy && !is_http_url(&websocket.groups.endpoint) {
-            return invalid(
+        if websocket.groups.policy == GroupPolicy::Proxy {
+            check_url(
                 "channels.websocket.groups.endpoint",
-                "must be an http:// or https:// URL when groups.policy is \"proxy\"",
-            );
+                &websocket.groups.endpoint,
+                " when groups.policy is \"proxy\"",
+            )?;
+        }
+        if self.agent.kind != AgentKind::Echo {
+            check_url("agent.url", &self.agent.url, "")?;
         }
         let limits = &self.limits;
         let positive: [(&'static str, u64); 16] = [
@@ -374,6 +375,25 @@ fn openclaw_agents_file(configured: &str, home: &Path) -> String {
 
 /// The file name of the default agents file (see `openclaw_agents_file`).
 pub const DEFAULT_OPENCLAW_AGENTS_FILE: &str = "clawsocket-agents.json";
+
+/// Fails unless `url` is an http(s) URL, showing it (credentials masked) and, when
+/// adding `http://` (or trimming spaces) would make one, that URL.
+fn check_url(key: &'static str, url: &str, when: &str) -> Result<(), ConfigError> {
+    if is_http_url(url) {
+        return Ok(());
+    }
+    let trimmed = url.trim();
+    let fixed = if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
+    let suggestion = if !trimmed.is_empty() && is_http_url(&fixed) {
+        format!("; did you mean {:?}?", redact_url(&fixed))
+    } else {
+        String::new()
+    };
+    Err(ConfigError::Invalid {
+        key,
+        reason: format!("must be an http:// or https:// URL{when}, got {:?}{suggestion}", redact_url(url)),
+    })
+}
 
 /// Whether `url` is an absolute http(s) URL with a host (what the auth client can POST to).
 fn is_http_url(url: &str) -> bool {

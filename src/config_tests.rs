@@ -376,3 +376,41 @@ fn redact_url_masks_the_user_and_password_of_a_url() {
         assert_eq!(redact_url(url), redacted, "{url}");
     }
 }
+
+#[test]
+fn every_url_key_is_checked_at_start_saying_what_would_be_right() {
+    let cases = [
+        ("[agent]\nkind = \"openai\"\nurl = \"localhost:11434/v1\"\n", "agent.url", Some("http://localhost:11434/v1")),
+        ("[agent]\nurl = \"127.0.0.1:18789\"\n", "agent.url", Some("http://127.0.0.1:18789")),
+        ("[agent]\nurl = \" http://127.0.0.1:18789\"\n", "agent.url", Some("http://127.0.0.1:18789")),
+        ("[agent]\nkind = \"openai\"\nurl = \"\"\n", "agent.url", None),
+        ("[agent]\nurl = \"ftp://127.0.0.1:18789\"\n", "agent.url", None),
+        (
+            "[channels.websocket.auth]\nendpoint = \"localhost:3000/api/auth/verify\"\n",
+            "channels.websocket.auth.endpoint",
+            Some("http://localhost:3000/api/auth/verify"),
+        ),
+        (
+            "[channels.websocket.groups]\npolicy = \"proxy\"\nendpoint = \"groups.internal:8080/check\"\n",
+            "channels.websocket.groups.endpoint",
+            Some("http://groups.internal:8080/check"),
+        ),
+    ];
+    for (text, key, suggestion) in cases {
+        let error = match load_text("c.toml", text, &[]) {
+            Ok(_) => panic!("{text:?} should not load"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains(&format!("`{key}`: must be an http:// or https:// URL")), "{text:?}: {error}");
+        match suggestion {
+            Some(url) => assert!(error.contains(&format!("did you mean \"{url}\"?")), "{text:?}: {error}"),
+            None => assert!(!error.contains("did you mean"), "{text:?}: {error}"),
+        }
+    }
+    // The echo agent has no URL to check; off, auth and groups have none either.
+    let off = "[agent]\nkind = \"echo\"\nurl = \"\"\n[channels.websocket.auth]\nenabled = false\nendpoint = \"x\"\n";
+    load_text("c.toml", off, &[]).unwrap();
+    // A password in a wrong URL is not shown in the error.
+    let error = load_text("c.toml", "[agent]\nurl = \"bob:s3cret@localhost:18789\"\n", &[]).err().unwrap().to_string();
+    assert!(error.contains("did you mean \"http://***@localhost:18789\"?") && !error.contains("s3cret"), "{error}");
+}

@@ -108,3 +108,17 @@ async fn credentials_in_configured_urls_never_reach_the_log_even_at_trace() {
     assert!(log.contains("http://***@127.0.0.1:9/verify"), "the auth endpoint is named, masked:\n{log}");
     assert!(!log.contains("s3cret"), "a URL's password is in the log:\n{log}");
 }
+
+#[actix_rt::test]
+async fn an_agent_url_without_a_scheme_stops_the_start_suggesting_http() {
+    let config = concat!(
+        "[channels.websocket.auth]\nenabled = false\n",
+        "[agent]\nkind = \"openai\"\nurl = \"localhost:11434/v1\"\n[store]\ndir = \"{store}\"\n",
+    );
+    let output = refused_start(config, free_port()).await;
+    assert!(
+        output.contains("`agent.url`: must be an http:// or https:// URL")
+            && output.contains(r#"did you mean "http://localhost:11434/v1"?"#),
+        "{output}"
+    );
+}
