@@ -20,6 +20,7 @@
 //! stops the HTTP server. A second signal stops at once.
 
 use std::convert::Infallible;
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
@@ -78,6 +79,33 @@ struct AppState {
     users: Arc<UserConnections>,
     /// Unfinished fragmented messages, under `limits.maxPendingFragmentBytes`.
     fragments: Arc<ByteBudget>,
+}
+
+/// Binds the configured address, for `main`. A failure names the address and, for
+/// the usual causes, what to do: `could not listen on 127.0.0.1:18800: Address
+/// already in use (another process has that port; choose another with --port or
+/// channels.websocket.port)`.
+pub fn bind(host: &str, port: u16) -> Result<TcpListener, StartError> {
+    TcpListener::bind((host, port)).map_err(|error| {
+        let address = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        let mut reason = error.to_string();
+        if let Some(code) = error.raw_os_error() {
+            reason.truncate(reason.strip_suffix(&format!(" (os error {code})")).unwrap_or(&reason).len());
+        }
+        let what_to_do = match error.kind() {
+            ErrorKind::AddrInUse => {
+                "another process has that port; choose another with --port or channels.websocket.port"
+            }
+            ErrorKind::PermissionDenied => {
+                "this user may not listen on that port; choose another with --port or channels.websocket.port"
+            }
+            ErrorKind::AddrNotAvailable => {
+                "no interface of this machine has that address; choose another with --host or channels.websocket.host"
+            }
+            _ => return StartError::Listen { address, reason },
+        };
+        StartError::Listen { address, reason: format!("{reason} ({what_to_do})") }
+    })
 }
 
 /// Starts the service on `listener`. Must be called inside an actix system.

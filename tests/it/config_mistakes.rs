@@ -122,3 +122,15 @@ async fn an_agent_url_without_a_scheme_stops_the_start_suggesting_http() {
         "{output}"
     );
 }
+
+#[actix_rt::test]
+async fn a_port_in_use_names_the_address_and_how_to_choose_another() {
+    let held = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let port = held.local_addr().expect("bound address").port();
+    let config = "[channels.websocket.auth]\nenabled = false\n[agent]\nkind = \"echo\"\n[store]\ndir = \"{store}\"\n";
+    let output = refused_start(config, port).await;
+    let expected = format!(
+        "could not listen on 127.0.0.1:{port}: Address already in use (another process has that port; choose another with --port or channels.websocket.port)"
+    );
+    assert!(output.contains(&expected), "{output}");
+}
