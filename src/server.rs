@@ -128,7 +128,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     if websocket.enabled {
         log::info!("ClawSocket listening on ws://{local_addr}{}", websocket.path);
     } else {
-        log::warn!("channels.websocket.enabled is false: no WebSocket listener; serving /healthz and /readyz only on {local_addr}");
+        log::warn!("channels.websocket.enabled is false: no WebSocket and no chat page; serving /healthz, /readyz and /metrics only on {local_addr}");
     }
     log_auth_mode(&settings);
     // One cache for all workers; each worker builds its own Authenticator (awc is per thread).
@@ -162,13 +162,13 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
                     .custom_request_replace("method", |request| request.method().to_string())
                     .exclude(path.clone()),
             )
-            .route("/", web::get().to(chat_page))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics_text))
+            // The channel switched off: only the health and metrics routes answer (SPEC §7).
             .configure(|app| {
                 if enabled {
-                    app.route(&path, web::get().to(websocket_handshake));
+                    app.route("/", web::get().to(chat_page)).route(&path, web::get().to(websocket_handshake));
                 }
             })
     })

@@ -134,3 +134,20 @@ async fn a_port_in_use_names_the_address_and_how_to_choose_another() {
     );
     assert!(output.contains(&expected), "{output}");
 }
+
+#[actix_rt::test]
+async fn a_disabled_channel_serves_no_chat_page_only_health_and_metrics() {
+    use crate::support::spawn_server;
+
+    async fn status(url: String) -> u16 {
+        awc::Client::new().get(url).send().await.expect("the server answers").status().as_u16()
+    }
+    let enabled = spawn_server(&[]);
+    assert_eq!(status(enabled.http_url("/")).await, 200);
+    let disabled = spawn_server(&[("channels.websocket.enabled", false.into())]);
+    assert_eq!(status(disabled.http_url("/")).await, 404, "GET / with channels.websocket.enabled = false");
+    assert_eq!(status(disabled.http_url("/ws")).await, 404);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(status(disabled.http_url(path)).await, 200, "{path}");
+    }
+}
