@@ -291,7 +291,7 @@ impl Settings {
         check_enum_values(&merged)?;
         let mut unknown = Vec::new();
         let mut settings: Settings = serde_ignored::deserialize(merged, |path| unknown.push(path.to_string()))?;
-        check_unknown_keys(&unknown, &known_paths())?;
+        check_unknown_keys(&unknown, &known_paths(&known))?;
         apply_credential_fallbacks(&mut settings, environment);
         settings.home = environment.get("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
         settings.agent.openclaw_config_path =
@@ -444,11 +444,11 @@ fn known_keys(defaults: &Config) -> BTreeMap<String, (String, bool)> {
     out
 }
 
-/// Every known dotted key, sections included (`limits`, `limits.heartbeat`, …).
-fn known_paths() -> Vec<String> {
-    let defaults = Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml)).build();
+/// Every known dotted key (`known_keys`), sections included (`limits`,
+/// `limits.heartbeat`, …).
+fn known_paths(known: &BTreeMap<String, (String, bool)>) -> Vec<String> {
     let mut paths = std::collections::BTreeSet::new();
-    for (leaf, _) in defaults.map(|defaults| known_keys(&defaults)).unwrap_or_default().into_values() {
+    for (leaf, _) in known.values().cloned() {
         let mut end = 0;
         while let Some(dot) = leaf[end..].find('.') {
             end += dot;
@@ -520,6 +520,31 @@ fn closest<'a>(
 /// `name` lowercased, without `_` or `-`: how a careless spelling is compared.
 fn normalized(name: &str) -> String {
     name.chars().filter(|c| !matches!(c, '_' | '-')).flat_map(char::to_lowercase).collect()
+}
+
+/// Whether ignoring a misspelling of `key` would silently change security.
+fn is_security_key(key: &str) -> bool {
+    ["channels.websocket.auth", "limits"]
+        .iter()
+        .any(|section| key.strip_prefix(section).is_some_and(|rest| rest.is_empty() || rest.starts_with('.')))
+}
+
+/// Edits (insert, delete, substitute, or swap two neighbours) that turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // rows[i][j]: the distance between a[..i] and b[..j].
+    let mut rows: Vec<Vec<usize>> = (0..=a.len()).map(|i| (0..=b.len()).map(|j| i.max(j)).collect()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let substitute = rows[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]);
+            let mut best = substitute.min(rows[i - 1][j] + 1).min(rows[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 /// Fails on the first enum-valued key whose value is none of its values, listing
@@ -661,31 +686,6 @@ mod walker {
     }
 }
 
-/// Whether ignoring a misspelling of `key` would silently change security.
-fn is_security_key(key: &str) -> bool {
-    ["channels.websocket.auth", "limits"]
-        .iter()
-        .any(|section| key.strip_prefix(section).is_some_and(|rest| rest.is_empty() || rest.starts_with('.')))
-}
-
-/// Edits (insert, delete, substitute, or swap two neighbours) that turn `a` into `b`.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    // rows[i][j]: the distance between a[..i] and b[..j].
-    let mut rows: Vec<Vec<usize>> = (0..=a.len()).map(|i| (0..=b.len()).map(|j| i.max(j)).collect()).collect();
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let substitute = rows[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]);
-            let mut best = substitute.min(rows[i - 1][j] + 1).min(rows[i][j - 1] + 1);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(rows[i - 2][j - 2] + 1);
-            }
-            rows[i][j] = best;
-        }
-    }
-    rows[a.len()][b.len()]
-}
-
 /// Maps the environment onto configuration keys: the original plugin's variables,
 /// the backends' customary ones (only where the config leaves them empty), then
 /// `CLAWSOCKET__SECTION__KEY` for any key.
@@ -709,7 +709,7 @@ fn environment_overrides(
         let wanted = rest.split("__").collect::<Vec<_>>().join(".").to_lowercase();
         let (path, is_list) = known.get(&wanted).ok_or_else(|| ConfigError::UnknownEnvKey {
             variable: variable.clone(),
-            suggestion: closest_known_key(&wanted, &known_paths())
+            suggestion: closest_known_key(&wanted, &known.values().map(|(path, _)| path.clone()).collect::<Vec<_>>())
                 .map(|key| format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase())),
         })?;
         let value = if *is_list { parse_list(variable, value)? } else { Value::from(value.as_str()) };

@@ -253,7 +253,9 @@ fn a_misspelt_key_under_auth_or_limits_stops_the_start_naming_the_right_key() {
 
 #[test]
 fn unknown_keys_name_the_closest_known_key_and_only_near_auth_or_limits_keys_are_fatal() {
-    let known = known_paths();
+    let known = known_paths(&known_keys(
+        &Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml)).build().unwrap(),
+    ));
     let near = |key: &str| closest_known_key(key, &known);
     assert_eq!(near("channels.websocket.enable"), Some("channels.websocket.enabled"));
     assert_eq!(near("channels.websocket.stream_mode"), Some("channels.websocket.streamMode"));
@@ -287,6 +289,9 @@ fn unknown_keys_name_the_closest_known_key_and_only_near_auth_or_limits_keys_are
 fn an_unknown_environment_key_names_the_variable_it_probably_meant() {
     let error = load_error(None, &[("CLAWSOCKET__CHANNELS__WEBSOCKET__AUTH__ENABLE", "false")]);
     assert!(error.contains("did you mean CLAWSOCKET__CHANNELS__WEBSOCKET__AUTH__ENABLED?"), "{error}");
+    // Only keys that take a value are suggested, not sections.
+    let error = load_error(None, &[("CLAWSOCKET__LIMITS__HEARTBEA", "1")]);
+    assert!(!error.contains("did you mean"), "{error}");
     let error = load_error(None, &[("CLAWSOCKET__NOTHING__LIKE__IT", "1")]);
     assert!(!error.contains("did you mean"), "{error}");
 }
