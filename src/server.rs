@@ -20,6 +20,7 @@
 //! stops the HTTP server. A second signal stops at once.
 
 use std::convert::Infallible;
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
@@ -42,7 +43,7 @@ use crate::actors::supervisor::{ShutDown, Supervisor, SupervisorSetup};
 use crate::agents::AgentRegistry;
 use crate::auth::{self, Admission, AnswerCache, AuthError, Authenticator};
 use crate::backend::{self, AgentBackend};
-use crate::config::{AgentKind, GroupPolicy, Settings};
+use crate::config::{redact_url, AgentKind, GroupPolicy, Settings};
 use crate::error::StartError;
 use crate::frame_guard::FrameSizeGuard;
 use crate::groups::{GroupAccess, VerdictCache};
@@ -80,6 +81,33 @@ struct AppState {
     fragments: Arc<ByteBudget>,
 }
 
+/// Binds the configured address, for `main`. A failure names the address and, for
+/// the usual causes, what to do: `could not listen on 127.0.0.1:18800: Address
+/// already in use (another process has that port; choose another with --port or
+/// channels.websocket.port)`.
+pub fn bind(host: &str, port: u16) -> Result<TcpListener, StartError> {
+    TcpListener::bind((host, port)).map_err(|error| {
+        let address = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        let mut reason = error.to_string();
+        if let Some(code) = error.raw_os_error() {
+            reason.truncate(reason.strip_suffix(&format!(" (os error {code})")).unwrap_or(&reason).len());
+        }
+        let what_to_do = match error.kind() {
+            ErrorKind::AddrInUse => {
+                "another process has that port; choose another with --port or channels.websocket.port"
+            }
+            ErrorKind::PermissionDenied => {
+                "this user may not listen on that port; choose another with --port or channels.websocket.port"
+            }
+            ErrorKind::AddrNotAvailable => {
+                "no interface of this machine has that address; choose another with --host or channels.websocket.host"
+            }
+            _ => return StartError::Listen { address, reason },
+        };
+        StartError::Listen { address, reason: format!("{reason} ({what_to_do})") }
+    })
+}
+
 /// Starts the service on `listener`. Must be called inside an actix system.
 pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServer, StartError> {
     let backend = backend::from_settings(&settings.agent);
@@ -100,7 +128,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     if websocket.enabled {
         log::info!("ClawSocket listening on ws://{local_addr}{}", websocket.path);
     } else {
-        log::warn!("channels.websocket.enabled is false: no WebSocket listener; serving /healthz and /readyz only on {local_addr}");
+        log::warn!("channels.websocket.enabled is false: no WebSocket and no chat page; serving /healthz, /readyz and /metrics only on {local_addr}");
     }
     log_auth_mode(&settings);
     // One cache for all workers; each worker builds its own Authenticator (awc is per thread).
@@ -134,13 +162,13 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
                     .custom_request_replace("method", |request| request.method().to_string())
                     .exclude(path.clone()),
             )
-            .route("/", web::get().to(chat_page))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics_text))
+            // The channel switched off: only the health and metrics routes answer (SPEC §7).
             .configure(|app| {
                 if enabled {
-                    app.route(&path, web::get().to(websocket_handshake));
+                    app.route("/", web::get().to(chat_page)).route(&path, web::get().to(websocket_handshake));
                 }
             })
     })
@@ -346,11 +374,11 @@ fn log_auth_mode(settings: &Settings) {
     if !auth.enabled {
         log::warn!("auth is disabled: every connection is anonymous and names itself");
     } else if auth.required {
-        log::info!("auth: every connection must be vouched for by {}", auth.endpoint);
+        log::info!("auth: every connection must be vouched for by {}", redact_url(&auth.endpoint));
     } else {
         log::info!(
             "auth: tokens are checked with {}; connections without a valid one are guests (ids under guest:)",
-            auth.endpoint
+            redact_url(&auth.endpoint)
         );
     }
 }

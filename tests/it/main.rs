@@ -7,6 +7,7 @@ mod support;
 mod auth;
 mod backends;
 mod bounds;
+mod config_mistakes;
 mod dynamic_agents;
 mod failures;
 mod foundation;
