@@ -19,6 +19,8 @@ use config::{Config, File, FileFormat, Value, ValueKind};
 pub use config::Value as SettingValue;
 use serde::Deserialize;
 
+use crate::redact;
+
 /// The embedded defaults; `settings/default.toml` documents every key.
 pub const DEFAULTS_TOML: &str = include_str!("../settings/default.toml");
 
@@ -385,13 +387,13 @@ fn check_url(key: &'static str, url: &str, when: &str) -> Result<(), ConfigError
     let trimmed = url.trim();
     let fixed = if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
     let suggestion = if !trimmed.is_empty() && is_http_url(&fixed) {
-        format!("; did you mean {:?}?", redact_url(&fixed))
+        format!("; did you mean {:?}?", redact::url(&fixed))
     } else {
         String::new()
     };
     Err(ConfigError::Invalid {
         key,
-        reason: format!("must be an http:// or https:// URL{when}, got {:?}{suggestion}", redact_url(url)),
+        reason: format!("must be an http:// or https:// URL{when}, got {:?}{suggestion}", redact::url(url)),
     })
 }
 
@@ -399,20 +401,6 @@ fn check_url(key: &'static str, url: &str, when: &str) -> Result<(), ConfigError
 fn is_http_url(url: &str) -> bool {
     url.parse::<awc::http::Uri>()
         .is_ok_and(|uri| matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some())
-}
-
-/// `url` with the user and password before its host (`user:pass@`) replaced by `***`,
-/// for logs, `/readyz` and errors: `http://user:pass@host/x` → `http://***@host/x`.
-/// Everything between `://` (or the start) and the last `@` before any `?` or `#` is
-/// masked, so a password with an unencoded `/` or `@` is masked too. A URL without
-/// credentials comes back as it is.
-pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
-    let start = url.find("://").map_or(0, |scheme| scheme + 3);
-    let end = url[start..].find(['?', '#']).map_or(url.len(), |query| start + query);
-    match url[start..end].rfind('@') {
-        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]).into(),
-        None => url.into(),
-    }
 }
 
 /// The process environment, for `Settings::load` in `main`.

@@ -4,6 +4,8 @@
 //! like a credential inside free text a backend sent (an error body may echo the
 //! request's `Authorization` header or an API key). Pure functions over strings.
 
+use std::borrow::Cow;
+
 /// Words after which the next token is a credential (compared ignoring case).
 const CREDENTIAL_WORDS: [&str; 7] = ["bearer", "basic", "token", "api_key", "apikey", "api-key", "password"];
 /// Prefixes of well-known API keys (OpenAI, Anthropic, GitHub, Slack…).
@@ -11,13 +13,17 @@ const KEY_PREFIXES: [&str; 6] = ["sk-", "sk_", "pk-", "ghp_", "xoxb-", "AKIA"];
 /// What a masked credential is replaced by.
 const MASK: &str = "***";
 
-/// `url` with the credentials of its authority (`user:pass@`) masked.
-pub fn url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://{MASK}@{}", &rest[at + 1..]),
-        None => url.to_string(),
+/// `url` with the user and password before its host (`user:pass@`) replaced by `***`:
+/// `http://user:pass@host/x` → `http://***@host/x`. Everything between `://` (or the
+/// start) and the last `@` before any `?` or `#` is masked, so a password with an
+/// unencoded `/` or `@`, or a URL without a scheme, is masked too. A URL without
+/// credentials comes back as it is.
+pub fn url(url: &str) -> Cow<'_, str> {
+    let start = url.find("://").map_or(0, |scheme| scheme + 3);
+    let end = url[start..].find(['?', '#']).map_or(url.len(), |query| start + query);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}{MASK}{}", &url[..start], &url[start + at..]).into(),
+        None => url.into(),
     }
 }
 

@@ -43,7 +43,7 @@ use crate::actors::supervisor::{ShutDown, Supervisor, SupervisorSetup};
 use crate::agents::AgentRegistry;
 use crate::auth::{self, Admission, AnswerCache, AuthError, Authenticator};
 use crate::backend::{self, AgentBackend};
-use crate::config::{redact_url, AgentKind, GroupPolicy, Settings};
+use crate::config::{AgentKind, GroupPolicy, Settings};
 use crate::error::StartError;
 use crate::frame_guard::FrameSizeGuard;
 use crate::groups::{GroupAccess, VerdictCache};
@@ -53,6 +53,7 @@ use crate::metrics::{ConnectionOutcome, LimitHit, Metrics};
 use crate::openclaw_agents;
 use crate::origin;
 use crate::protocol::{Disconnect, ErrorCode, Outbound, CLOSE_AUTH_FAILED};
+use crate::redact;
 
 /// Once every socket has been told to close (1001), the HTTP workers give the close
 /// frames this long, in seconds, to be written before they drop what is left.
@@ -374,11 +375,11 @@ fn log_auth_mode(settings: &Settings) {
     if !auth.enabled {
         log::warn!("auth is disabled: every connection is anonymous and names itself");
     } else if auth.required {
-        log::info!("auth: every connection must be vouched for by {}", redact_url(&auth.endpoint));
+        log::info!("auth: every connection must be vouched for by {}", redact::url(&auth.endpoint));
     } else {
         log::info!(
             "auth: tokens are checked with {}; connections without a valid one are guests (ids under guest:)",
-            redact_url(&auth.endpoint)
+            redact::url(&auth.endpoint)
         );
     }
 }
