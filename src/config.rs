@@ -510,9 +510,11 @@ fn normalized(name: &str) -> String {
     name.chars().filter(|c| !matches!(c, '_' | '-')).flat_map(char::to_lowercase).collect()
 }
 
-/// Whether ignoring a misspelling of `key` would silently change security.
+/// Whether ignoring a misspelling of `key` would silently change security: the auth
+/// and limits keys (SPEC §8), and the group policy (a misspelt `policy` would leave
+/// every group open).
 fn is_security_key(key: &str) -> bool {
-    ["channels.websocket.auth", "limits"]
+    ["channels.websocket.auth", "limits", "channels.websocket.groups"]
         .iter()
         .any(|section| key.strip_prefix(section).is_some_and(|rest| rest.is_empty() || rest.starts_with('.')))
 }

@@ -203,7 +203,7 @@ fn load_text(name: &str, text: &str, pairs: &[(&str, &str)]) -> Result<Settings,
 }
 
 #[test]
-fn a_misspelt_key_under_auth_or_limits_stops_the_start_naming_the_right_key() {
+fn a_misspelt_key_under_auth_limits_or_groups_stops_the_start_naming_the_right_key() {
     let cases = [
         (
             "c.toml",
@@ -237,6 +237,12 @@ fn a_misspelt_key_under_auth_or_limits_stops_the_start_naming_the_right_key() {
             "channels.websocket.auth",
         ),
         ("c.toml", "[limit]\nmaxConnections = 5\n", "`limit`", "`limits`"),
+        (
+            "c.toml",
+            "[channels.websocket.groups]\npolicyy = \"listed\"\n",
+            "channels.websocket.groups.policyy",
+            "channels.websocket.groups.policy",
+        ),
     ];
     for (name, text, named, suggested) in cases {
         let error = match load_text(name, text, &[]) {
