@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod frame_guard;
 pub mod groups;
+mod handshake;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
@@ -26,6 +27,7 @@ pub mod protocol;
 pub mod redact;
 pub mod server;
 pub mod session_memory;
+pub mod shutdown;
 pub mod store;
 pub mod transcript;
 

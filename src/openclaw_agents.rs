@@ -15,7 +15,8 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
-use crate::agents::AgentRecord;
+use crate::agents::{AgentRecord, AgentRegistry};
+use crate::config::{AgentKind, Settings};
 use crate::store::{self, StoreError};
 
 /// The two shapes of the file.
@@ -109,6 +110,43 @@ fn add(document: &mut Map<String, Value>, shape: Shape, record: &AgentRecord) {
                 list.push(json!({ "id": record.agent_id, "workspace": record.workspace }));
             }
         }
+    }
+}
+
+/// Brings the gateway's agents file in line with the registry at start: an agent the
+/// registry knows but the file lost (edited by hand, restored from a backup) is
+/// written back, with a log line each, so its user is not refused "Unknown agent".
+pub fn repair_at_start(settings: &Settings, registry: &AgentRegistry) {
+    let path = Path::new(&settings.agent.openclaw_config_path);
+    let owned =
+        settings.channels.websocket.dynamic_agent_creation.enabled && settings.agent.kind == AgentKind::Openclaw;
+    if !owned {
+        return;
+    }
+    warn_unless_included(path);
+    match ensure_agents(path, registry.agents.values()) {
+        Ok(added) => {
+            for agent_id in added {
+                log::warn!("{}: agent {agent_id} was missing (the registry has it); written back", path.display());
+            }
+        }
+        Err(error) => log::error!("the OpenClaw agents file could not be brought in line with the registry: {error}"),
+    }
+}
+
+/// One clear warning when the gateway's `openclaw.json` beside the agents file does not
+/// `$include` it: the gateway would then answer "Unknown agent" to every new user.
+fn warn_unless_included(agents_file: &Path) {
+    let name = agents_file.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let gateway_config = agents_file.with_file_name("openclaw.json");
+    let included = std::fs::read_to_string(&gateway_config)
+        .is_ok_and(|text| text.lines().any(|line| line.contains("$include") && line.contains(name.as_str())));
+    if !included {
+        log::warn!(
+            "dynamic agents: {} does not $include {}; the gateway will not know the users' agents. Add to its \"agents\" section: agents: {{ $include: \"./{name}\", ownership: \"explicit\" }} (see README, Dynamic agents)",
+            gateway_config.display(),
+            agents_file.display()
+        );
     }
 }
 
