@@ -107,8 +107,8 @@ pub fn stream(request: ChatRequest) -> DeltaStream {
     let state = CallState {
         idle_timeout: request.limits.idle_timeout,
         answer: Answer { require_finish_reason: request.limits.require_finish_reason, ..Answer::default() },
-        request: Some(request),
-        ..CallState::default()
+        phase: Phase::ToSend(request),
+        decoder: SseDecoder::default(),
     };
     stream::unfold(state, |mut state| async move {
         let item = state.next_item().await?;
@@ -139,18 +139,22 @@ pub fn probe(url: String, bearer: String) -> LocalBoxFuture<'static, Result<(), 
 }
 
 /// Where one call is.
-#[derive(Default)]
 struct CallState {
-    /// Taken when the request is sent.
-    request: Option<ChatRequest>,
-    /// The streaming body, once the head has arrived.
-    response: Option<StreamingBody>,
+    phase: Phase,
     decoder: SseDecoder,
     /// What the events decoded so far said.
     answer: Answer,
-    /// Nothing more will come.
-    done: bool,
     idle_timeout: Duration,
+}
+
+/// The steps of a call, in order.
+enum Phase {
+    /// The request, not sent yet.
+    ToSend(ChatRequest),
+    /// The head has come: the body is read as it arrives.
+    Reading(StreamingBody),
+    /// Nothing more will come (the answer is whole, or the call failed).
+    Ended,
 }
 
 /// What the stream's events say, updated as each is decoded.
@@ -223,16 +227,13 @@ impl CallState {
             if !self.answer.ready.is_empty() {
                 return Some(Ok(std::mem::take(&mut self.answer.ready)));
             }
-            if self.done {
-                return None;
-            }
-            let step = match self.request.take() {
-                Some(request) => self.send(request).await,
-                None => self.read_chunk().await,
+            let step = match std::mem::replace(&mut self.phase, Phase::Ended) {
+                Phase::ToSend(request) => self.send(request).await,
+                Phase::Reading(response) => self.read_chunk(response).await,
+                Phase::Ended => return None,
             };
             if let Err(error) = step {
-                self.done = true;
-                self.response = None;
+                self.phase = Phase::Ended;
                 return Some(Err(error));
             }
         }
@@ -269,9 +270,8 @@ impl CallState {
                 return Err(BackendError::CutOff("the JSON answer has no content".into()));
             }
             self.answer.ready.push(answer);
-            self.done = true;
         } else {
-            self.response = Some(response);
+            self.phase = Phase::Reading(response);
         }
         Ok(())
     }
@@ -279,43 +279,37 @@ impl CallState {
     /// Waits for the next body chunk, then also takes every chunk already received
     /// (servers send each event as its own HTTP chunk): the deltas of one network read
     /// become one batch. Events are parsed as they are decoded, without a copy.
-    async fn read_chunk(&mut self) -> Result<(), BackendError> {
-        let Some(response) = self.response.as_mut() else {
-            self.done = true;
-            return Ok(());
-        };
+    async fn read_chunk(&mut self, mut response: StreamingBody) -> Result<(), BackendError> {
         let (decoder, answer) = (&mut self.decoder, &mut self.answer);
         let first = actix_rt::time::timeout(self.idle_timeout, response.next()).await;
         let mut next = Some(first.map_err(|_| BackendError::Timeout("agent.idleTimeoutMs"))?);
-        let mut taken = 0;
+        let (mut taken, mut body_ended) = (0, false);
         while let Some(item) = next.take() {
             match item {
                 Some(Ok(chunk)) => decoder.feed(&chunk, |event| answer.on_event(event)),
                 Some(Err(error)) => return Err(payload_error(error)),
                 None => {
-                    self.done = true;
+                    body_ended = true;
                     decoder.finish(|event| answer.on_event(event))
                 }
             }
             .map_err(|error| BackendError::Failed(error.to_string()))?;
             taken += 1;
-            if !self.done && !answer.done_seen && taken < MAX_CHUNKS_PER_BATCH {
+            if !body_ended && !answer.done_seen && taken < MAX_CHUNKS_PER_BATCH {
                 next = response.next().now_or_never();
             }
         }
         if let Some(failure) = self.answer.failure.take() {
             return Err(failure);
         }
+        if !body_ended && !self.answer.done_seen {
+            self.phase = Phase::Reading(response);
+            return Ok(());
+        }
         if self.answer.done_seen {
-            self.done = true;
-            if let Some(response) = self.response.take() {
-                drain_for_reuse(response);
-            }
+            drain_for_reuse(response);
         }
-        match self.answer.incomplete() {
-            Some(cut) if self.done => Err(cut),
-            _ => Ok(()),
-        }
+        self.answer.incomplete().map_or(Ok(()), Err)
     }
 }
 
