@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::config::DynamicAgentSettings;
 use crate::store::{self, StoreError};
 
 /// Longest user id kept as it is in an agent id (`ws-` + 48 fits OpenClaw's 64).
@@ -94,10 +95,17 @@ impl AgentRegistry {
         Ok(store::read_json(&Self::path(store_dir))?.unwrap_or_default())
     }
 
-    /// Writes the registry atomically.
-    pub fn save(&self, store_dir: &Path) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
-        store::write_atomically(&Self::path(store_dir), &bytes)
+    /// The registry's file content with `record` added for `sender_id` (the registry
+    /// itself is not copied).
+    pub fn bytes_with(&self, sender_id: &str, record: &AgentRecord) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Registry<'a> {
+            agents: BTreeMap<&'a str, &'a AgentRecord>,
+        }
+        let mut agents: BTreeMap<&str, &AgentRecord> =
+            self.agents.iter().map(|(sender, record)| (sender.as_str(), record)).collect();
+        agents.insert(sender_id, record);
+        serde_json::to_vec_pretty(&Registry { agents }).unwrap_or_default()
     }
 }
 
@@ -111,31 +119,34 @@ pub fn expand_template(template: &str, user_id: &str, agent_id: &str, home: &Pat
     }
 }
 
-/// What creating one agent needs.
-pub struct NewAgent<'a> {
-    pub sender_id: &'a str,
-    /// Its id (see [`agent_id_for`]).
-    pub agent_id: String,
-    pub workspace_template: &'a str,
-    pub agent_dir_template: &'a str,
-    pub home: &'a Path,
-    /// The auth service's data, when the user is authenticated.
-    pub user_data: Option<&'a Map<String, Value>>,
-    pub now_ms: u64,
+/// Where a new user's agent will live: its record, from the templates (no I/O).
+pub fn plan_agent(
+    sender_id: &str,
+    agent_id: String,
+    templates: &DynamicAgentSettings,
+    home: &Path,
+    now_ms: u64,
+) -> AgentRecord {
+    let workspace = expand_template(&templates.workspace_template, sender_id, &agent_id, home);
+    let agent_dir = expand_template(&templates.agent_dir_template, sender_id, &agent_id, home);
+    AgentRecord { agent_id, workspace, agent_dir, created: now_ms }
 }
 
-/// Creates the agent's directories and profile; returns its record.
-pub fn create_agent(new: &NewAgent<'_>) -> Result<AgentRecord, StoreError> {
-    let agent_id = new.agent_id.clone();
-    let workspace = expand_template(new.workspace_template, new.sender_id, &agent_id, new.home);
-    let agent_dir = expand_template(new.agent_dir_template, new.sender_id, &agent_id, new.home);
-    for directory in [&workspace, &agent_dir] {
+/// Creates a planned agent's directories and, with the auth service's data, its
+/// `user-profile.md`.
+pub fn create_agent_files(
+    record: &AgentRecord,
+    sender_id: &str,
+    user_data: Option<&Map<String, Value>>,
+) -> Result<(), StoreError> {
+    for directory in [&record.workspace, &record.agent_dir] {
         fs::create_dir_all(directory).map_err(|source| StoreError::Io { path: directory.clone(), source })?;
     }
-    if let Some(data) = new.user_data {
-        store::write_atomically(&agent_dir.join("user-profile.md"), user_profile(new.sender_id, data).as_bytes())?;
+    if let Some(data) = user_data {
+        let profile = user_profile(sender_id, data);
+        store::write_atomically(&record.agent_dir.join("user-profile.md"), profile.as_bytes())?;
     }
-    Ok(AgentRecord { agent_id, workspace, agent_dir, created: new.now_ms })
+    Ok(())
 }
 
 /// `user-profile.md`: who this agent works for, from the auth service's data.

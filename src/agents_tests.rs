@@ -56,17 +56,16 @@ fn templates_expand_user_agent_and_home() {
 fn creating_an_agent_makes_its_dirs_and_profile() {
     let root = tempfile::tempdir().unwrap();
     let data = json!({"userId": "alice", "username": "Alice", "plan": "pro"}).as_object().cloned().unwrap();
-    let record = create_agent(&NewAgent {
-        sender_id: "alice",
-        agent_id: "ws-alice".into(),
-        workspace_template: &format!("{}/ws-{{agentId}}", root.path().display()),
-        agent_dir_template: &format!("{}/agents/{{agentId}}/agent", root.path().display()),
-        home: root.path(),
-        user_data: Some(&data),
-        now_ms: 1,
-    })
-    .unwrap();
-    assert_eq!(record.agent_id, "ws-alice");
+    let templates = DynamicAgentSettings {
+        enabled: true,
+        workspace_template: format!("{}/ws-{{agentId}}", root.path().display()),
+        agent_dir_template: format!("{}/agents/{{agentId}}/agent", root.path().display()),
+        max_agents: 0,
+    };
+    let record = plan_agent("alice", "ws-alice".into(), &templates, root.path(), 1);
+    assert_eq!(record.workspace, root.path().join("ws-ws-alice"));
+    assert!(!record.workspace.exists(), "planning does no I/O");
+    create_agent_files(&record, "alice", Some(&data)).unwrap();
     assert!(record.workspace.is_dir());
     let profile = fs::read_to_string(record.agent_dir.join("user-profile.md")).unwrap();
     assert!(profile.contains("- username: Alice") && profile.contains("- plan: pro"), "{profile}");
@@ -81,6 +80,8 @@ fn the_registry_round_trips() {
         "u".into(),
         AgentRecord { agent_id: "ws-u".into(), workspace: "/w".into(), agent_dir: "/a".into(), created: 5 },
     );
-    registry.save(dir.path()).unwrap();
+    let record = AgentRecord { agent_id: "ws-v".into(), workspace: "/w2".into(), agent_dir: "/a2".into(), created: 6 };
+    store::write_atomically(&AgentRegistry::path(dir.path()), &registry.bytes_with("v", &record)).unwrap();
+    registry.agents.insert("v".into(), record);
     assert_eq!(AgentRegistry::load(dir.path()).unwrap(), registry);
 }

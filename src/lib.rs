@@ -10,6 +10,7 @@
 //! `server::run` wires them behind actix-web; `main.rs` only parses flags and loads
 //! [`config::Settings`]. See ARCHITECTURE.md for the path of one message.
 
+pub mod agent_roster;
 pub mod agents;
 pub mod auth;
 pub mod backend;

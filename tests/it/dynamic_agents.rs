@@ -282,3 +282,23 @@ async fn no_warning_when_the_gateway_config_includes_the_agents_file() {
     let output = child.kill();
     assert!(!output.contains("does not $include"), "{output}");
 }
+
+#[actix_rt::test]
+async fn only_a_chat_send_creates_a_users_agent() {
+    let (root, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = spawn_server_on_store(store.path(), &dynamic(root.path(), &[]));
+    let (mut client, _) = WsClient::connect_welcomed(&server.ws_url("senderId=frank")).await;
+    client.send_json(json!({"type": "chat.history"})).await;
+    let history = client.recv().await;
+    assert_eq!(history["type"], "chat.history");
+    assert_eq!(history["messages"], json!([]));
+    for request in [json!({"type": "chat.leave"}), json!({"type": "chat.abort"}), json!({"type": "chat.join"})] {
+        client.send_json(request).await;
+    }
+    assert_eq!(client.recv().await["type"], "chat.left");
+    assert_eq!(client.recv().await["type"], "chat.joined");
+    assert!(!store.path().join("agents.json").exists(), "no agent for reads, leaves, aborts or joins");
+    assert!(!root.path().join("workspaces").exists());
+    let answer = last(&client.chat("f1", "hi").await).clone();
+    assert_eq!(answer["agentId"], "ws-frank", "the first chat.send creates it");
+}
