@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::connection::{fan_out_all, ConnectionHandle, Delivery, Outgoing};
-use super::session::{DropSubscribers, SessionActor, TurnFinished};
+use super::outbox::{fan_out_all, Delivery, Outbox, Outgoing};
 use crate::backend::{AgentBackend, BackendError, TurnRequest};
 use crate::config::StreamMode;
-use crate::identity::SessionKey;
-use crate::metrics::Metrics;
+use crate::identity::{ConnectionId, SessionKey};
+use crate::metrics::{LimitHit, Metrics};
 use crate::protocol::{Frame, Outbound, StreamFrames};
 
 /// Replaying more than this many bytes to a late joiner is done as one catch-up
@@ -30,7 +29,7 @@ pub const REPLAY_FRAME_BYTES: usize = 64 * 1024;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetSubscribers {
-    pub subscribers: Arc<[ConnectionHandle]>,
+    pub subscribers: Arc<[Outbox]>,
 }
 
 /// A connection joined mid-turn: replay to it what came after `after_seq`, then
@@ -38,9 +37,9 @@ pub struct SetSubscribers {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Attach {
-    pub from: ConnectionHandle,
+    pub from: Outbox,
     pub after_seq: u64,
-    pub subscribers: Arc<[ConnectionHandle]>,
+    pub subscribers: Arc<[Outbox]>,
 }
 
 /// Abort: stop now, report nothing (the session has already told the subscribers).
@@ -48,17 +47,40 @@ pub struct Attach {
 #[rtype(result = "()")]
 pub struct StopTurn;
 
+/// To the session: turn `number` ended with the whole answer, or why not.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TurnFinished {
+    pub number: u64,
+    pub outcome: Result<String, BackendError>,
+}
+
+/// To the session: these subscribers could not be delivered to (gone, or evicted as
+/// slow); drop them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DropSubscribers {
+    pub ids: Vec<ConnectionId>,
+}
+
+/// Where a bridge reports: its session.
+pub struct BridgeReports {
+    pub finished: Recipient<TurnFinished>,
+    pub dropped: Recipient<DropSubscribers>,
+}
+
 /// What a bridge is started with.
 pub struct TurnSetup {
     /// The session's turn counter, echoed in `TurnFinished` so a stale report is ignored.
     pub number: u64,
     pub message_id: Arc<str>,
     pub session_key: SessionKey,
-    pub agent_id: Arc<str>,
     pub stream_mode: StreamMode,
     pub turn_timeout: Duration,
-    pub subscribers: Arc<[ConnectionHandle]>,
-    pub session: Addr<SessionActor>,
+    /// `limits.maxAnswerBytes`: past it the turn ends `agent_error`, nothing stored.
+    pub max_answer_bytes: usize,
+    pub subscribers: Arc<[Outbox]>,
+    pub reports: BridgeReports,
     pub backend: Arc<dyn AgentBackend>,
     pub metrics: Arc<Metrics>,
     pub request: TurnRequest,
@@ -71,8 +93,9 @@ pub struct AgentBridge {
     session_key: SessionKey,
     stream_mode: StreamMode,
     turn_timeout: Duration,
-    subscribers: Arc<[ConnectionHandle]>,
-    session: Addr<SessionActor>,
+    max_answer_bytes: usize,
+    subscribers: Arc<[Outbox]>,
+    reports: BridgeReports,
     backend: Arc<dyn AgentBackend>,
     /// Taken when the turn starts.
     request: Option<TurnRequest>,
@@ -97,8 +120,9 @@ impl AgentBridge {
             session_key: setup.session_key,
             stream_mode: setup.stream_mode,
             turn_timeout: setup.turn_timeout,
+            max_answer_bytes: setup.max_answer_bytes,
             subscribers: setup.subscribers,
-            session: setup.session,
+            reports: setup.reports,
             backend: setup.backend,
             request: Some(setup.request),
             text: String::new(),
@@ -133,7 +157,12 @@ impl Actor for AgentBridge {
 impl StreamHandler<Result<Vec<String>, BackendError>> for AgentBridge {
     fn handle(&mut self, item: Result<Vec<String>, BackendError>, ctx: &mut Self::Context) {
         match item {
-            Ok(deltas) => self.relay(&deltas),
+            Ok(deltas) if self.fits(&deltas) => self.relay(&deltas),
+            Ok(_) => {
+                self.metrics.limit_hit(LimitHit::AnswerBytes);
+                self.report(Err(BackendError::TooLarge { limit: self.max_answer_bytes }));
+                ctx.stop();
+            }
             Err(error) => {
                 self.report(Err(error));
                 ctx.stop();
@@ -182,6 +211,12 @@ impl Handler<StopTurn> for AgentBridge {
 }
 
 impl AgentBridge {
+    /// Whether the answer with `deltas` stays within `limits.maxAnswerBytes`.
+    fn fits(&self, deltas: &[String]) -> bool {
+        let more: usize = deltas.iter().map(String::len).sum();
+        self.text.len() + more <= self.max_answer_bytes
+    }
+
     /// The hot path: one frame per delta, serialized once; the deltas of one network
     /// read go to each subscriber as one batch whose bytes every subscriber shares.
     fn relay(&mut self, deltas: &[String]) {
@@ -211,7 +246,7 @@ impl AgentBridge {
         if !dropped.is_empty() {
             self.subscribers =
                 self.subscribers.iter().filter(|handle| !dropped.contains(&handle.id)).cloned().collect();
-            self.session.do_send(DropSubscribers { ids: dropped });
+            self.reports.dropped.do_send(DropSubscribers { ids: dropped });
         }
     }
 
@@ -257,6 +292,6 @@ impl AgentBridge {
             return;
         }
         self.reported = true;
-        self.session.do_send(TurnFinished { number: self.number, outcome });
+        self.reports.finished.do_send(TurnFinished { number: self.number, outcome });
     }
 }

@@ -3,9 +3,10 @@
 //! It decodes inbound frames (a bad one earns a `chat.error`, never a close), fixes
 //! the identity a message acts as, and routes every session command through the
 //! Supervisor, which owns the question "which SessionActor is that". Outbound it
-//! only writes frames it is handed (`Deliver`): it never builds an agent answer.
-//! Its mailbox is bounded by `limits.outboundQueue`: a sender that finds it full
-//! evicts the connection (`Evict`, close 1008) instead of buffering without end.
+//! only writes frames it is handed through its `Outbox` (`ToConnection`): it never
+//! builds an agent answer. Its mailbox is bounded by `limits.outboundQueue` and the
+//! bytes waiting in it by `limits.outboundBytes`: a sender that finds either full
+//! evicts the connection (1008 "slow") instead of buffering without end.
 //! Inbound, it enforces the per-connection bounds before anything is parsed: a frame
 //! or fragmented message over `limits.maxMessageBytes` closes it (1009), and every data
 //! message takes a token of its `limits.messagesPerMinute` bucket (`limits.rs`): over
@@ -19,109 +20,37 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_http::ws::Item;
+use actix_web::web;
 use actix_web_actors::ws;
 use bytes::BytesMut;
 
+use super::outbox::{Bound, Outbox, Outgoing, ToConnection};
 use super::session::{AbortTurn, JoinSession, LeaveSession, ReadHistory, SessionCommand, SubmitTurn, Turn};
 use super::supervisor::{ConnectionClosed, ConnectionOpened, Route, Supervisor};
 use crate::backend::prompt;
 use crate::config::{DmPolicy, Settings};
 use crate::frame_guard::OversizeSignal;
+use crate::groups::{GroupAccess, GroupAction, Verdict as GroupVerdict};
 use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
-use crate::limits::{ConnectionSlot, RateLimiter, Verdict};
-use crate::metrics::Metrics;
-use crate::protocol::{self, ErrorCode, Frame, Inbound, Outbound, SessionSelector, CLOSE_POLICY, CLOSE_TOO_BIG};
+use crate::limits::{ByteBudget, ConnectionSlot, RateLimiter, UserConnection, Verdict};
+use crate::metrics::{LimitHit, Metrics};
+use crate::protocol::{self, Disconnect, ErrorCode, Frame, Inbound, Outbound, SessionSelector};
 
-/// Serialized frames for one connection: one frame, or a batch of stream frames
-/// (every delta of one network read) whose allocation all subscribers share.
-#[derive(Clone)]
-pub enum Outgoing {
-    One(Frame),
-    Batch(Arc<[Frame]>),
-}
-
-/// Write serialized frames to the socket, in order.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver {
-    pub outgoing: Outgoing,
-}
-
-/// The connection fell too far behind (its outbound queue filled): close it with 1008.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Evict;
-
-/// Close the socket with `code` (shutdown, over capacity), after a last frame if any.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CloseWith {
-    pub code: u16,
-    pub reason: &'static str,
-    pub last_frame: Option<Frame>,
-}
-
-/// How sessions and agent bridges reach a subscribed connection.
-#[derive(Clone)]
-pub struct ConnectionHandle {
-    pub id: ConnectionId,
-    pub address: Addr<ConnectionActor>,
-}
-
-/// What became of a frame handed to a subscriber.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    Queued,
-    /// The connection is gone; drop the subscriber.
-    Gone,
-    /// The connection's queue was full: it was told to close; drop the subscriber.
-    Evicted,
-}
-
-impl ConnectionHandle {
-    /// Queues `frame` without waiting and without growing a full queue.
-    pub fn deliver(&self, frame: &Frame) -> Delivery {
-        self.send(Outgoing::One(frame.clone()))
-    }
-
-    /// Queues `outgoing` (one mailbox slot, however many frames) without waiting and
-    /// without growing a full queue.
-    pub fn send(&self, outgoing: Outgoing) -> Delivery {
-        match self.address.try_send(Deliver { outgoing }) {
-            Ok(()) => Delivery::Queued,
-            Err(SendError::Closed(_)) => Delivery::Gone,
-            Err(SendError::Full(_)) => {
-                // One message past the bound, once: the caller drops this subscriber.
-                self.address.do_send(Evict);
-                Delivery::Evicted
-            }
-        }
-    }
-}
-
-/// Hands `frame` to every subscriber; returns the ids of those that must be dropped.
-pub fn fan_out<'a>(subscribers: impl IntoIterator<Item = &'a ConnectionHandle>, frame: &Frame) -> Vec<ConnectionId> {
-    fan_out_all(subscribers, &Outgoing::One(frame.clone()))
-}
-
-/// Hands `outgoing` to every subscriber (a reference-count bump each); returns the
-/// ids of those that must be dropped.
-pub fn fan_out_all<'a>(
-    subscribers: impl IntoIterator<Item = &'a ConnectionHandle>,
-    outgoing: &Outgoing,
-) -> Vec<ConnectionId> {
-    let mut dropped = Vec::new();
-    for subscriber in subscribers {
-        if subscriber.send(outgoing.clone()) != Delivery::Queued {
-            dropped.push(subscriber.id.clone());
-        }
-    }
-    dropped
-}
-
-/// A text or binary message arriving in several frames, bounded by `maxMessageBytes`.
+/// A text or binary message arriving in several frames, bounded by `maxMessageBytes`
+/// and, with every other connection's, by `maxPendingFragmentBytes`; its bytes are
+/// given back to that budget when it is dropped (complete, refused or closed).
 struct Continuation {
     buffer: BytesMut,
+    text: bool,
+    budget: Arc<ByteBudget>,
+    /// Counts continuations, so a timer knows whether its message is still pending.
+    serial: u64,
+}
+
+impl Drop for Continuation {
+    fn drop(&mut self) {
+        self.budget.release(self.buffer.len());
+    }
 }
 
 /// One WebSocket connection.
@@ -136,12 +65,21 @@ pub struct ConnectionActor {
     subscribed: HashSet<SessionTarget>,
     /// A fragmented message being reassembled.
     continuation: Option<Continuation>,
+    continuations_started: u64,
+    /// Server-wide bytes of unfinished fragmented messages.
+    fragments: Arc<ByteBudget>,
+    /// Bytes handed to this connection's outbox and not yet to its socket.
+    outbound: Arc<ByteBudget>,
+    /// This connection's place under `limits.perUser.maxConnections`.
+    _user_connection: UserConnection,
     /// Last time the peer showed it is alive (any frame, or a pong).
     last_heartbeat: Instant,
     opened_at: Instant,
     metrics: Arc<Metrics>,
     /// `limits.messagesPerMinute`: owned here, so checking it takes no lock.
     rate: RateLimiter,
+    /// Who may use which group (`channels.websocket.groups`): this worker's.
+    groups: web::Data<GroupAccess>,
     /// This connection's place under `limits.maxConnections`, freed when the actor is dropped.
     _slot: ConnectionSlot,
     /// Raised by the handshake's `FrameSizeGuard` when a frame header declared more
@@ -157,10 +95,16 @@ pub struct ConnectionSetup {
     pub settings: Arc<Settings>,
     pub supervisor: Addr<Supervisor>,
     pub metrics: Arc<Metrics>,
+    /// This worker's group access decider.
+    pub groups: web::Data<GroupAccess>,
     /// Its place under `limits.maxConnections`.
     pub slot: ConnectionSlot,
     /// The signal of its inbound bytes' `FrameSizeGuard`.
     pub oversize: OversizeSignal,
+    /// The server's budget of unfinished fragmented messages.
+    pub fragments: Arc<ByteBudget>,
+    /// Its place under `limits.perUser.maxConnections`.
+    pub user_connection: UserConnection,
 }
 
 impl ConnectionActor {
@@ -168,6 +112,7 @@ impl ConnectionActor {
     pub fn new(setup: ConnectionSetup) -> Self {
         let now = Instant::now();
         let rate = RateLimiter::per_minute(setup.settings.limits.messages_per_minute, now);
+        let outbound = ByteBudget::new(setup.settings.limits.outbound_bytes);
         ConnectionActor {
             id: setup.id,
             identity: setup.identity,
@@ -175,10 +120,15 @@ impl ConnectionActor {
             supervisor: setup.supervisor,
             subscribed: HashSet::new(),
             continuation: None,
+            continuations_started: 0,
+            fragments: setup.fragments,
+            outbound,
+            _user_connection: setup.user_connection,
             last_heartbeat: now,
             opened_at: now,
             metrics: setup.metrics,
             rate,
+            groups: setup.groups,
             _slot: setup.slot,
             oversize: setup.oversize,
         }
@@ -192,7 +142,7 @@ impl Actor for ConnectionActor {
         ctx.set_mailbox_capacity(self.settings.limits.outbound_queue);
         self.metrics.connections_open.inc();
         self.start_heartbeat(ctx);
-        let handle = ConnectionHandle { id: self.id.clone(), address: ctx.address() };
+        let handle = self.own_handle(ctx);
         self.supervisor.do_send(ConnectionOpened { handle });
         log::info!(
             "connection {} opened: sender {:?} ({})",
@@ -219,34 +169,31 @@ impl Actor for ConnectionActor {
     }
 }
 
-impl Handler<Deliver> for ConnectionActor {
+impl Handler<ToConnection> for ConnectionActor {
     type Result = ();
 
-    fn handle(&mut self, message: Deliver, ctx: &mut Self::Context) {
-        match message.outgoing {
-            Outgoing::One(frame) => ctx.text(frame.text()),
-            Outgoing::Batch(frames) => frames.iter().for_each(|frame| ctx.text(frame.text())),
+    fn handle(&mut self, message: ToConnection, ctx: &mut Self::Context) {
+        match message {
+            ToConnection::Deliver(outgoing) => {
+                self.outbound.release(outgoing.byte_len());
+                match outgoing {
+                    Outgoing::One(frame) => ctx.text(frame.text()),
+                    Outgoing::Batch(frames) => frames.iter().for_each(|frame| ctx.text(frame.text())),
+                }
+            }
+            ToConnection::Evict(bound) => {
+                let limit = match bound {
+                    Bound::Frames => "limits.outboundQueue",
+                    Bound::Bytes => {
+                        self.metrics.limit_hit(LimitHit::OutboundBytes);
+                        "limits.outboundBytes"
+                    }
+                };
+                log::warn!("connection {} is too slow to read its frames ({limit} reached); closing (1008)", self.id);
+                close(ctx, Disconnect::SLOW);
+            }
+            ToConnection::Close(disconnect) => close(ctx, disconnect),
         }
-    }
-}
-
-impl Handler<Evict> for ConnectionActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Evict, ctx: &mut Self::Context) {
-        log::warn!("connection {} is too slow to read its frames; closing (1008)", self.id);
-        close(ctx, CLOSE_POLICY, "slow consumer: outbound queue full");
-    }
-}
-
-impl Handler<CloseWith> for ConnectionActor {
-    type Result = ();
-
-    fn handle(&mut self, message: CloseWith, ctx: &mut Self::Context) {
-        if let Some(frame) = message.last_frame {
-            ctx.text(frame.text());
-        }
-        close(ctx, message.code, message.reason);
     }
 }
 
@@ -257,9 +204,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConnectionActor {
             Ok(message) => message,
             Err(ws::ProtocolError::Overflow) => return self.too_big(ctx),
             Err(_) if self.oversize.tripped() => return self.too_big(ctx),
+            Err(error) if is_invalid_utf8(&error) => return self.not_utf8(ctx),
             Err(error) => {
                 log::info!("connection {}: protocol error, closing: {error}", self.id);
-                return close(ctx, 1002, "protocol error");
+                return close(ctx, Disconnect::PROTOCOL_ERROR);
             }
         };
         match message {
@@ -294,32 +242,73 @@ impl ConnectionActor {
     fn too_big(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let limit = self.settings.limits.max_message_bytes;
         log::info!("connection {}: message over {limit} bytes; closing (1009)", self.id);
-        close(ctx, CLOSE_TOO_BIG, "message too big");
+        close(ctx, Disconnect::TOO_BIG);
+    }
+
+    fn not_utf8(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        log::info!("connection {}: a text message is not UTF-8; closing (1007)", self.id);
+        close(ctx, Disconnect::NOT_UTF8);
     }
 
     fn on_continuation(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
-        let limit = self.settings.limits.max_message_bytes;
         let (chunk, last) = match item {
-            Item::FirstText(chunk) | Item::FirstBinary(chunk) => {
-                self.continuation = Some(Continuation { buffer: BytesMut::new() });
+            Item::FirstText(chunk) => {
+                self.start_continuation(true, ctx);
+                (chunk, false)
+            }
+            Item::FirstBinary(chunk) => {
+                self.start_continuation(false, ctx);
                 (chunk, false)
             }
             Item::Continue(chunk) => (chunk, false),
             Item::Last(chunk) => (chunk, true),
         };
         let Some(continuation) = self.continuation.as_mut() else {
-            return close(ctx, 1002, "continuation without a first frame");
+            return close(ctx, Disconnect::STRAY_CONTINUATION);
         };
-        if continuation.buffer.len() + chunk.len() > limit {
+        if continuation.buffer.len() + chunk.len() > self.settings.limits.max_message_bytes {
             self.continuation = None;
             return self.too_big(ctx);
+        }
+        if !continuation.budget.try_reserve(chunk.len()) {
+            self.continuation = None;
+            self.metrics.limit_hit(LimitHit::PendingFragmentBytes);
+            log::warn!(
+                "connection {}: limits.maxPendingFragmentBytes ({} bytes) of unfinished fragmented messages are held server-wide; closing (1013)",
+                self.id,
+                self.fragments.limit()
+            );
+            return close(ctx, Disconnect::FRAGMENT_BUDGET);
         }
         continuation.buffer.extend_from_slice(&chunk);
         if last {
             if let Some(whole) = self.continuation.take() {
+                if whole.text && std::str::from_utf8(&whole.buffer).is_err() {
+                    return self.not_utf8(ctx);
+                }
                 self.on_message(&whole.buffer, ctx);
             }
         }
+    }
+
+    /// A fragmented message begins: it must be complete within `fragmentTimeoutMs`.
+    fn start_continuation(&mut self, text: bool, ctx: &mut ws::WebsocketContext<Self>) {
+        self.continuations_started += 1;
+        let serial = self.continuations_started;
+        let budget = self.fragments.clone();
+        self.continuation = Some(Continuation { buffer: BytesMut::new(), text, budget, serial });
+        let timeout = Duration::from_millis(self.settings.limits.fragment_timeout_ms);
+        ctx.run_later(timeout, move |actor, ctx| {
+            if actor.continuation.as_ref().is_some_and(|pending| pending.serial == serial) {
+                actor.continuation = None;
+                actor.metrics.limit_hit(LimitHit::FragmentTimeout);
+                log::info!(
+                    "connection {}: a fragmented message was not completed within {timeout:?}; closing (1008)",
+                    actor.id
+                );
+                close(ctx, Disconnect::FRAGMENT_TIMEOUT);
+            }
+        });
     }
 
     /// One whole data message (a text or binary frame, or a reassembled fragmented one).
@@ -332,7 +321,7 @@ impl ConnectionActor {
             }
             Verdict::Close => {
                 log::warn!("connection {} kept flooding after its rate_limited warnings; closing (1008)", self.id);
-                return close(ctx, CLOSE_POLICY, "flooding: too many messages after rate_limited warnings");
+                return close(ctx, Disconnect::FLOODING);
             }
         }
         match protocol::decode(bytes) {
@@ -349,9 +338,15 @@ impl ConnectionActor {
             Inbound::Send(message) => self.submit(*message, ctx),
             Inbound::Join(request) => {
                 let target = self.target_of(&request.session);
-                self.subscribed.insert(target.clone());
-                let from = self.own_handle(ctx);
-                self.route(target, SessionCommand::Join(JoinSession { from, after_seq: request.after_seq }));
+                if !self.has_room_for(&target, None, ctx) {
+                    return;
+                }
+                let user = self.identity.clone();
+                self.gated(&user, target, GroupAction::Join, None, ctx, move |actor, target, ctx| {
+                    actor.subscribed.insert(target.clone());
+                    let from = actor.own_handle(ctx);
+                    actor.route(target, SessionCommand::Join(JoinSession { from, after_seq: request.after_seq }));
+                });
             }
             Inbound::Leave(selector) => {
                 let target = self.target_of(&selector);
@@ -361,18 +356,25 @@ impl ConnectionActor {
             }
             Inbound::Abort(request) => {
                 let target = self.target_of(&request.session);
-                if self.may_control(&target, ctx, request.message_id.as_deref()) {
-                    let from = self.own_handle(ctx);
-                    let abort = AbortTurn { from, message_id: request.message_id };
-                    self.route(target, SessionCommand::Abort(abort));
+                let message_id = request.message_id;
+                if self.may_control(&target, ctx, message_id.as_deref()) {
+                    let user = self.identity.clone();
+                    let refusal_id = message_id.clone();
+                    self.gated(&user, target, GroupAction::Abort, refusal_id, ctx, move |actor, target, ctx| {
+                        let from = actor.own_handle(ctx);
+                        actor.route(target, SessionCommand::Abort(AbortTurn { from, message_id }));
+                    });
                 }
             }
             Inbound::History(request) => {
                 let target = self.target_of(&request.session);
                 if self.may_control(&target, ctx, None) {
-                    let from = self.own_handle(ctx);
+                    let user = self.identity.clone();
                     let limit = protocol::history_limit(request.limit);
-                    self.route(target, SessionCommand::History(ReadHistory { from, limit }));
+                    self.gated(&user, target, GroupAction::History, None, ctx, move |actor, target, ctx| {
+                        let from = actor.own_handle(ctx);
+                        actor.route(target, SessionCommand::History(ReadHistory { from, limit }));
+                    });
                 }
             }
             Inbound::Ping => reply(ctx, Outbound::Pong.to_frame()),
@@ -395,10 +397,68 @@ impl ConnectionActor {
             _ => Chat::Direct(identity.sender_id.clone()),
         };
         let target = SessionTarget { chat, thread_id: message.thread_id.clone() };
-        self.subscribed.insert(target.clone());
-        let turn = Turn { message_id: Arc::from(message_id), identity, message, origin: self.id.clone() };
-        let from = self.own_handle(ctx);
-        self.route(target, SessionCommand::Submit(SubmitTurn { from, turn: Box::new(turn) }));
+        if !self.has_room_for(&target, Some(&message_id), ctx) {
+            return;
+        }
+        let refusal_id = Some(message_id.clone());
+        let user = identity.clone();
+        self.gated(&user, target, GroupAction::Send, refusal_id, ctx, move |actor, target, ctx| {
+            actor.subscribed.insert(target.clone());
+            let turn = Turn { message_id: Arc::from(message_id), identity, message, origin: actor.id.clone() };
+            let from = actor.own_handle(ctx);
+            actor.route(target, SessionCommand::Submit(SubmitTurn { from, turn: Box::new(turn) }));
+        });
+    }
+
+    /// Whether this connection may subscribe to `target` (it already is, or it holds
+    /// fewer than `limits.maxSubscriptions`); else answers `quota_exceeded`.
+    fn has_room_for(
+        &self,
+        target: &SessionTarget,
+        message_id: Option<&str>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) -> bool {
+        let max = self.settings.limits.max_subscriptions;
+        if self.subscribed.contains(target) || self.subscribed.len() < max {
+            return true;
+        }
+        self.metrics.limit_hit(LimitHit::Subscriptions);
+        let text = format!(
+            "this connection is already subscribed to {max} sessions (limits.maxSubscriptions); leave one first (chat.leave)"
+        );
+        self.refuse(ctx, ErrorCode::QuotaExceeded, &text, message_id);
+        false
+    }
+
+    /// Runs `then` when `target` is no group, or `user` may do `action` in it
+    /// (`groups.policy`); else answers `forbidden`. A verdict the groups service must
+    /// give holds this connection's next messages until it comes, so order is kept.
+    fn gated(
+        &mut self,
+        user: &Identity,
+        target: SessionTarget,
+        action: GroupAction,
+        message_id: Option<String>,
+        ctx: &mut ws::WebsocketContext<Self>,
+        then: impl FnOnce(&mut Self, SessionTarget, &mut ws::WebsocketContext<Self>) + 'static,
+    ) {
+        let Chat::Group(group) = &target.chat else { return then(self, target, ctx) };
+        match self.groups.check(user, group, action) {
+            GroupVerdict::Allowed => then(self, target, ctx),
+            GroupVerdict::Refused => self.refuse_group(ctx, message_id.as_deref()),
+            GroupVerdict::Ask(answer) => ctx.wait(answer.into_actor(self).map(move |allowed, actor, ctx| {
+                if allowed {
+                    then(actor, target, ctx)
+                } else {
+                    actor.refuse_group(ctx, message_id.as_deref())
+                }
+            })),
+        }
+    }
+
+    fn refuse_group(&self, ctx: &mut ws::WebsocketContext<Self>, message_id: Option<&str>) {
+        let text = "this user may not use that group (channels.websocket.groups.policy)";
+        self.refuse(ctx, ErrorCode::Forbidden, text, message_id);
     }
 
     /// The session a control message names: a group, or the caller's direct session.
@@ -433,8 +493,8 @@ impl ConnectionActor {
         reply(ctx, Outbound::error_frame(code, text, message_id));
     }
 
-    fn own_handle(&self, ctx: &ws::WebsocketContext<Self>) -> ConnectionHandle {
-        ConnectionHandle { id: self.id.clone(), address: ctx.address() }
+    fn own_handle(&self, ctx: &ws::WebsocketContext<Self>) -> Outbox {
+        Outbox::new(self.id.clone(), ctx.address().recipient(), self.outbound.clone())
     }
 
     fn route(&self, target: SessionTarget, command: SessionCommand) {
@@ -447,7 +507,14 @@ fn reply(ctx: &mut ws::WebsocketContext<ConnectionActor>, frame: Frame) {
     ctx.text(frame.text());
 }
 
-fn close(ctx: &mut ws::WebsocketContext<ConnectionActor>, code: u16, reason: &str) {
-    ctx.close(Some(ws::CloseReason { code: ws::CloseCode::from(code), description: Some(reason.to_string()) }));
+/// Whether a protocol error is a text frame that is not UTF-8: actix-web-actors
+/// reports it as an I/O error carrying the `Utf8Error`'s text, its only trace.
+fn is_invalid_utf8(error: &ws::ProtocolError) -> bool {
+    matches!(error, ws::ProtocolError::Io(io) if io.to_string().contains("utf-8"))
+}
+
+fn close(ctx: &mut ws::WebsocketContext<ConnectionActor>, disconnect: Disconnect) {
+    let description = Some(disconnect.reason.to_string());
+    ctx.close(Some(ws::CloseReason { code: ws::CloseCode::from(disconnect.code), description }));
     ctx.stop();
 }

@@ -2,10 +2,14 @@
 //!
 //! `connection` (one per socket) → `supervisor` (registries; finds the session) →
 //! `session` (one per conversation; orders turns) → `agent_bridge` (one per running
-//! turn; streams from the backend and fans deltas out to the session's connections).
+//! turn; streams from the backend and fans deltas out to the session's connections)
+//! → `outbox` (how frames reach a connection). Imports run in that direction only:
+//! what an actor reports back (to its session, to the Supervisor) goes through a
+//! `Recipient` of a message the reporter defines.
 
 pub mod agent_bridge;
 pub mod connection;
+pub mod outbox;
 pub mod session;
 pub mod store_writer;
 pub mod supervisor;

@@ -9,7 +9,7 @@
 //! only then the final `chat.response` goes to every subscriber. Every
 //! command arrives through the Supervisor, so the Supervisor can retire an idle
 //! session without racing a command on its way. A session never touches a socket:
-//! it hands serialized frames to `ConnectionHandle`s.
+//! it hands serialized frames to `Outbox`s.
 //!
 //! At shutdown (`Drain`, from the Supervisor) it takes no new turn (`shutting_down`),
 //! answers its queued ones `shutting_down`, lets the running turn finish and be stored,
@@ -17,7 +17,7 @@
 //! running turn with `shutting_down` instead. `drain_sessions` is that sequence for
 //! every session, bounded by the grace.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,16 +26,18 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 use tokio::sync::oneshot;
 
-use super::agent_bridge::{AgentBridge, Attach, SetSubscribers, StopTurn, TurnSetup};
-use super::connection::{fan_out, ConnectionHandle};
+use super::agent_bridge::{
+    AgentBridge, Attach, BridgeReports, DropSubscribers, SetSubscribers, StopTurn, TurnFinished, TurnSetup,
+};
+use super::outbox::{fan_out, Outbox};
 use super::store_writer::{AppendTurn, FindAnswer, LoadSession, ReadTail, StoreWriter};
-use super::supervisor::{SessionIdle, Supervisor};
 use crate::backend::prompt::{self, PromptInput};
-use crate::backend::{AgentBackend, BackendError, TurnRequest};
+use crate::backend::{AgentBackend, TurnRequest};
 use crate::config::Settings;
 use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget, UserToken};
 use crate::metrics::{Metrics, TurnOutcome};
-use crate::protocol::{self, ErrorCode, Frame, Outbound, SendMessage, TranscriptEntry};
+use crate::protocol::{self, ErrorCode, Frame, Outbound, Role, SendMessage, TranscriptEntry};
+use crate::session_memory::SessionMemory;
 use crate::store::{self, StoreError};
 
 /// One user message waiting for, or getting, an answer.
@@ -49,70 +51,54 @@ pub struct Turn {
 }
 
 /// Run a turn: queue it, or answer it from the record if its messageId completed.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct SubmitTurn {
-    pub from: ConnectionHandle,
+    pub from: Outbox,
     pub turn: Box<Turn>,
 }
 
 /// Subscribe `from`; mid-turn, replay the deltas after `after_seq`.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct JoinSession {
-    pub from: ConnectionHandle,
+    pub from: Outbox,
     pub after_seq: u64,
 }
 
 /// Unsubscribe `from` and acknowledge with `chat.left`.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct LeaveSession {
-    pub from: ConnectionHandle,
+    pub from: Outbox,
 }
 
 /// Stop the running turn (or remove a queued one, by messageId).
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct AbortTurn {
-    pub from: ConnectionHandle,
+    pub from: Outbox,
     pub message_id: Option<String>,
 }
 
 /// Send `from` the last `limit` transcript entries.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct ReadHistory {
-    pub from: ConnectionHandle,
+    pub from: Outbox,
     pub limit: usize,
 }
 
 /// A connection closed: forget it without acknowledging.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct Unsubscribe {
     pub id: ConnectionId,
+}
+
+/// To the Supervisor: this session has had no subscriber and no turn for
+/// `limits.sessionIdleMs`; it may be retired if no command is on its way.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionIdle {
+    pub key: SessionKey,
+    pub address: Addr<SessionActor>,
+    /// How many commands the session had received when it reported.
+    pub commands_received: u64,
 }
 
 /// The Supervisor has unregistered this idle session: stop.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Retire;
-
-/// The AgentBridge's turn `number` ended: the whole answer, or why not.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct TurnFinished {
-    pub number: u64,
-    pub outcome: Result<String, BackendError>,
-}
-
-/// The AgentBridge could not deliver to these subscribers (gone, or evicted as slow).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct DropSubscribers {
-    pub ids: Vec<ConnectionId>,
-}
 
 /// Shutdown: take no new turn, refuse the queued ones, and answer (on the returned
 /// channel) once no turn is running or being stored.
@@ -156,7 +142,10 @@ pub async fn drain_sessions(sessions: Vec<Addr<SessionActor>>, grace: Duration) 
     Drained::CutShort
 }
 
-/// The commands a connection sends a session, routed by the Supervisor.
+/// The commands a connection sends a session, routed by the Supervisor. One message
+/// type, one handler: every command is counted once, where it arrives.
+#[derive(Message)]
+#[rtype(result = "()")]
 pub enum SessionCommand {
     Submit(SubmitTurn),
     Join(JoinSession),
@@ -164,20 +153,6 @@ pub enum SessionCommand {
     Abort(AbortTurn),
     History(ReadHistory),
     Unsubscribe(Unsubscribe),
-}
-
-impl SessionCommand {
-    /// Hands the command to the session as its own message type.
-    pub fn send_to(self, session: &Addr<SessionActor>) {
-        match self {
-            SessionCommand::Submit(message) => session.do_send(message),
-            SessionCommand::Join(message) => session.do_send(message),
-            SessionCommand::Leave(message) => session.do_send(message),
-            SessionCommand::Abort(message) => session.do_send(message),
-            SessionCommand::History(message) => session.do_send(message),
-            SessionCommand::Unsubscribe(message) => session.do_send(message),
-        }
-    }
 }
 
 /// What a session is created with.
@@ -194,8 +169,10 @@ pub struct SessionSetup {
     pub confirm_new_agent: Option<Duration>,
     pub settings: Arc<Settings>,
     pub backend: Arc<dyn AgentBackend>,
-    pub supervisor: Addr<Supervisor>,
-    /// The store threads: transcript loads and appends run there.
+    /// Where an idle session says so (the Supervisor).
+    pub idle: Recipient<SessionIdle>,
+    /// This session's store thread: every read and append of its transcript runs
+    /// there, in order.
     pub store: Addr<StoreWriter>,
     pub metrics: Arc<Metrics>,
 }
@@ -211,19 +188,14 @@ struct RunningTurn {
 /// One conversation.
 pub struct SessionActor {
     setup: SessionSetup,
-    subscribers: HashMap<ConnectionId, ConnectionHandle>,
+    subscribers: HashMap<ConnectionId, Outbox>,
     /// The subscribers as the AgentBridge sees them: rebuilt on every change (rare),
     /// shared by reference count on every delta (often).
-    snapshot: Arc<[ConnectionHandle]>,
+    snapshot: Arc<[Outbox]>,
     queue: VecDeque<Box<Turn>>,
     running: Option<RunningTurn>,
-    /// The last entries of the transcript (`memory_window`), oldest first: what the
-    /// backend's memory and most history requests need. The rest stays in the file.
-    transcript: VecDeque<TranscriptEntry>,
-    /// How many entries the transcript file holds.
-    stored_entries: usize,
-    /// The message id of every stored answer: a retry is answered, never run again.
-    answered: HashSet<Arc<str>>,
+    /// The end of the transcript and the recent answers' ids; the rest stays in the file.
+    memory: SessionMemory,
     /// The agent's own system prompt (`AGENTS.md`), when it has one.
     system_prompt: Option<String>,
     /// The message id of a completed turn being written to the store: no other turn
@@ -248,9 +220,7 @@ impl SessionActor {
             snapshot: Arc::from(Vec::new()),
             queue: VecDeque::new(),
             running: None,
-            transcript: VecDeque::new(),
-            stored_entries: 0,
-            answered: HashSet::new(),
+            memory: SessionMemory::default(),
             system_prompt: None,
             persisting: None,
             turns_started: 0,
@@ -272,18 +242,19 @@ impl Actor for SessionActor {
             transcript: self.setup.transcript_path.clone(),
             agents_md: self.setup.workspace.as_ref().map(|workspace| workspace.join("AGENTS.md")),
             keep: self.memory_window(),
+            answers: self.setup.settings.store.idempotency_window,
         });
         // Waiting here (only here) holds every command until the memory is loaded.
         ctx.wait(load.into_actor(self).map(|loaded, session, _ctx| match loaded.map_err(StoreError::from) {
             Ok(Ok(loaded)) => {
-                log::debug!("session {} has {} stored messages", session.setup.key, loaded.stored);
-                session.transcript = loaded.recent.into();
-                session.stored_entries = loaded.stored;
-                session.answered = loaded.answered.into_iter().map(Arc::from).collect();
+                let (window, answers) = (session.memory_window(), session.setup.settings.store.idempotency_window);
+                session.memory = SessionMemory::loaded(loaded.tail, window, answers);
                 session.system_prompt = loaded.system_prompt.filter(|prompt| !prompt.trim().is_empty());
             }
             Ok(Err(error)) | Err(error) => {
-                log::error!("session {}: could not load its transcript: {error}", session.setup.key)
+                log::error!("session {}: could not load its transcript: {error}", session.setup.key);
+                session.memory =
+                    SessionMemory::new(session.memory_window(), session.setup.settings.store.idempotency_window);
             }
         }));
     }
@@ -293,14 +264,12 @@ impl Actor for SessionActor {
     }
 }
 
-impl Handler<SubmitTurn> for SessionActor {
-    type Result = ();
-
-    fn handle(&mut self, message: SubmitTurn, ctx: &mut Self::Context) {
-        self.commands_received += 1;
+/// The commands, one method each (counted by the one `Handler<SessionCommand>`).
+impl SessionActor {
+    fn submit(&mut self, message: SubmitTurn, ctx: &mut Context<Self>) {
         let SubmitTurn { from, turn } = message;
         self.subscribe(from.clone(), ctx);
-        if self.answered.contains(&turn.message_id) {
+        if self.memory.is_answered(&turn.message_id) {
             return self.answer_again(&turn.message_id, from, ctx);
         }
         if let Some(running) = &self.running {
@@ -330,13 +299,8 @@ impl Handler<SubmitTurn> for SessionActor {
         self.queue.push_back(turn);
         self.start_next_turn(ctx);
     }
-}
 
-impl Handler<JoinSession> for SessionActor {
-    type Result = ();
-
-    fn handle(&mut self, message: JoinSession, ctx: &mut Self::Context) {
-        self.commands_received += 1;
+    fn join(&mut self, message: JoinSession, ctx: &mut Context<Self>) {
         let JoinSession { from, after_seq } = message;
         let in_flight = self.running.as_ref().map(|running| running.turn.message_id.clone());
         let joined = Outbound::Joined { session_key: self.setup.key.as_str(), in_flight: in_flight.as_deref() };
@@ -356,23 +320,13 @@ impl Handler<JoinSession> for SessionActor {
         }
         self.cancel_idle_timer(ctx);
     }
-}
 
-impl Handler<LeaveSession> for SessionActor {
-    type Result = ();
-
-    fn handle(&mut self, message: LeaveSession, ctx: &mut Self::Context) {
-        self.commands_received += 1;
+    fn leave(&mut self, message: LeaveSession, ctx: &mut Context<Self>) {
         self.unsubscribe(std::slice::from_ref(&message.from.id), ctx);
         message.from.deliver(&Outbound::Left { session_key: self.setup.key.as_str() }.to_frame());
     }
-}
 
-impl Handler<AbortTurn> for SessionActor {
-    type Result = ();
-
-    fn handle(&mut self, message: AbortTurn, ctx: &mut Self::Context) {
-        self.commands_received += 1;
+    fn abort(&mut self, message: AbortTurn, ctx: &mut Context<Self>) {
         let wanted = message.message_id.as_deref();
         let aborts_running =
             self.running.as_ref().is_some_and(|running| wanted.is_none_or(|id| id == &*running.turn.message_id));
@@ -394,17 +348,10 @@ impl Handler<AbortTurn> for SessionActor {
             }
         }
     }
-}
 
-impl Handler<ReadHistory> for SessionActor {
-    type Result = ();
-
-    fn handle(&mut self, message: ReadHistory, ctx: &mut Self::Context) {
-        self.commands_received += 1;
+    fn read_history(&mut self, message: ReadHistory, ctx: &mut Context<Self>) {
         let ReadHistory { from, limit } = message;
-        if limit <= self.transcript.len() || self.stored_entries <= self.transcript.len() {
-            let start = self.transcript.len().saturating_sub(limit);
-            let recent: Vec<TranscriptEntry> = self.transcript.range(start..).cloned().collect();
+        if let Some(recent) = self.memory.history(limit) {
             from.deliver(&self.history_frame(&recent));
             return;
         }
@@ -421,14 +368,25 @@ impl Handler<ReadHistory> for SessionActor {
             }
         }));
     }
+
+    fn forget(&mut self, message: Unsubscribe, ctx: &mut Context<Self>) {
+        self.unsubscribe(&[message.id], ctx);
+    }
 }
 
-impl Handler<Unsubscribe> for SessionActor {
+impl Handler<SessionCommand> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, message: Unsubscribe, ctx: &mut Self::Context) {
+    fn handle(&mut self, command: SessionCommand, ctx: &mut Self::Context) {
         self.commands_received += 1;
-        self.unsubscribe(&[message.id], ctx);
+        match command {
+            SessionCommand::Submit(message) => self.submit(message, ctx),
+            SessionCommand::Join(message) => self.join(message, ctx),
+            SessionCommand::Leave(message) => self.leave(message, ctx),
+            SessionCommand::Abort(message) => self.abort(message, ctx),
+            SessionCommand::History(message) => self.read_history(message, ctx),
+            SessionCommand::Unsubscribe(message) => self.forget(message, ctx),
+        }
     }
 }
 
@@ -459,7 +417,7 @@ impl Handler<TurnFinished> for SessionActor {
                 log::warn!("turn {message_id} in session {} failed after {elapsed:.1?}: {error}", self.setup.key);
                 self.setup.metrics.turn(TurnOutcome::Failed, elapsed);
                 self.setup.metrics.error(error.code());
-                let frame = Outbound::error_frame(error.code(), &error.to_string(), Some(&message_id));
+                let frame = Outbound::error_frame(error.code(), &error.client_message(), Some(&message_id));
                 self.broadcast(&frame, ctx);
             }
         }
@@ -504,7 +462,7 @@ impl Handler<AbortForShutdown> for SessionActor {
 }
 
 impl SessionActor {
-    fn subscribe(&mut self, from: ConnectionHandle, ctx: &mut Context<Self>) {
+    fn subscribe(&mut self, from: Outbox, ctx: &mut Context<Self>) {
         self.cancel_idle_timer(ctx);
         if self.subscribers.insert(from.id.clone(), from).is_none() {
             self.rebuild_snapshot();
@@ -585,11 +543,11 @@ impl SessionActor {
             number,
             message_id: turn.message_id.clone(),
             session_key: self.setup.key.clone(),
-            agent_id: self.setup.agent_id.clone(),
             stream_mode: self.setup.settings.channels.websocket.stream_mode,
             turn_timeout: self.setup.settings.limits.turn_timeout(),
+            max_answer_bytes: self.setup.settings.limits.max_answer_bytes,
             subscribers: self.snapshot.clone(),
-            session: ctx.address(),
+            reports: BridgeReports { finished: ctx.address().recipient(), dropped: ctx.address().recipient() },
             backend: self.setup.backend.clone(),
             metrics: self.setup.metrics.clone(),
             request,
@@ -619,11 +577,10 @@ impl SessionActor {
 
     /// The stored messages a memory-less backend must be sent, oldest first.
     fn history_for_backend(&self) -> Vec<TranscriptEntry> {
-        if self.setup.backend.keeps_memory() {
+        if !self.setup.backend.wants_history() {
             return Vec::new();
         }
-        let start = self.transcript.len().saturating_sub(self.setup.settings.agent.max_history);
-        self.transcript.range(start..).cloned().collect()
+        self.memory.last(self.setup.settings.agent.max_history)
     }
 
     /// Appends the completed turn to the store (fsynced, off this thread), then
@@ -632,7 +589,7 @@ impl SessionActor {
         let ts = store::now_millis();
         let entries = vec![
             TranscriptEntry {
-                role: "user".into(),
+                role: Role::User,
                 content: turn.message.content.clone(),
                 message_id: turn.message_id.to_string(),
                 sender_id: turn.identity.sender_id.clone(),
@@ -640,7 +597,7 @@ impl SessionActor {
                 ts,
             },
             TranscriptEntry {
-                role: "assistant".into(),
+                role: Role::Assistant,
                 content: answer,
                 message_id: turn.message_id.to_string(),
                 sender_id: self.setup.agent_id.to_string(),
@@ -664,7 +621,7 @@ impl SessionActor {
                 }
             };
             let frame = session.response_frame(&turn.message_id, &entries[1].content);
-            session.remember(entries);
+            session.memory.remember(entries);
             session.broadcast(&frame, ctx);
             session.start_next_turn(ctx);
         }));
@@ -676,26 +633,10 @@ impl SessionActor {
         self.setup.settings.agent.max_history.max(protocol::DEFAULT_HISTORY_LIMIT)
     }
 
-    /// Records a stored turn in memory, dropping what falls out of the window.
-    fn remember(&mut self, entries: Vec<TranscriptEntry>) {
-        for entry in entries {
-            if entry.role == "assistant" {
-                self.answered.insert(Arc::from(entry.message_id.as_str()));
-            }
-            self.stored_entries += 1;
-            self.transcript.push_back(entry);
-        }
-        let window = self.memory_window();
-        while self.transcript.len() > window {
-            self.transcript.pop_front();
-        }
-    }
-
     /// Sends `to` the stored answer of an already answered `message_id`: from memory
     /// when it is recent, else read from the transcript file on the store threads.
-    fn answer_again(&mut self, message_id: &Arc<str>, to: ConnectionHandle, ctx: &mut Context<Self>) {
-        let recent = self.transcript.iter().rev().find(|e| e.role == "assistant" && *e.message_id == **message_id);
-        if let Some(entry) = recent {
+    fn answer_again(&mut self, message_id: &Arc<str>, to: Outbox, ctx: &mut Context<Self>) {
+        if let Some(entry) = self.memory.recent_answer(message_id) {
             to.deliver(&self.response_frame(message_id, &entry.content));
             return;
         }
@@ -715,8 +656,8 @@ impl SessionActor {
         Outbound::History { session_key: self.setup.key.as_str(), messages }.to_frame()
     }
 
-    fn send_last_answer(&self, to: &ConnectionHandle) {
-        if let Some(entry) = self.transcript.iter().rev().find(|entry| entry.role == "assistant") {
+    fn send_last_answer(&self, to: &Outbox) {
+        if let Some(entry) = self.memory.last_answer() {
             to.deliver(&self.response_frame(&entry.message_id, &entry.content));
         }
     }
@@ -749,7 +690,7 @@ impl SessionActor {
                     address: ctx.address(),
                     commands_received: session.commands_received,
                 };
-                session.setup.supervisor.do_send(idle);
+                session.setup.idle.do_send(idle);
             }
         }));
     }
@@ -770,3 +711,7 @@ pub fn shutting_down_frame(message_id: &str) -> Frame {
     let text = "the server is shutting down; send this message again when it is back";
     Outbound::error_frame(ErrorCode::ShuttingDown, text, Some(message_id))
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -1,37 +1,59 @@
 //! `StoreWriter`: the few threads that read and append transcript files.
 //!
-//! A `SyncArbiter` of `store.threads` threads runs the blocking calls of `store.rs`
-//! for every session, so actor threads never block and the file system sees a
-//! bounded number of writers. (Measured: with one blocking-pool thread per finishing
-//! turn, hundreds of threads creating files in one directory spent a fifth of the
-//! broker's CPU contending inside ext4.) It owns no state: each message names its file.
+//! [`StoreThreads`] runs `store.threads` of them, each its own one-thread
+//! `SyncArbiter`, so actor threads never block and the file system sees a bounded
+//! number of writers. (Measured: with one blocking-pool thread per finishing turn,
+//! hundreds of threads creating files in one directory spent a fifth of the broker's
+//! CPU contending inside ext4.) A file always goes to the same thread, chosen by a
+//! hash of its path: every operation on one session's transcript runs in the order it
+//! was sent, never beside another (SPEC §6). A writer owns no state: each message
+//! names its file.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
 
-use actix::{Actor, Handler, Message, SyncContext};
+use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 
 use crate::protocol::TranscriptEntry;
 use crate::store::{self, StoreError};
+use crate::transcript;
 
-/// Read a session's transcript (keeping its last `keep` entries) and, when given,
-/// its agent's `AGENTS.md`.
+/// The store threads, one file to one thread.
+#[derive(Clone)]
+pub struct StoreThreads {
+    writers: Vec<Addr<StoreWriter>>,
+}
+
+impl StoreThreads {
+    /// Starts `count` threads (at least one).
+    pub fn start(count: usize) -> StoreThreads {
+        StoreThreads { writers: (0..count.max(1)).map(|_| SyncArbiter::start(1, || StoreWriter)).collect() }
+    }
+
+    /// The thread that runs every operation on `file`.
+    pub fn for_file(&self, file: &Path) -> Addr<StoreWriter> {
+        let mut hasher = DefaultHasher::new();
+        file.hash(&mut hasher);
+        self.writers[(hasher.finish() % self.writers.len() as u64) as usize].clone()
+    }
+}
+
+/// Read the end of a session's transcript (cutting a torn last line: the one repair,
+/// made only here) and, when given, its agent's `AGENTS.md`.
 #[derive(Message)]
 #[rtype(result = "Result<LoadedSession, StoreError>")]
 pub struct LoadSession {
     pub transcript: PathBuf,
     pub agents_md: Option<PathBuf>,
+    /// How many of the last entries to keep in memory.
     pub keep: usize,
+    /// How many of the last answers' message ids to remember (`store.idempotencyWindow`).
+    pub answers: usize,
 }
 
 /// What `LoadSession` answers.
 pub struct LoadedSession {
-    /// The last `keep` entries, oldest first.
-    pub recent: Vec<TranscriptEntry>,
-    /// How many entries the file holds.
-    pub stored: usize,
-    /// The message id of every stored answer (for safe retries).
-    pub answered: HashSet<String>,
+    pub tail: transcript::Tail,
     pub system_prompt: Option<String>,
 }
 
@@ -71,16 +93,12 @@ impl Handler<LoadSession> for StoreWriter {
     type Result = Result<LoadedSession, StoreError>;
 
     fn handle(&mut self, message: LoadSession, _ctx: &mut Self::Context) -> Self::Result {
-        let mut transcript = store::load_transcript(&message.transcript)?;
-        let stored = transcript.len();
-        let answered =
-            transcript.iter().filter(|entry| entry.role == "assistant").map(|entry| entry.message_id.clone()).collect();
-        let recent = transcript.split_off(stored.saturating_sub(message.keep));
+        let tail = transcript::load_tail(&message.transcript, message.keep, message.answers)?;
         let system_prompt = match message.agents_md {
             Some(path) => store::read_optional_text(&path)?,
             None => None,
         };
-        Ok(LoadedSession { recent, stored, answered, system_prompt })
+        Ok(LoadedSession { tail, system_prompt })
     }
 }
 
@@ -88,8 +106,7 @@ impl Handler<ReadTail> for StoreWriter {
     type Result = Result<Vec<TranscriptEntry>, StoreError>;
 
     fn handle(&mut self, message: ReadTail, _ctx: &mut Self::Context) -> Self::Result {
-        let mut transcript = store::load_transcript(&message.transcript)?;
-        Ok(transcript.split_off(transcript.len().saturating_sub(message.limit)))
+        transcript::read_tail(&message.transcript, message.limit)
     }
 }
 
@@ -97,11 +114,7 @@ impl Handler<FindAnswer> for StoreWriter {
     type Result = Result<Option<TranscriptEntry>, StoreError>;
 
     fn handle(&mut self, message: FindAnswer, _ctx: &mut Self::Context) -> Self::Result {
-        let transcript = store::load_transcript(&message.transcript)?;
-        Ok(transcript
-            .into_iter()
-            .rev()
-            .find(|entry| entry.role == "assistant" && entry.message_id == message.message_id))
+        transcript::find_answer(&message.transcript, &message.message_id)
     }
 }
 
@@ -109,7 +122,7 @@ impl Handler<AppendTurn> for StoreWriter {
     type Result = Result<Vec<TranscriptEntry>, StoreError>;
 
     fn handle(&mut self, message: AppendTurn, _ctx: &mut Self::Context) -> Self::Result {
-        store::append_entries(&message.transcript, &message.entries)?;
+        transcript::append(&message.transcript, &message.entries)?;
         Ok(message.entries)
     }
 }

@@ -13,7 +13,7 @@
 //! turns, drains every session (bounded by the grace) and then closes every
 //! connection with 1001, in that order, so no answer is cut by its socket's close.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,26 +22,28 @@ use actix::{
     Actor, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message, MessageResult,
     ResponseActFuture, WrapFuture,
 };
-use serde_json::{Map, Value};
 
-use super::connection::{CloseWith, ConnectionHandle};
+use super::outbox::Outbox;
 use super::session::{
-    drain_sessions, shutting_down_frame, Drained, Retire, SessionActor, SessionCommand, SessionSetup, Unsubscribe,
+    drain_sessions, shutting_down_frame, Drained, Retire, SessionActor, SessionCommand, SessionIdle, SessionSetup,
+    Unsubscribe,
 };
-use super::store_writer::StoreWriter;
-use crate::agents::{self, AgentRecord, AgentRegistry, NewAgent};
+use super::store_writer::StoreThreads;
+use crate::agent_roster::{AgentRoster, Lookup};
+use crate::agents::{self, AgentRecord, AgentRegistry};
 use crate::backend::AgentBackend;
 use crate::config::{AgentKind, Settings};
 use crate::identity::{Chat, ConnectionId, SessionKey, SessionTarget};
 use crate::metrics::Metrics;
-use crate::protocol::{Frame, CLOSE_GOING_AWAY};
+use crate::openclaw_agents;
+use crate::protocol::{Disconnect, Outbound};
 use crate::store::{self, StoreError};
 
 /// A connection is open (after auth): register it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ConnectionOpened {
-    pub handle: ConnectionHandle,
+    pub handle: Outbox,
 }
 
 /// A connection closed: unregister it and unsubscribe it from its sessions.
@@ -59,25 +61,6 @@ pub struct Route {
     pub target: SessionTarget,
     pub arbiter: ArbiterHandle,
     pub command: SessionCommand,
-}
-
-/// A session has had no subscriber and no turn for `limits.sessionIdleMs`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SessionIdle {
-    pub key: SessionKey,
-    pub address: Addr<SessionActor>,
-    /// How many commands the session had received when it reported.
-    pub commands_received: u64,
-}
-
-/// Close every connection with `code` after `last_frame` (shutdown).
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct CloseAll {
-    pub code: u16,
-    pub reason: &'static str,
-    pub last_frame: Option<Frame>,
 }
 
 /// Shut down: refuse new turns, let running ones finish within `grace` (then cut them
@@ -131,9 +114,6 @@ struct Binding {
     workspace: Option<PathBuf>,
 }
 
-/// A user waiting for an agent: the sender id and the auth data for its profile.
-type PendingAgent = (String, Option<Arc<Map<String, Value>>>);
-
 /// What the Supervisor is started with (read once at start).
 pub struct SupervisorSetup {
     pub settings: Arc<Settings>,
@@ -142,8 +122,8 @@ pub struct SupervisorSetup {
     pub agents: AgentRegistry,
     /// The home directory, for `~` in the agent templates.
     pub home: PathBuf,
-    /// The store threads, handed to every session.
-    pub store: Addr<StoreWriter>,
+    /// The store threads; each session gets the one its transcript belongs to.
+    pub store: StoreThreads,
     pub metrics: Arc<Metrics>,
 }
 
@@ -152,22 +132,11 @@ pub struct Supervisor {
     settings: Arc<Settings>,
     backend: Arc<dyn AgentBackend>,
     home: PathBuf,
-    connections: HashMap<ConnectionId, ConnectionHandle>,
+    connections: HashMap<ConnectionId, Outbox>,
     sessions: HashMap<SessionKey, SessionEntry>,
-    /// Dynamic agents by sender id; persisted on every change.
-    agents: AgentRegistry,
-    /// Senders whose agent is being (or waiting to be) created, with the commands
-    /// that wait for it, in arrival order.
-    waiting_for_agent: HashMap<String, Vec<Route>>,
-    /// Creations not started yet: one runs at a time (one writer of the files).
-    creation_queue: VecDeque<PendingAgent>,
-    creating: bool,
-    /// Agents created by this process whose first session has not started: that
-    /// session's first turn waits for the gateway to know them.
-    unconfirmed: HashSet<Arc<str>>,
-    /// Senders already told (log, metric) that `maxAgents` sends them to the default agent.
-    fallen_back: HashSet<String>,
-    store: Addr<StoreWriter>,
+    /// Dynamic agents, their creations and the commands waiting for them.
+    agents: AgentRoster<Route>,
+    store: StoreThreads,
     metrics: Arc<Metrics>,
     /// Set by `ShutDown`: every new turn is answered `shutting_down`.
     shutting_down: bool,
@@ -176,18 +145,14 @@ pub struct Supervisor {
 impl Supervisor {
     pub fn new(setup: SupervisorSetup) -> Self {
         setup.metrics.dynamic_agents.set(setup.agents.agents.len() as i64);
+        let max_agents = setup.settings.channels.websocket.dynamic_agent_creation.max_agents as usize;
         Supervisor {
             settings: setup.settings,
             backend: setup.backend,
             home: setup.home,
             connections: HashMap::new(),
             sessions: HashMap::new(),
-            agents: setup.agents,
-            waiting_for_agent: HashMap::new(),
-            creation_queue: VecDeque::new(),
-            creating: false,
-            unconfirmed: HashSet::new(),
-            fallen_back: HashSet::new(),
+            agents: AgentRoster::new(setup.agents, max_agents),
             store: setup.store,
             metrics: setup.metrics,
             shutting_down: false,
@@ -197,29 +162,28 @@ impl Supervisor {
     /// The agent of a conversation, or `None` when the user's agent must be created
     /// first. Groups, and users past `maxAgents`, get the default agent.
     fn binding(&mut self, target: &SessionTarget) -> Option<Binding> {
-        let dynamic = &self.settings.channels.websocket.dynamic_agent_creation;
         let Chat::Direct(sender) = &target.chat else { return Some(self.default_binding()) };
-        if !dynamic.enabled {
+        if !self.settings.channels.websocket.dynamic_agent_creation.enabled {
             return Some(self.default_binding());
         }
-        if let Some(record) = self.agents.agents.get(sender) {
-            return Some(Binding {
+        match self.agents.lookup(sender) {
+            Lookup::Agent(record) => Some(Binding {
                 agent_id: Arc::from(record.agent_id.as_str()),
                 agent_dir: record.agent_dir.clone(),
                 workspace: Some(record.workspace.clone()),
-            });
-        }
-        let limit = dynamic.max_agents as usize;
-        if limit > 0 && self.agents.agents.len() + self.waiting_for_agent.len() >= limit {
-            if self.fallen_back.insert(sender.clone()) {
-                log::warn!(
-                    "dynamicAgentCreation.maxAgents ({limit}) reached: sender {sender:?} uses the default agent"
-                );
-                self.metrics.dynamic_agent_fallbacks.inc();
+            }),
+            Lookup::AtLimit { first_time } => {
+                if first_time {
+                    let limit = self.settings.channels.websocket.dynamic_agent_creation.max_agents;
+                    log::warn!(
+                        "dynamicAgentCreation.maxAgents ({limit}) reached: sender {sender:?} uses the default agent"
+                    );
+                    self.metrics.dynamic_agent_fallbacks.inc();
+                }
+                Some(self.default_binding())
             }
-            return Some(self.default_binding());
+            Lookup::Missing => None,
         }
-        None
     }
 
     fn default_binding(&self) -> Binding {
@@ -255,9 +219,11 @@ impl Supervisor {
         let entry = match self.sessions.entry(key.clone()) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(vacant) => {
-                let confirm = self.unconfirmed.remove(&binding.agent_id);
+                let confirm = self.agents.take_unconfirmed(&binding.agent_id);
+                let transcript_path = store::transcript_path(&binding.agent_dir, &key);
                 let setup = SessionSetup {
-                    transcript_path: store::transcript_path(&binding.agent_dir, &key),
+                    store: self.store.for_file(&transcript_path),
+                    transcript_path,
                     workspace: binding.workspace,
                     confirm_new_agent: confirm.then(|| Duration::from_millis(self.settings.agent.confirm_agent_ms)),
                     key,
@@ -265,8 +231,7 @@ impl Supervisor {
                     target: route.target,
                     settings: self.settings.clone(),
                     backend: self.backend.clone(),
-                    supervisor: ctx.address(),
-                    store: self.store.clone(),
+                    idle: ctx.address().recipient(),
                     metrics: self.metrics.clone(),
                 };
                 let address = SessionActor::start_in_arbiter(&route.arbiter, move |_| SessionActor::new(setup));
@@ -275,61 +240,70 @@ impl Supervisor {
             }
         };
         entry.forwarded += 1;
-        route.command.send_to(&entry.address);
+        entry.address.do_send(route.command);
     }
 
-    /// Holds `route` until its sender's agent exists; queues the creation once.
-    fn wait_for_agent(&mut self, sender_id: String, route: Route, ctx: &mut Context<Self>) {
-        if matches!(route.command, SessionCommand::Unsubscribe(_)) && !self.waiting_for_agent.contains_key(&sender_id) {
-            return;
-        }
-        let user_data = match &route.command {
-            SessionCommand::Submit(submit) => submit.turn.identity.auth_data.clone(),
+    /// Holds `route` until its sender's agent exists. Only a `chat.send` provisions
+    /// one; anything else waits only behind a creation under way, and is otherwise
+    /// answered as for a user with no conversation yet.
+    fn wait_for_agent(&mut self, sender_id: &str, route: Route, ctx: &mut Context<Self>) {
+        let provision = match &route.command {
+            SessionCommand::Submit(submit) => Some(submit.turn.identity.auth_data.clone()),
             _ => None,
         };
-        match self.waiting_for_agent.entry(sender_id.clone()) {
-            std::collections::hash_map::Entry::Occupied(mut waiting) => waiting.get_mut().push(route),
-            std::collections::hash_map::Entry::Vacant(vacant) => {
-                vacant.insert(vec![route]);
-                self.creation_queue.push_back((sender_id, user_data));
-                self.create_next_agent(ctx);
+        match self.agents.wait(sender_id, route, provision) {
+            Ok(()) => self.create_next_agent(ctx),
+            Err(route) => {
+                // The key the user's first chat.send will give its conversation.
+                let key = route.target.key(&agents::agent_id_for(sender_id, |_| false));
+                answer_without_agent(route, &key);
             }
         }
     }
 
-    /// Starts the next queued creation, off this thread, if none is running.
+    /// Starts the next queued creation, off this thread, if none is running. The
+    /// gateway's file first, the registry only after it: a user recorded in the
+    /// registry is always known to the gateway (a failed file write records nothing).
     fn create_next_agent(&mut self, ctx: &mut Context<Self>) {
-        if self.creating {
-            return;
-        }
-        let Some((sender_id, user_data)) = self.creation_queue.pop_front() else { return };
-        self.creating = true;
+        let Some(creation) = self.agents.next_creation() else { return };
         let dynamic = &self.settings.channels.websocket.dynamic_agent_creation;
-        let (workspace_template, agent_dir_template) =
-            (dynamic.workspace_template.clone(), dynamic.agent_dir_template.clone());
-        let store_dir = self.settings.store.dir.clone();
+        let record =
+            agents::plan_agent(&creation.sender_id, creation.agent_id, dynamic, &self.home, store::now_millis());
+        let registry_bytes = self.agents.registry_bytes_with(&creation.sender_id, &record);
+        let registry_path = AgentRegistry::path(&self.settings.store.dir);
         let openclaw_file = (self.settings.agent.kind == AgentKind::Openclaw)
             .then(|| PathBuf::from(&self.settings.agent.openclaw_config_path));
-        let (home, mut registry, sender) = (self.home.clone(), self.agents.clone(), sender_id.clone());
+        let (sender_id, user_data) = (creation.sender_id, creation.user_data);
+        let sender = sender_id.clone();
         let job = store::off_thread(move || {
-            let record = agents::create_agent(&NewAgent {
-                sender_id: &sender,
-                workspace_template: &workspace_template,
-                agent_dir_template: &agent_dir_template,
-                home: &home,
-                user_data: user_data.as_deref(),
-                now_ms: store::now_millis(),
-            })?;
-            registry.agents.insert(sender, record.clone());
-            registry.save(&store_dir)?;
+            agents::create_agent_files(&record, &sender, user_data.as_deref())?;
             if let Some(path) = openclaw_file {
-                agents::write_openclaw_agents(&path, &registry)?;
+                openclaw_agents::ensure_agents(&path, [&record])?;
             }
+            store::write_atomically(&registry_path, &registry_bytes)?;
             Ok(record)
         });
         ctx.spawn(job.into_actor(self).map(move |created, _supervisor, ctx| {
             ctx.notify(AgentCreated { sender_id, created });
         }));
+    }
+}
+
+/// A command other than `chat.send` from a user who has no agent (and so no
+/// conversation) yet: an empty history, a join acknowledged, nothing to leave or abort.
+fn answer_without_agent(route: Route, key: &SessionKey) {
+    let session_key = key.as_str();
+    match route.command {
+        SessionCommand::History(read) => {
+            read.from.deliver(&Outbound::History { session_key, messages: &[] }.to_frame());
+        }
+        SessionCommand::Join(join) => {
+            join.from.deliver(&Outbound::Joined { session_key, in_flight: None }.to_frame());
+        }
+        SessionCommand::Leave(leave) => {
+            leave.from.deliver(&Outbound::Left { session_key }.to_frame());
+        }
+        SessionCommand::Submit(_) | SessionCommand::Abort(_) | SessionCommand::Unsubscribe(_) => {}
     }
 }
 
@@ -367,21 +341,13 @@ impl Handler<Route> for Supervisor {
         if self.refused_by_shutdown(&route) {
             return;
         }
-        if let Chat::Direct(sender) = &route.target.chat {
-            if self.waiting_for_agent.contains_key(sender) {
+        match (self.binding(&route.target), &route.target.chat) {
+            (Some(binding), _) => self.forward(route, binding, ctx),
+            (None, Chat::Direct(sender)) => {
                 let sender = sender.clone();
-                return self.wait_for_agent(sender, route, ctx);
+                self.wait_for_agent(&sender, route, ctx)
             }
-        }
-        match self.binding(&route.target) {
-            Some(binding) => self.forward(route, binding, ctx),
-            None => match &route.target.chat {
-                Chat::Direct(sender) => {
-                    let sender = sender.clone();
-                    self.wait_for_agent(sender, route, ctx)
-                }
-                Chat::Group(_) => self.forward(route, self.default_binding(), ctx),
-            },
+            (None, Chat::Group(_)) => self.forward(route, self.default_binding(), ctx),
         }
     }
 }
@@ -390,20 +356,21 @@ impl Handler<AgentCreated> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, message: AgentCreated, ctx: &mut Self::Context) {
-        self.creating = false;
-        match message.created {
+        let record = match message.created {
             Ok(record) => {
                 log::info!("dynamic agent {} created for sender {:?}", record.agent_id, message.sender_id);
-                self.unconfirmed.insert(Arc::from(record.agent_id.as_str()));
-                self.agents.agents.insert(message.sender_id.clone(), record);
-                self.metrics.dynamic_agents.set(self.agents.agents.len() as i64);
+                Some(record)
             }
-            Err(error) => log::error!(
-                "could not create the agent of sender {:?}; it uses the default agent this time: {error}",
-                message.sender_id
-            ),
-        }
-        let waiting = self.waiting_for_agent.remove(&message.sender_id).unwrap_or_default();
+            Err(error) => {
+                log::error!(
+                    "could not create the agent of sender {:?}; it uses the default agent this time: {error}",
+                    message.sender_id
+                );
+                None
+            }
+        };
+        let waiting = self.agents.created(&message.sender_id, record);
+        self.metrics.dynamic_agents.set(self.agents.len() as i64);
         for route in waiting {
             let binding = self.binding(&route.target).unwrap_or_else(|| self.default_binding());
             self.forward(route, binding, ctx);
@@ -428,14 +395,6 @@ impl Handler<SessionIdle> for Supervisor {
     }
 }
 
-impl Handler<CloseAll> for Supervisor {
-    type Result = usize;
-
-    fn handle(&mut self, message: CloseAll, _ctx: &mut Self::Context) -> usize {
-        self.close_all(&message)
-    }
-}
-
 impl Handler<ShutDown> for Supervisor {
     type Result = ResponseActFuture<Self, ShutdownReport>;
 
@@ -445,22 +404,17 @@ impl Handler<ShutDown> for Supervisor {
         let count = sessions.len();
         // Spawned, not waited on: connections keep closing and routing meanwhile.
         Box::pin(drain_sessions(sessions, message.grace).into_actor(self).map(move |drained, supervisor, _ctx| {
-            let close = CloseAll { code: CLOSE_GOING_AWAY, reason: "server shutting down", last_frame: None };
-            let connections_closed = supervisor.close_all(&close);
+            let connections_closed = supervisor.close_all();
             ShutdownReport { sessions: count, drained, connections_closed }
         }))
     }
 }
 
 impl Supervisor {
-    /// Tells every registered connection to close as `message` says; returns how many.
-    fn close_all(&self, message: &CloseAll) -> usize {
-        for handle in self.connections.values() {
-            handle.address.do_send(CloseWith {
-                code: message.code,
-                reason: message.reason,
-                last_frame: message.last_frame.clone(),
-            });
+    /// Tells every registered connection to close (1001); returns how many.
+    fn close_all(&self) -> usize {
+        for outbox in self.connections.values() {
+            outbox.close(Disconnect::GOING_AWAY);
         }
         self.connections.len()
     }

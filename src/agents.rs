@@ -1,53 +1,70 @@
 //! Dynamic agents: one agent per direct-message user, created on demand.
 //!
-//! A user's agent id is `ws-{senderId}` with the sender id made path-safe (only
-//! `[A-Za-z0-9_-]`; anything else replaced and a hash of the original appended, so no
-//! id reaches outside its template's root and two ids never share an agent). Its
-//! workspace and agent dir come from the templates; `user-profile.md` is written from
-//! the auth data. The [`AgentRegistry`] (owned by the Supervisor, persisted as
-//! `{store.dir}/agents.json`) remembers every binding so `maxAgents` holds across
-//! restarts. For the OpenClaw gateway the agent must also be in the agents file the
-//! gateway `$include`s; [`write_openclaw_agents`] rewrites it keeping every entry.
-//! Everything here that touches the disk blocks: the Supervisor runs it off-thread.
+//! A user's agent id is `ws-{user_slug(senderId)}` ([`user_slug`]: lowercase
+//! `[a-z0-9-]` kept, anything else cleaned and hashed), so no id reaches outside its
+//! template's root and two users never share an agent, a workspace or a profile, in
+//! ClawSocket or in the gateway (which lowercases ids). Its workspace and agent dir
+//! come from the templates; `user-profile.md` is written from the auth data. The
+//! [`AgentRegistry`] (owned by the Supervisor, persisted as `{store.dir}/agents.json`)
+//! remembers every binding, so `maxAgents` holds across restarts and an id given
+//! under an older scheme keeps working. For the OpenClaw gateway the agent must also be
+//! in the agents file the gateway `$include`s (`openclaw_agents.rs`). Everything here
+//! that touches the disk blocks: the Supervisor runs it off-thread.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::config::DynamicAgentSettings;
 use crate::store::{self, StoreError};
 
-/// Longest readable part kept of an id before its hash.
-const MAX_SAFE_PREFIX: usize = 48;
+/// Longest user id kept as it is in an agent id (`ws-` + 48 fits OpenClaw's 64).
+const MAX_PLAIN_ID: usize = 48;
+/// Longest readable part kept of an id that had to change, before its hash.
+const MAX_CLEANED_PREFIX: usize = 40;
+/// Separates a changed id from its hash. Ids kept as they are never contain it, so an
+/// unchanged id can never have the form of a hashed one (SPEC §5).
+const HASH_SEPARATOR: char = '_';
 
-/// `id` with only `[A-Za-z0-9_-]`; when anything had to change, a hash of the
-/// original is appended so that different ids stay different.
-pub fn path_safe(id: &str) -> String {
-    let cleaned: String =
-        id.chars()
-            .map(|character| {
-                if character.is_ascii_alphanumeric() || character == '_' || character == '-' {
-                    character
-                } else {
-                    '_'
-                }
-            })
-            .take(MAX_SAFE_PREFIX)
-            .collect();
-    if cleaned == id && !id.is_empty() {
-        return cleaned;
+/// A user id as it appears in agent ids and `{userId}` paths: kept when it is already
+/// lowercase `[a-z0-9-]` (starting with a letter or digit, at most 48 bytes); anything
+/// else is lowercased, cleaned to `[a-z0-9-]`, cut to 40 bytes and given `_` and 16 hex
+/// digits of the original's SHA-256. The OpenClaw gateway lowercases agent ids, so
+/// `Bob` and `bob` must not both become `bob`.
+pub fn user_slug(id: &str) -> String {
+    let plain = id.len() <= MAX_PLAIN_ID
+        && id.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if plain {
+        return id.to_string();
     }
-    let digest = Sha256::digest(id.as_bytes());
-    let hash: String = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
-    format!("{cleaned}-{hash}")
+    hashed_slug(id)
 }
 
-/// The agent id a direct-message user gets.
-pub fn agent_id_for(sender_id: &str) -> String {
-    format!("ws-{}", path_safe(sender_id))
+fn hashed_slug(id: &str) -> String {
+    let cleaned: String = id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(MAX_CLEANED_PREFIX)
+        .collect();
+    let digest = Sha256::digest(id.as_bytes());
+    let hash: String = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+    format!("{cleaned}{HASH_SEPARATOR}{hash}")
+}
+
+/// The agent id a new direct-message user gets: `ws-{user_slug}`, or the hashed form
+/// when `taken` says an agent of another user already has the plain one (a registry
+/// written before this scheme may hold such ids; OpenClaw compares them lowercased).
+pub fn agent_id_for(sender_id: &str, taken: impl Fn(&str) -> bool) -> String {
+    let agent_id = format!("ws-{}", user_slug(sender_id));
+    if taken(&agent_id) {
+        return format!("ws-{}", hashed_slug(sender_id));
+    }
+    agent_id
 }
 
 /// One dynamic agent.
@@ -78,16 +95,23 @@ impl AgentRegistry {
         Ok(store::read_json(&Self::path(store_dir))?.unwrap_or_default())
     }
 
-    /// Writes the registry atomically.
-    pub fn save(&self, store_dir: &Path) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
-        store::write_atomically(&Self::path(store_dir), &bytes)
+    /// The registry's file content with `record` added for `sender_id` (the registry
+    /// itself is not copied).
+    pub fn bytes_with(&self, sender_id: &str, record: &AgentRecord) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Registry<'a> {
+            agents: BTreeMap<&'a str, &'a AgentRecord>,
+        }
+        let mut agents: BTreeMap<&str, &AgentRecord> =
+            self.agents.iter().map(|(sender, record)| (sender.as_str(), record)).collect();
+        agents.insert(sender_id, record);
+        serde_json::to_vec_pretty(&Registry { agents }).unwrap_or_default()
     }
 }
 
 /// Expands a path template: `{userId}`, `{agentId}` and a leading `~`.
 pub fn expand_template(template: &str, user_id: &str, agent_id: &str, home: &Path) -> PathBuf {
-    let expanded = template.replace("{userId}", &path_safe(user_id)).replace("{agentId}", agent_id);
+    let expanded = template.replace("{userId}", &user_slug(user_id)).replace("{agentId}", agent_id);
     match expanded.strip_prefix("~/") {
         Some(rest) => home.join(rest),
         None if expanded == "~" => home.to_path_buf(),
@@ -95,29 +119,34 @@ pub fn expand_template(template: &str, user_id: &str, agent_id: &str, home: &Pat
     }
 }
 
-/// What creating one agent needs.
-pub struct NewAgent<'a> {
-    pub sender_id: &'a str,
-    pub workspace_template: &'a str,
-    pub agent_dir_template: &'a str,
-    pub home: &'a Path,
-    /// The auth service's data, when the user is authenticated.
-    pub user_data: Option<&'a Map<String, Value>>,
-    pub now_ms: u64,
+/// Where a new user's agent will live: its record, from the templates (no I/O).
+pub fn plan_agent(
+    sender_id: &str,
+    agent_id: String,
+    templates: &DynamicAgentSettings,
+    home: &Path,
+    now_ms: u64,
+) -> AgentRecord {
+    let workspace = expand_template(&templates.workspace_template, sender_id, &agent_id, home);
+    let agent_dir = expand_template(&templates.agent_dir_template, sender_id, &agent_id, home);
+    AgentRecord { agent_id, workspace, agent_dir, created: now_ms }
 }
 
-/// Creates the agent's directories and profile; returns its record.
-pub fn create_agent(new: &NewAgent<'_>) -> Result<AgentRecord, StoreError> {
-    let agent_id = agent_id_for(new.sender_id);
-    let workspace = expand_template(new.workspace_template, new.sender_id, &agent_id, new.home);
-    let agent_dir = expand_template(new.agent_dir_template, new.sender_id, &agent_id, new.home);
-    for directory in [&workspace, &agent_dir] {
+/// Creates a planned agent's directories and, with the auth service's data, its
+/// `user-profile.md`.
+pub fn create_agent_files(
+    record: &AgentRecord,
+    sender_id: &str,
+    user_data: Option<&Map<String, Value>>,
+) -> Result<(), StoreError> {
+    for directory in [&record.workspace, &record.agent_dir] {
         fs::create_dir_all(directory).map_err(|source| StoreError::Io { path: directory.clone(), source })?;
     }
-    if let Some(data) = new.user_data {
-        store::write_atomically(&agent_dir.join("user-profile.md"), user_profile(new.sender_id, data).as_bytes())?;
+    if let Some(data) = user_data {
+        let profile = user_profile(sender_id, data);
+        store::write_atomically(&record.agent_dir.join("user-profile.md"), profile.as_bytes())?;
     }
-    Ok(AgentRecord { agent_id, workspace, agent_dir, created: new.now_ms })
+    Ok(())
 }
 
 /// `user-profile.md`: who this agent works for, from the auth service's data.
@@ -135,43 +164,6 @@ fn user_profile(sender_id: &str, data: &Map<String, Value>) -> String {
         profile.push_str(&format!("- {key}: {shown}\n"));
     }
     profile
-}
-
-/// Rewrites the OpenClaw agents file so it names every agent of `registry`, keeping
-/// every entry already there (the older `{"list": [...]}` shape is read, with a
-/// warning, and written back in the current `{"entries": {...}}` shape).
-pub fn write_openclaw_agents(path: &Path, registry: &AgentRegistry) -> Result<(), StoreError> {
-    let mut entries = match store::read_json::<Value>(path)? {
-        Some(existing) => existing_entries(path, existing),
-        None => Map::new(),
-    };
-    for record in registry.agents.values() {
-        let entry = entries.entry(record.agent_id.clone()).or_insert_with(|| json!({}));
-        if let Value::Object(fields) = entry {
-            fields.insert("workspace".into(), json!(record.workspace));
-        }
-    }
-    let bytes = serde_json::to_vec_pretty(&json!({ "entries": entries })).unwrap_or_default();
-    store::write_atomically(path, &bytes)
-}
-
-fn existing_entries(path: &Path, existing: Value) -> Map<String, Value> {
-    if let Some(Value::Object(entries)) = existing.get("entries") {
-        return entries.clone();
-    }
-    if let Some(Value::Array(list)) = existing.get("list") {
-        log::warn!("{}: the older {{\"list\": [...]}} shape; rewriting it as {{\"entries\": {{...}}}}", path.display());
-        return list
-            .iter()
-            .filter_map(|item| {
-                let id = item.get("id")?.as_str()?.to_string();
-                let mut fields = item.as_object()?.clone();
-                fields.remove("id");
-                Some((id, Value::Object(fields)))
-            })
-            .collect();
-    }
-    Map::new()
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use awc::error::{ConnectError, SendRequestError};
 use serde_json::{Map, Value};
 
 use crate::config::AuthSettings;
-use crate::identity::{ConnectionId, UserToken};
+use crate::identity::{ConnectionId, UserToken, GUEST_PREFIX};
 use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode};
 
@@ -380,6 +380,9 @@ fn interpret(status: u16, body: &[u8]) -> Result<VerifiedUser, AuthError> {
         Some(Value::Number(number)) => number.to_string(),
         _ => return Err(bad("`data.userId` is missing or not a usable id")),
     };
+    if user_id.starts_with(GUEST_PREFIX) {
+        return Err(bad("`data.userId` starts with \"guest:\", the namespace of unauthenticated guests"));
+    }
     let username = match data.get("username") {
         Some(Value::String(name)) if !name.trim().is_empty() => name.clone(),
         _ => user_id.clone(),

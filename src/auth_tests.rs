@@ -64,6 +64,7 @@ fn refusals_and_unusable_answers_get_their_reason() {
     assert_eq!(reason(200, r#"{"success":true,"data":{"username":"no id"}}"#), "bad_response");
     assert_eq!(reason(200, r#"{"success":true,"data":{"userId":""}}"#), "bad_response");
     assert_eq!(reason(200, r#"{"ok":true}"#), "bad_response");
+    assert_eq!(reason(200, r#"{"success":true,"data":{"userId":"guest:alice"}}"#), "bad_response");
 }
 
 #[test]

@@ -4,8 +4,10 @@
 //! home of a default value), the optional `--config FILE` (TOML, YAML or JSON in the
 //! original plugin's shape, `channels.websocket.*` with camelCase keys), then
 //! environment variables. Unknown keys are logged and ignored (the original plugin's
-//! files carry OpenClaw keys of their own); a wrong type or value fails with an error
-//! naming the key. Nothing reads the environment after `Settings::load` returns.
+//! files carry OpenClaw keys of their own), with the closest known key when one is
+//! close, except a near miss of a key under `channels.websocket.auth` or `limits`,
+//! which fails; a wrong type or value fails with an error naming the key. Nothing
+//! reads the environment after `Settings::load` returns.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,8 @@ use config::{Config, File, FileFormat, Value, ValueKind};
 /// A setting value, for `Settings::load_with` overrides (command-line flags, tests).
 pub use config::Value as SettingValue;
 use serde::Deserialize;
+
+use crate::redact;
 
 /// The embedded defaults; `settings/default.toml` documents every key.
 pub const DEFAULTS_TOML: &str = include_str!("../settings/default.toml");
@@ -30,11 +34,18 @@ pub enum ConfigError {
     #[error("configuration: {0}")]
     Load(#[from] config::ConfigError),
     /// An environment variable names no known key.
-    #[error("environment variable {variable} names no configuration key (known keys: see settings/default.toml)")]
-    UnknownEnvKey { variable: String },
+    #[error("environment variable {variable} names no configuration key ({})", did_you_mean(.suggestion.as_deref(), "known keys: see settings/default.toml"))]
+    UnknownEnvKey { variable: String, suggestion: Option<String> },
+    /// A key that is not known but close to one under `channels.websocket.auth` or
+    /// `limits`: ignoring it would silently change security.
+    #[error("configuration key `{key}` is not known: did you mean `{suggestion}`? (a misspelt key under channels.websocket.auth or limits stops the start: ignoring it would silently change security)")]
+    MisspeltKey { key: String, suggestion: String },
     /// An environment variable's value cannot be used for its key.
     #[error("environment variable {variable}: {reason}")]
     BadEnvValue { variable: String, reason: String },
+    /// A value its key does not take (an enum's unknown value, for one).
+    #[error("configuration key `{key}`: {reason}")]
+    BadValue { key: String, reason: String },
     /// A value that parsed but makes no sense, or a combination that cannot work.
     #[error("configuration key `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
@@ -48,6 +59,10 @@ pub struct Settings {
     pub agent: AgentSettings,
     pub store: StoreSettings,
     pub limits: Limits,
+    /// The user's home directory (`HOME`, read with the rest of the environment at
+    /// load), for `~` in paths.
+    #[serde(skip)]
+    pub home: PathBuf,
 }
 
 /// `channels.*`: only the websocket channel is ours; other channels are ignored.
@@ -72,6 +87,7 @@ pub struct WebSocketSettings {
     pub auth: AuthSettings,
     pub dynamic_agent_creation: DynamicAgentSettings,
     pub media: MediaSettings,
+    pub groups: GroupSettings,
 }
 
 /// What a `chat.stream` frame's `content` holds.
@@ -107,6 +123,31 @@ pub struct AuthSettings {
     pub required: bool,
     /// Milliseconds a verified token's answer is reused; 0 = off.
     pub cache_ttl: u64,
+}
+
+/// `channels.websocket.groups.*`: who may use a group (see `groups.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupSettings {
+    pub policy: GroupPolicy,
+    /// `proxy`: the service that decides.
+    pub endpoint: String,
+    /// `proxy`: milliseconds a verdict is reused; 0 = ask every time.
+    pub cache_ttl: u64,
+    /// `proxy`: milliseconds the service has to answer; then the access is refused.
+    pub timeout: u64,
+}
+
+/// Group access policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum GroupPolicy {
+    /// A group id is a shared secret (the seed's behaviour).
+    Open,
+    /// Only the groups in the auth service's `data.groups`.
+    Listed,
+    /// The groups service decides.
+    Proxy,
 }
 
 /// `channels.websocket.dynamicAgentCreation.*`, as the original plugin.
@@ -150,6 +191,10 @@ pub struct AgentSettings {
     pub system_prompt: String,
     pub max_history: usize,
     pub timeout_ms: u64,
+    /// Milliseconds a backend may send nothing once its answer has begun.
+    pub idle_timeout_ms: u64,
+    /// Whether an answer is complete only with a `finish_reason`.
+    pub require_finish_reason: bool,
     pub forward_user_token: bool,
     pub openclaw_config_path: String,
     pub confirm_agent_ms: u64,
@@ -162,6 +207,8 @@ pub struct AgentSettings {
 pub struct StoreSettings {
     pub dir: PathBuf,
     pub threads: usize,
+    /// How many of a session's latest answered message ids are remembered for retries.
+    pub idempotency_window: usize,
 }
 
 /// `limits.*`: every bound the service enforces.
@@ -169,6 +216,17 @@ pub struct StoreSettings {
 #[serde(rename_all = "camelCase")]
 pub struct Limits {
     pub max_message_bytes: usize,
+    /// Bytes one turn's answer may grow to.
+    pub max_answer_bytes: usize,
+    /// Bytes of frames that may wait for one slow connection.
+    pub outbound_bytes: usize,
+    /// Sessions one connection may be subscribed to.
+    pub max_subscriptions: usize,
+    /// Milliseconds a fragmented message may take to complete.
+    pub fragment_timeout_ms: u64,
+    /// Bytes of unfinished fragmented messages the whole server holds at most.
+    pub max_pending_fragment_bytes: usize,
+    pub per_user: PerUserLimits,
     pub max_connections: usize,
     pub messages_per_minute: u32,
     pub session_queue: usize,
@@ -177,6 +235,14 @@ pub struct Limits {
     pub shutdown_grace_ms: u64,
     pub session_idle_ms: u64,
     pub heartbeat: Heartbeat,
+}
+
+/// `limits.perUser.*`: bounds per user, whatever connections they use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PerUserLimits {
+    /// Open connections per user; 0 = no limit.
+    pub max_connections: usize,
 }
 
 /// `limits.heartbeat.*`.
@@ -224,10 +290,14 @@ impl Settings {
             builder = builder.set_override(*key, value.clone())?;
         }
         let merged = builder.build()?;
-        let mut settings: Settings = serde_ignored::deserialize(merged, |path| {
-            log::warn!("configuration key `{path}` is not used by ClawSocket; ignored");
-        })?;
+        check_enum_values(&merged)?;
+        let mut unknown = Vec::new();
+        let mut settings: Settings = serde_ignored::deserialize(merged, |path| unknown.push(path.to_string()))?;
+        check_unknown_keys(&unknown, &known_paths(&known))?;
         apply_credential_fallbacks(&mut settings, environment);
+        settings.home = environment.get("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+        settings.agent.openclaw_config_path =
+            openclaw_agents_file(&settings.agent.openclaw_config_path, &settings.home);
         settings.validate()?;
         Ok(settings)
     }
@@ -245,11 +315,8 @@ impl Settings {
                 "\"pairing\" is not supported by ClawSocket; use \"open\" or \"allowlist\" with allowFrom",
             );
         }
-        if websocket.auth.enabled && !is_http_url(&websocket.auth.endpoint) {
-            return invalid(
-                "channels.websocket.auth.endpoint",
-                "must be an http:// or https:// URL when auth is enabled",
-            );
+        if websocket.auth.enabled {
+            check_url("channels.websocket.auth.endpoint", &websocket.auth.endpoint, " when auth is enabled")?;
         }
         if let Some(bad) = websocket.allowed_origins.iter().find(|pattern| !crate::origin::is_valid_pattern(pattern)) {
             return invalid(
@@ -257,25 +324,33 @@ impl Settings {
                 &format!("{bad:?} is not an origin: use \"scheme://host[:port]\" (a host label may be \"*\"), \"*\" or \"null\""),
             );
         }
-        if websocket.dynamic_agent_creation.enabled
-            && self.agent.kind == AgentKind::Openclaw
-            && self.agent.openclaw_config_path.is_empty()
-        {
-            return invalid(
-                "agent.openclawConfigPath",
-                "dynamic agents with the openclaw backend need the agents file the gateway $includes; set agent.openclawConfigPath (see README, Dynamic agents)",
-            );
+        if websocket.groups.policy == GroupPolicy::Proxy {
+            check_url(
+                "channels.websocket.groups.endpoint",
+                &websocket.groups.endpoint,
+                " when groups.policy is \"proxy\"",
+            )?;
+        }
+        if self.agent.kind != AgentKind::Echo {
+            check_url("agent.url", &self.agent.url, "")?;
         }
         let limits = &self.limits;
-        let positive: [(&'static str, u64); 9] = [
+        let positive: [(&'static str, u64); 16] = [
             ("channels.websocket.auth.timeout", websocket.auth.timeout),
+            ("channels.websocket.groups.timeout", websocket.groups.timeout),
             ("limits.maxMessageBytes", limits.max_message_bytes as u64),
+            ("limits.maxAnswerBytes", limits.max_answer_bytes as u64),
+            ("limits.outboundBytes", limits.outbound_bytes as u64),
+            ("limits.maxSubscriptions", limits.max_subscriptions as u64),
+            ("limits.fragmentTimeoutMs", limits.fragment_timeout_ms),
+            ("limits.maxPendingFragmentBytes", limits.max_pending_fragment_bytes as u64),
             ("limits.maxConnections", limits.max_connections as u64),
             ("limits.messagesPerMinute", u64::from(limits.messages_per_minute)),
             ("limits.outboundQueue", limits.outbound_queue as u64),
             ("limits.turnTimeoutMs", limits.turn_timeout_ms),
             ("limits.heartbeat.intervalMs", limits.heartbeat.interval_ms),
             ("agent.timeoutMs", self.agent.timeout_ms),
+            ("agent.idleTimeoutMs", self.agent.idle_timeout_ms),
             ("store.threads", self.store.threads as u64),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
@@ -286,6 +361,40 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The agents file ClawSocket owns for the gateway: the configured one (a leading `~/`
+/// expanded), else `~/.openclaw/clawsocket-agents.json`, beside the gateway's default
+/// `openclaw.json`, so the seed's dynamic-agents config works as it is (SPEC §5).
+fn openclaw_agents_file(configured: &str, home: &Path) -> String {
+    let path = match configured.strip_prefix("~/") {
+        _ if configured.is_empty() => home.join(".openclaw").join(DEFAULT_OPENCLAW_AGENTS_FILE),
+        Some(rest) => home.join(rest),
+        None => PathBuf::from(configured),
+    };
+    path.to_string_lossy().into_owned()
+}
+
+/// The file name of the default agents file (see `openclaw_agents_file`).
+pub const DEFAULT_OPENCLAW_AGENTS_FILE: &str = "clawsocket-agents.json";
+
+/// Fails unless `url` is an http(s) URL, showing it (credentials masked) and, when
+/// adding `http://` (or trimming spaces) would make one, that URL.
+fn check_url(key: &'static str, url: &str, when: &str) -> Result<(), ConfigError> {
+    if is_http_url(url) {
+        return Ok(());
+    }
+    let trimmed = url.trim();
+    let fixed = if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
+    let suggestion = if !trimmed.is_empty() && is_http_url(&fixed) {
+        format!("; did you mean {:?}?", redact::url(&fixed))
+    } else {
+        String::new()
+    };
+    Err(ConfigError::Invalid {
+        key,
+        reason: format!("must be an http:// or https:// URL{when}, got {:?}{suggestion}", redact::url(url)),
+    })
 }
 
 /// Whether `url` is an absolute http(s) URL with a host (what the auth client can POST to).
@@ -323,6 +432,250 @@ fn known_keys(defaults: &Config) -> BTreeMap<String, (String, bool)> {
     out
 }
 
+/// Every known dotted key (`known_keys`), sections included (`limits`,
+/// `limits.heartbeat`, …).
+fn known_paths(known: &BTreeMap<String, (String, bool)>) -> Vec<String> {
+    let mut paths = std::collections::BTreeSet::new();
+    for (leaf, _) in known.values().cloned() {
+        let mut end = 0;
+        while let Some(dot) = leaf[end..].find('.') {
+            end += dot;
+            paths.insert(leaf[..end].to_string());
+            end += 1;
+        }
+        paths.insert(leaf);
+    }
+    paths.into_iter().collect()
+}
+
+/// Warns about each key ClawSocket does not use, naming the closest known key when
+/// one is close; fails on the first that is close to a key under
+/// `channels.websocket.auth` or `limits` (SPEC §8).
+fn check_unknown_keys(unknown: &[String], known: &[String]) -> Result<(), ConfigError> {
+    let mut misspelt = None;
+    for key in unknown {
+        match closest_known_key(key, known) {
+            Some(suggestion) if is_security_key(suggestion) => {
+                misspelt.get_or_insert_with(|| ConfigError::MisspeltKey {
+                    key: key.clone(),
+                    suggestion: suggestion.to_string(),
+                });
+            }
+            suggestion => log::warn!(
+                "configuration key `{key}` is not used by ClawSocket; ignored ({})",
+                did_you_mean(suggestion.map(|key| format!("`{key}`")).as_deref(), "not close to any known key")
+            ),
+        }
+    }
+    misspelt.map_or(Ok(()), Err)
+}
+
+/// "did you mean X?", or `otherwise` when there is nothing to suggest.
+fn did_you_mean(suggestion: Option<&str>, otherwise: &str) -> String {
+    suggestion.map_or_else(|| otherwise.to_string(), |suggestion| format!("did you mean {suggestion}?"))
+}
+
+/// The known key beside `key` (same section) whose name is closest to `key`'s, if it
+/// is close (see `closest`).
+fn closest_known_key<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
+    let split = |key: &'a str| key.rsplit_once('.').unwrap_or(("", key));
+    let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let siblings =
+        known.iter().map(String::as_str).filter(|candidate| normalized(split(candidate).0) == normalized(section));
+    closest(name, siblings, |candidate| split(candidate).1)
+}
+
+/// The candidate whose name is closest to `name`, if it is close: compared without
+/// case, `_` or `-`, within one edit per three letters of the candidate's name (at
+/// least one, at most three).
+fn closest<'a>(
+    name: &str,
+    candidates: impl Iterator<Item = &'a str>,
+    name_of: impl Fn(&'a str) -> &'a str,
+) -> Option<&'a str> {
+    let name = normalized(name);
+    candidates
+        .filter_map(|candidate| {
+            let candidate_name = normalized(name_of(candidate));
+            let allowed = (candidate_name.chars().count() / 3).clamp(1, 3);
+            let distance = edit_distance(&name, &candidate_name);
+            (distance <= allowed).then_some((distance, candidate))
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// `name` lowercased, without `_` or `-`: how a careless spelling is compared.
+fn normalized(name: &str) -> String {
+    name.chars().filter(|c| !matches!(c, '_' | '-')).flat_map(char::to_lowercase).collect()
+}
+
+/// Whether ignoring a misspelling of `key` would silently change security: the auth
+/// and limits keys (SPEC §8), and the group policy (a misspelt `policy` would leave
+/// every group open).
+fn is_security_key(key: &str) -> bool {
+    ["channels.websocket.auth", "limits", "channels.websocket.groups"]
+        .iter()
+        .any(|section| key.strip_prefix(section).is_some_and(|rest| rest.is_empty() || rest.starts_with('.')))
+}
+
+/// Edits (insert, delete, substitute, or swap two neighbours) that turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // rows[i][j]: the distance between a[..i] and b[..j].
+    let mut rows: Vec<Vec<usize>> = (0..=a.len()).map(|i| (0..=b.len()).map(|j| i.max(j)).collect()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let substitute = rows[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]);
+            let mut best = substitute.min(rows[i - 1][j] + 1).min(rows[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
+/// Fails on the first enum-valued key whose value is none of its values, listing
+/// them (config-rs would only say "enum X does not have variant constructor y").
+/// The keys and values come from `Settings` itself, so every enum is covered.
+fn check_enum_values(merged: &Config) -> Result<(), ConfigError> {
+    for (key, values) in enum_keys::<Settings>().0 {
+        let Ok(value) = merged.get::<Value>(&key) else { continue };
+        if matches!(value.kind, ValueKind::Table(_) | ValueKind::Array(_)) {
+            continue;
+        }
+        let Ok(value) = value.into_string() else { continue };
+        if values.contains(&value.as_str()) {
+            continue;
+        }
+        let listed = values.iter().map(|value| format!("{value:?}")).collect::<Vec<_>>().join(", ");
+        let suggestion = closest(&value, values.iter().copied(), |value| value)
+            .map(|value| format!(" (did you mean {value:?}?)"))
+            .unwrap_or_default();
+        return Err(ConfigError::BadValue {
+            key,
+            reason: format!("{value:?} is not a value it takes; expected one of {listed}{suggestion}"),
+        });
+    }
+    Ok(())
+}
+
+/// Every enum-valued key of `T` (dotted, as in the files) with its values, found by
+/// walking `T`'s `Deserialize` once over placeholder values; the `Result` says
+/// whether the walk got through all of `T` (a test checks it does for `Settings`).
+fn enum_keys<T: serde::de::DeserializeOwned>() -> EnumKeys {
+    let found = std::cell::RefCell::new(Vec::new());
+    let walked = T::deserialize(walker::Walker { path: String::new(), found: &found }).map(drop);
+    (found.into_inner(), walked)
+}
+
+/// The enum keys of a type, and whether the walk that found them completed.
+type EnumKeys = (Vec<(String, &'static [&'static str])>, Result<(), serde::de::value::Error>);
+
+/// A `Deserializer` that feeds a type placeholder values (zeros, empty strings and
+/// lists, every struct field, each enum's first value) and notes the path and values
+/// of every enum on the way.
+mod walker {
+    use std::cell::RefCell;
+
+    use serde::de::value::{Error, MapDeserializer, SeqDeserializer};
+    use serde::de::{DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor};
+
+    pub(super) type Found = RefCell<Vec<(String, &'static [&'static str])>>;
+
+    pub(super) struct Walker<'a> {
+        pub path: String,
+        pub found: &'a Found,
+    }
+
+    impl<'de> Deserializer<'de> for Walker<'_> {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_u64(0)
+        }
+
+        fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_bool(false)
+        }
+
+        fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_str("")
+        }
+
+        fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_str("")
+        }
+
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_none()
+        }
+
+        fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_seq(SeqDeserializer::new(std::iter::empty::<u8>()))
+        }
+
+        fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_map(MapDeserializer::new(std::iter::empty::<(u8, u8)>()))
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_newtype_struct(self)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            visitor.visit_map(Fields { fields: fields.iter(), field: "", path: self.path, found: self.found })
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            variants: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            self.found.borrow_mut().push((self.path, variants));
+            let first = variants.first().copied().unwrap_or_default();
+            visitor.visit_enum(first.into_deserializer())
+        }
+
+        serde::forward_to_deserialize_any! {
+            i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit unit_struct
+            tuple tuple_struct identifier ignored_any
+        }
+    }
+
+    /// A struct's fields, each walked under its own path.
+    struct Fields<'a> {
+        fields: std::slice::Iter<'static, &'static str>,
+        field: &'static str,
+        path: String,
+        found: &'a Found,
+    }
+
+    impl<'de> MapAccess<'de> for Fields<'_> {
+        type Error = Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+            let Some(field) = self.fields.next() else { return Ok(None) };
+            self.field = field;
+            seed.deserialize(field.into_deserializer()).map(Some)
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+            let path =
+                if self.path.is_empty() { self.field.to_string() } else { format!("{}.{}", self.path, self.field) };
+            seed.deserialize(Walker { path, found: self.found })
+        }
+    }
+}
+
 /// Maps the environment onto configuration keys: the original plugin's variables,
 /// the backends' customary ones (only where the config leaves them empty), then
 /// `CLAWSOCKET__SECTION__KEY` for any key.
@@ -344,8 +697,11 @@ fn environment_overrides(
     for (variable, value) in environment {
         let Some(rest) = variable.strip_prefix(ENV_PREFIX) else { continue };
         let wanted = rest.split("__").collect::<Vec<_>>().join(".").to_lowercase();
-        let (path, is_list) =
-            known.get(&wanted).ok_or_else(|| ConfigError::UnknownEnvKey { variable: variable.clone() })?;
+        let (path, is_list) = known.get(&wanted).ok_or_else(|| ConfigError::UnknownEnvKey {
+            variable: variable.clone(),
+            suggestion: closest_known_key(&wanted, &known.values().map(|(path, _)| path.clone()).collect::<Vec<_>>())
+                .map(|key| format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase())),
+        })?;
         let value = if *is_list { parse_list(variable, value)? } else { Value::from(value.as_str()) };
         overrides.push((path.clone(), value));
     }

@@ -42,15 +42,17 @@ fn the_seed_readme_examples_load_as_they_are() {
         assert_eq!(settings.channels.websocket.port, 18800, "{name}");
         assert_eq!(settings.channels.websocket.path, "/ws", "{name}");
     }
-    // The dynamic-agents example needs the openclaw agents file, or another backend.
+    // The dynamic-agents example owns the default agents file beside the gateway's config.
     let path = fixture("seed-dynamic-agents.json");
-    let settings = Settings::load(Some(&path), &environment(&[("CLAWSOCKET__AGENT__KIND", "openai")])).unwrap();
+    let settings = Settings::load(Some(&path), &environment(&[("HOME", "/home/claw")])).unwrap();
     let dynamic = &settings.channels.websocket.dynamic_agent_creation;
     assert!(dynamic.enabled);
     assert_eq!(dynamic.max_agents, 100);
     assert_eq!(dynamic.agent_dir_template, "~/.openclaw/agents/{agentId}/agent");
-    let refused = load_error(Some(&path), &[]);
-    assert!(refused.contains("agent.openclawConfigPath"), "{refused}");
+    assert_eq!(settings.agent.openclaw_config_path, "/home/claw/.openclaw/clawsocket-agents.json");
+    let home = environment(&[("HOME", "/home/claw"), ("CLAWSOCKET__AGENT__OPENCLAWCONFIGPATH", "~/gw/agents.json")]);
+    let settings = Settings::load(None, &home).unwrap();
+    assert_eq!(settings.agent.openclaw_config_path, "/home/claw/gw/agents.json");
 }
 
 #[test]
@@ -190,4 +192,218 @@ fn every_key_in_the_defaults_file_can_be_set_from_the_environment() {
     let known =
         known_keys(&Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml)).build().unwrap());
     assert_eq!(known.len(), default_keys().len());
+}
+
+/// Loads `text` as a config file named `name` (its extension picks the format).
+fn load_text(name: &str, text: &str, pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    Settings::load(Some(&path), &environment(pairs))
+}
+
+#[test]
+fn a_misspelt_key_under_auth_limits_or_groups_stops_the_start_naming_the_right_key() {
+    let cases = [
+        (
+            "c.toml",
+            "[channels.websocket.auth]\nenable = false\n",
+            "channels.websocket.auth.enable",
+            "channels.websocket.auth.enabled",
+        ),
+        (
+            "c.yaml",
+            "channels:\n  websocket:\n    auth:\n      requierd: false\n",
+            "channels.websocket.auth.requierd",
+            "channels.websocket.auth.required",
+        ),
+        ("c.toml", "[limits]\nmaxConection = 5\n", "limits.maxConection", "limits.maxConnections"),
+        (
+            "c.json",
+            r#"{"limits":{"heartbeat":{"timeout":100}}}"#,
+            "limits.heartbeat.timeout",
+            "limits.heartbeat.timeoutMs",
+        ),
+        (
+            "c.json",
+            r#"{"limits":{"messages_per_minute":100000}}"#,
+            "limits.messages_per_minute",
+            "limits.messagesPerMinute",
+        ),
+        (
+            "c.toml",
+            "[channels.websocket.Auth]\nenabled = false\n",
+            "channels.websocket.Auth",
+            "channels.websocket.auth",
+        ),
+        ("c.toml", "[limit]\nmaxConnections = 5\n", "`limit`", "`limits`"),
+        (
+            "c.toml",
+            "[channels.websocket.groups]\npolicyy = \"listed\"\n",
+            "channels.websocket.groups.policyy",
+            "channels.websocket.groups.policy",
+        ),
+    ];
+    for (name, text, named, suggested) in cases {
+        let error = match load_text(name, text, &[]) {
+            Ok(_) => panic!("{text:?} should not start"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains(named), "{text:?}: should name {named}: {error}");
+        assert!(
+            error.contains(&format!("did you mean `{}`?", suggested.trim_matches('`'))),
+            "{text:?}: should suggest {suggested}: {error}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_name_the_closest_known_key_and_only_near_auth_or_limits_keys_are_fatal() {
+    let known = known_paths(&known_keys(
+        &Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml)).build().unwrap(),
+    ));
+    let near = |key: &str| closest_known_key(key, &known);
+    assert_eq!(near("channels.websocket.enable"), Some("channels.websocket.enabled"));
+    assert_eq!(near("channels.websocket.stream_mode"), Some("channels.websocket.streamMode"));
+    assert_eq!(near("channels.websocket.auth.enable"), Some("channels.websocket.auth.enabled"));
+    assert_eq!(near("agent.uri"), Some("agent.url"));
+    for far in [
+        "channels.telegram",
+        "gateway",
+        "auth",
+        "session",
+        "tools",
+        "models",
+        "channels.websocket.auth.secretSauce",
+        "limits.flavour",
+    ] {
+        assert_eq!(near(far), None, "{far}");
+    }
+    assert!(is_security_key("channels.websocket.auth.enabled") && is_security_key("limits.heartbeat.timeoutMs"));
+    assert!(is_security_key("channels.websocket.auth") && is_security_key("limits"));
+    assert!(!is_security_key("channels.websocket.enabled") && !is_security_key("channels.websocket.authors"));
+    // Far from every key, under auth too: a warning, the start goes on.
+    let settings =
+        load_text("c.toml", "[channels.websocket.auth]\nsecretSauce = 1\n[gateway]\nport = 1\n", &[]).unwrap();
+    assert!(settings.channels.websocket.auth.enabled);
+    // Near a key elsewhere: a warning too.
+    let settings = load_text("c.toml", "[channels.websocket]\nenable = false\n", &[]).unwrap();
+    assert!(settings.channels.websocket.enabled);
+}
+
+#[test]
+fn an_unknown_environment_key_names_the_variable_it_probably_meant() {
+    let error = load_error(None, &[("CLAWSOCKET__CHANNELS__WEBSOCKET__AUTH__ENABLE", "false")]);
+    assert!(error.contains("did you mean CLAWSOCKET__CHANNELS__WEBSOCKET__AUTH__ENABLED?"), "{error}");
+    // Only keys that take a value are suggested, not sections.
+    let error = load_error(None, &[("CLAWSOCKET__LIMITS__HEARTBEA", "1")]);
+    assert!(!error.contains("did you mean"), "{error}");
+    let error = load_error(None, &[("CLAWSOCKET__NOTHING__LIKE__IT", "1")]);
+    assert!(!error.contains("did you mean"), "{error}");
+}
+
+#[test]
+fn edit_distance_counts_inserts_deletes_substitutions_and_swaps() {
+    assert_eq!(edit_distance("enabled", "enabled"), 0);
+    assert_eq!(edit_distance("enable", "enabled"), 1);
+    assert_eq!(edit_distance("enalbed", "enabled"), 1);
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    assert_eq!(edit_distance("", "url"), 3);
+}
+
+#[test]
+fn an_enum_error_names_the_key_and_lists_the_valid_values() {
+    let cases = [
+        (
+            "[channels.websocket]\nstreamMode = \"cumulativ\"\n",
+            "channels.websocket.streamMode",
+            r#""delta", "cumulative""#,
+            Some("cumulative"),
+        ),
+        (
+            "[channels.websocket]\nstreamMode = \"Delta\"\n",
+            "channels.websocket.streamMode",
+            r#""delta", "cumulative""#,
+            Some("delta"),
+        ),
+        (
+            "[channels.websocket]\ndmPolicy = \"everyone\"\n",
+            "channels.websocket.dmPolicy",
+            r#""open", "allowlist""#,
+            None,
+        ),
+        (
+            "[channels.websocket.groups]\npolicy = \"porxy\"\n",
+            "channels.websocket.groups.policy",
+            r#""open", "listed", "proxy""#,
+            Some("proxy"),
+        ),
+        ("[agent]\nkind = 1\n", "agent.kind", r#""openclaw", "openai", "echo""#, None),
+    ];
+    for (text, key, values, suggestion) in cases {
+        let error = match load_text("c.toml", text, &[]) {
+            Ok(_) => panic!("{text:?} should not load"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains(&format!("`{key}`")), "{text:?}: should name {key}: {error}");
+        assert!(error.contains(&format!("expected one of {values}")), "{text:?}: should list {values}: {error}");
+        if let Some(value) = suggestion {
+            assert!(error.contains(&format!("did you mean \"{value}\"?")), "{text:?}: should suggest {value}: {error}");
+        }
+    }
+    let error = load_error(None, &[("CLAWSOCKET__AGENT__KIND", "opnai")]);
+    assert!(error.contains("`agent.kind`") && error.contains(r#"did you mean "openai"?"#), "{error}");
+}
+
+#[test]
+fn every_enum_key_of_the_settings_is_found() {
+    let (keys, walked) = enum_keys::<Settings>();
+    walked.expect("the walk gets through all of Settings");
+    let keys: Vec<&str> = keys.iter().map(|(key, _)| key.as_str()).collect();
+    for key in [
+        "channels.websocket.streamMode",
+        "channels.websocket.dmPolicy",
+        "channels.websocket.groups.policy",
+        "agent.kind",
+    ] {
+        assert!(keys.contains(&key), "{key} in {keys:?}");
+    }
+}
+
+#[test]
+fn every_url_key_is_checked_at_start_saying_what_would_be_right() {
+    let cases = [
+        ("[agent]\nkind = \"openai\"\nurl = \"localhost:11434/v1\"\n", "agent.url", Some("http://localhost:11434/v1")),
+        ("[agent]\nurl = \"127.0.0.1:18789\"\n", "agent.url", Some("http://127.0.0.1:18789")),
+        ("[agent]\nurl = \" http://127.0.0.1:18789\"\n", "agent.url", Some("http://127.0.0.1:18789")),
+        ("[agent]\nkind = \"openai\"\nurl = \"\"\n", "agent.url", None),
+        ("[agent]\nurl = \"ftp://127.0.0.1:18789\"\n", "agent.url", None),
+        (
+            "[channels.websocket.auth]\nendpoint = \"localhost:3000/api/auth/verify\"\n",
+            "channels.websocket.auth.endpoint",
+            Some("http://localhost:3000/api/auth/verify"),
+        ),
+        (
+            "[channels.websocket.groups]\npolicy = \"proxy\"\nendpoint = \"groups.internal:8080/check\"\n",
+            "channels.websocket.groups.endpoint",
+            Some("http://groups.internal:8080/check"),
+        ),
+    ];
+    for (text, key, suggestion) in cases {
+        let error = match load_text("c.toml", text, &[]) {
+            Ok(_) => panic!("{text:?} should not load"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains(&format!("`{key}`: must be an http:// or https:// URL")), "{text:?}: {error}");
+        match suggestion {
+            Some(url) => assert!(error.contains(&format!("did you mean \"{url}\"?")), "{text:?}: {error}"),
+            None => assert!(!error.contains("did you mean"), "{text:?}: {error}"),
+        }
+    }
+    // The echo agent has no URL to check; off, auth and groups have none either.
+    let off = "[agent]\nkind = \"echo\"\nurl = \"\"\n[channels.websocket.auth]\nenabled = false\nendpoint = \"x\"\n";
+    load_text("c.toml", off, &[]).unwrap();
+    // A password in a wrong URL is not shown in the error.
+    let error = load_text("c.toml", "[agent]\nurl = \"bob:s3cret@localhost:18789\"\n", &[]).err().unwrap().to_string();
+    assert!(error.contains("did you mean \"http://***@localhost:18789\"?") && !error.contains("s3cret"), "{error}");
 }

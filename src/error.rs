@@ -6,6 +6,9 @@
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The configured address could not be bound; `reason` says why and what to do.
+    #[error("could not listen on {address}: {reason}")]
+    Listen { address: String, reason: String },
     #[error("could not listen: {0}")]
     Io(#[from] std::io::Error),
     #[error("the store cannot be read: {0}")]

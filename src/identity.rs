@@ -2,7 +2,9 @@
 //!
 //! A connection's [`Identity`] comes from the auth service when authenticated, else
 //! from the URL, else from the connection id; a message may change it only on an
-//! unauthenticated connection (the original plugin's behaviour). A [`SessionTarget`]
+//! unauthenticated connection (the original plugin's behaviour). When auth is enabled
+//! an unauthenticated connection is a guest: whatever id it claims lives under
+//! [`GUEST_PREFIX`], so it can never name a logged-in user (SPEC §2). A [`SessionTarget`]
 //! names a conversation independently of the agent; the Supervisor binds it to an
 //! agent and so to a [`SessionKey`]. Nothing here does I/O.
 
@@ -10,6 +12,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
+
+/// The namespace of guests' ids: `guest:alice` is a guest calling itself alice, never
+/// the logged-in alice (the auth service may not issue ids of this form).
+pub const GUEST_PREFIX: &str = "guest:";
 
 /// A connection's id: a UUID, also the identity of last resort.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -67,6 +73,9 @@ pub struct Identity {
     pub sender_name: String,
     /// True when the auth service vouched for this identity: then no message may change it.
     pub authenticated: bool,
+    /// An unauthenticated connection while auth is enabled: every id it names is a
+    /// guest id (`guest:{id}`).
+    pub guest: bool,
     /// The auth service's whole `data` object, for the agent's context.
     pub auth_data: Option<Arc<Map<String, Value>>>,
     /// The user's token, only with `agent.forwardUserToken` (for the agent's context).
@@ -74,13 +83,25 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The identity of an unauthenticated connection: URL values, else the connection id.
+    /// The identity of a connection when auth is disabled: URL values, else the
+    /// connection id, used as they are.
     pub fn anonymous(connection: &ConnectionId, sender_id: Option<&str>, sender_name: Option<&str>) -> Self {
-        let sender_id = sender_id.filter(|id| crate::protocol::is_valid_id(id)).unwrap_or(connection.as_str());
+        Self::unauthenticated(connection, sender_id, sender_name, false)
+    }
+
+    /// The identity of an unauthenticated connection while auth is enabled: as
+    /// `anonymous`, with the id under `guest:`.
+    pub fn guest(connection: &ConnectionId, sender_id: Option<&str>, sender_name: Option<&str>) -> Self {
+        Self::unauthenticated(connection, sender_id, sender_name, true)
+    }
+
+    fn unauthenticated(connection: &ConnectionId, id: Option<&str>, name: Option<&str>, guest: bool) -> Self {
+        let claimed = id.filter(|id| crate::protocol::is_valid_id(id)).unwrap_or(connection.as_str());
         Identity {
-            sender_id: sender_id.to_string(),
-            sender_name: sender_name.filter(|name| !name.is_empty()).unwrap_or(sender_id).to_string(),
+            sender_id: namespaced(claimed, guest),
+            sender_name: name.filter(|name| !name.is_empty()).unwrap_or(claimed).to_string(),
             authenticated: false,
+            guest,
             auth_data: None,
             token: None,
         }
@@ -88,7 +109,7 @@ impl Identity {
 
     /// The identity the auth service vouched for: no message can change it.
     pub fn authenticated(sender_id: String, sender_name: String, auth_data: Arc<Map<String, Value>>) -> Self {
-        Identity { sender_id, sender_name, authenticated: true, auth_data: Some(auth_data), token: None }
+        Identity { sender_id, sender_name, authenticated: true, guest: false, auth_data: Some(auth_data), token: None }
     }
 
     /// The identity a message acts as: the message's `senderId`/`senderName` count only
@@ -99,12 +120,21 @@ impl Identity {
         }
         let mut identity = self.clone();
         if let Some(id) = sender_id {
-            identity.sender_id = id.to_string();
+            identity.sender_id = namespaced(id, self.guest);
             identity.sender_name = sender_name.unwrap_or(id).to_string();
         } else if let Some(name) = sender_name {
             identity.sender_name = name.to_string();
         }
         identity
+    }
+}
+
+/// `id` as a guest's id when `guest`, else as it is.
+fn namespaced(id: &str, guest: bool) -> String {
+    if guest {
+        format!("{GUEST_PREFIX}{id}")
+    } else {
+        id.to_string()
     }
 }
 
@@ -131,7 +161,16 @@ impl SessionTarget {
             Chat::Direct(sender) => ("direct", sender),
             Chat::Group(group) => ("group", group),
         };
-        let mut key = format!("agent:{}:websocket:{kind}:{}", escape(agent_id), escape(id));
+        let mut key = format!("agent:{}:websocket:{kind}:", escape(agent_id));
+        // A guest's id keeps its `guest:` readable (`…:direct:guest:alice`); the rest is
+        // escaped, and no other id can start with it (auth refuses such user ids).
+        match id.strip_prefix(GUEST_PREFIX) {
+            Some(claimed) if kind == "direct" => {
+                key.push_str(GUEST_PREFIX);
+                key.push_str(&escape(claimed));
+            }
+            _ => key.push_str(&escape(id)),
+        }
         if let Some(thread) = &self.thread_id {
             key.push_str(":thread:");
             key.push_str(&escape(thread));

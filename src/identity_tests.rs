@@ -5,6 +5,7 @@ fn authenticated(sender_id: &str) -> Identity {
         sender_id: sender_id.into(),
         sender_name: "Real".into(),
         authenticated: true,
+        guest: false,
         auth_data: None,
         token: None,
     }
@@ -18,6 +19,20 @@ fn a_message_overrides_the_identity_only_when_unauthenticated() {
     assert_eq!((acting.sender_id.as_str(), acting.sender_name.as_str()), ("user_123", "Alice"));
     let acting = authenticated("alice").for_message(Some("bob"), Some("Bob"));
     assert_eq!((acting.sender_id.as_str(), acting.sender_name.as_str()), ("alice", "Real"));
+}
+
+#[test]
+fn a_guest_lives_under_guest_whatever_it_claims() {
+    let connection = ConnectionId::new();
+    let guest = Identity::guest(&connection, Some("alice"), None);
+    assert_eq!((guest.sender_id.as_str(), guest.sender_name.as_str()), ("guest:alice", "alice"));
+    assert_eq!(guest.for_message(Some("bob"), None).sender_id, "guest:bob");
+    let key = SessionTarget { chat: Chat::Direct(guest.sender_id.clone()), thread_id: None }.key("main");
+    assert_eq!(key.as_str(), "agent:main:websocket:direct:guest:alice");
+    let user = SessionTarget { chat: Chat::Direct("alice".into()), thread_id: None }.key("main");
+    assert_ne!(key, user);
+    let nameless = Identity::guest(&connection, None, None);
+    assert_eq!(nameless.sender_id, format!("guest:{connection}"));
 }
 
 #[test]

@@ -10,19 +10,27 @@
 //! `server::run` wires them behind actix-web; `main.rs` only parses flags and loads
 //! [`config::Settings`]. See ARCHITECTURE.md for the path of one message.
 
+pub mod agent_roster;
 pub mod agents;
 pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod error;
 pub mod frame_guard;
+pub mod groups;
+mod handshake;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+pub mod openclaw_agents;
 pub mod origin;
 pub mod protocol;
+pub mod redact;
 pub mod server;
+pub mod session_memory;
+pub mod shutdown;
 pub mod store;
+pub mod transcript;
 
 // The actors live in the top-level `actors/` folder (the project layout of SPEC §9)
 // but belong to this crate: they need `protocol`, `config` and `backend`, and the

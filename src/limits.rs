@@ -1,6 +1,8 @@
 //! The per-connection and per-server bounds that are plain data: the inbound rate
-//! limit (`limits.messagesPerMinute`) and the count of open connections
-//! (`limits.maxConnections`).
+//! limit (`limits.messagesPerMinute`), the count of open connections
+//! (`limits.maxConnections`) and of each user's (`limits.perUser.maxConnections`), and
+//! byte budgets (`limits.outboundBytes` per connection, `limits.maxPendingFragmentBytes`
+//! per server).
 //!
 //! Both sit on paths a hostile client can drive as fast as it likes, so neither
 //! allocates nor locks: a [`RateLimiter`] is a few integers owned by one
@@ -9,8 +11,9 @@
 //! handshake, before the auth service is asked anything). Nothing here knows a socket,
 //! an actor or the wire format.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// A token is counted in this many grains, so that refilling `messagesPerMinute`
@@ -178,6 +181,102 @@ pub struct ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.slots.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Bytes that may be held at once against one bound, shared by whoever holds them.
+/// Lock-free: a reservation is one compare-and-swap.
+#[derive(Debug)]
+pub struct ByteBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl ByteBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(ByteBudget { used: AtomicUsize::new(0), limit })
+    }
+
+    /// Takes `bytes` if they fit under the limit.
+    pub fn try_reserve(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Takes `bytes` if what is held now is under the limit: the one message that
+    /// crosses it still goes (a single message larger than the whole budget must not
+    /// be refused on an empty queue), the next one does not.
+    pub fn try_admit(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used < self.limit).then(|| used.saturating_add(bytes))
+            })
+            .is_ok()
+    }
+
+    /// Gives back `bytes` taken earlier.
+    pub fn release(&self, bytes: usize) {
+        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| Some(used.saturating_sub(bytes)));
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+/// Open connections per user, under `limits.perUser.maxConnections` (0 = no limit).
+/// Taken in the handshake once the user is known, held by the connection.
+#[derive(Debug)]
+pub struct UserConnections {
+    open: Mutex<HashMap<String, usize>>,
+    max: usize,
+}
+
+impl UserConnections {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(UserConnections { open: Mutex::new(HashMap::new()), max })
+    }
+
+    /// Takes one of `user`'s connections, or `None` when the user has `max` open.
+    pub fn try_acquire(self: &Arc<Self>, user: &str) -> Option<UserConnection> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(user.to_string()).or_insert(0);
+        if self.max > 0 && *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(UserConnection { users: self.clone(), user: user.to_string() })
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+/// One of a user's open connections; dropping it gives the place back.
+#[derive(Debug)]
+pub struct UserConnection {
+    users: Arc<UserConnections>,
+    user: String,
+}
+
+impl Drop for UserConnection {
+    fn drop(&mut self) {
+        let mut open = self.users.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
     }
 }
 

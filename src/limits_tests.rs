@@ -125,3 +125,33 @@ fn slots_hold_their_bound_under_concurrent_handshakes() {
     drop(taken);
     assert_eq!(slots.open(), 0);
 }
+
+#[test]
+fn a_byte_budget_takes_what_fits_and_gets_it_back() {
+    let budget = ByteBudget::new(100);
+    assert!(budget.try_reserve(60) && budget.try_reserve(40));
+    assert!(!budget.try_reserve(1), "full");
+    budget.release(50);
+    assert!(budget.try_reserve(50) && !budget.try_reserve(1));
+    assert!(!budget.try_reserve(usize::MAX), "no overflow");
+    budget.release(1_000);
+    assert_eq!(budget.used(), 0, "never below zero");
+    assert!(budget.try_admit(500), "one message larger than the budget goes on an empty queue");
+    assert!(!budget.try_admit(1), "the next one waits until it is under the limit again");
+    budget.release(450);
+    assert!(budget.try_admit(1));
+}
+
+#[test]
+fn a_user_gets_max_connections_and_each_closed_one_back() {
+    let users = UserConnections::new(2);
+    let first = users.try_acquire("alice").unwrap();
+    let _second = users.try_acquire("alice").unwrap();
+    assert!(users.try_acquire("alice").is_none());
+    assert!(users.try_acquire("bob").is_some(), "another user is not affected");
+    drop(first);
+    assert!(users.try_acquire("alice").is_some());
+    let unlimited = UserConnections::new(0);
+    let held: Vec<_> = (0..50).filter_map(|_| unlimited.try_acquire("x")).collect();
+    assert_eq!(held.len(), 50);
+}

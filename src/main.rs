@@ -1,6 +1,5 @@
 //! The `clawsocket` binary: flags, logging, settings, then `server::run`. Nothing else.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -58,7 +57,7 @@ fn start(arguments: Arguments) -> Result<(), StartError> {
     }
     let settings = Settings::load_with(arguments.config.as_deref(), &config::process_environment(), &overrides)?;
     let websocket = &settings.channels.websocket;
-    let listener = TcpListener::bind((websocket.host.as_str(), websocket.port))?;
+    let listener = server::bind(&websocket.host, websocket.port)?;
     let settings = Arc::new(settings);
     actix_web::rt::System::new().block_on(async move {
         let running = server::run(listener, settings)?;

@@ -11,50 +11,78 @@ use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, I
 
 use crate::protocol::ErrorCode;
 
-/// Every error code, to resolve its series once.
-const ERROR_CODES: [ErrorCode; 16] = [
-    ErrorCode::InvalidJson,
-    ErrorCode::InvalidMessage,
-    ErrorCode::UnsupportedType,
-    ErrorCode::AuthFailed,
-    ErrorCode::TokenRequired,
-    ErrorCode::RateLimited,
-    ErrorCode::SessionBusy,
-    ErrorCode::PayloadTooLarge,
-    ErrorCode::AgentUnavailable,
-    ErrorCode::AgentTimeout,
-    ErrorCode::AgentError,
-    ErrorCode::Aborted,
-    ErrorCode::MediaForbidden,
-    ErrorCode::Forbidden,
-    ErrorCode::ShuttingDown,
-    ErrorCode::Internal,
-];
+/// Defines a label enum from one list: each variant with its label, and `ALL` in
+/// declaration order (so a variant's `as usize` is its series' index).
+macro_rules! labels {
+    ($(#[$meta:meta])* $name:ident { $($(#[$doc:meta])* $variant:ident => $label:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy)]
+        pub enum $name {
+            $($(#[$doc])* $variant,)+
+        }
 
-/// How a connection attempt ended (`clawsocket_connections_total{outcome}`).
-#[derive(Debug, Clone, Copy)]
-pub enum ConnectionOutcome {
-    Accepted,
-    AuthFailed,
-    /// Refused before auth: a disallowed Origin, or over capacity.
-    Rejected,
+        impl $name {
+            const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                }
+            }
+        }
+    };
 }
 
-/// How a turn ended (`clawsocket_turns_total{outcome}`).
-#[derive(Debug, Clone, Copy)]
-pub enum TurnOutcome {
-    Completed,
-    Failed,
-    Aborted,
+labels! {
+    /// A bound a client or backend ran into (`clawsocket_limit_hits_total{limit}`).
+    LimitHit {
+        /// `limits.outboundBytes`: a slow connection closed 1008.
+        OutboundBytes => "outbound_bytes",
+        /// `limits.maxSubscriptions`: a subscription refused `quota_exceeded`.
+        Subscriptions => "max_subscriptions",
+        /// `limits.fragmentTimeoutMs`: a fragmented message not completed in time.
+        FragmentTimeout => "fragment_timeout",
+        /// `limits.maxPendingFragmentBytes`: the server-wide fragment budget was full.
+        PendingFragmentBytes => "pending_fragment_bytes",
+        /// `limits.perUser.maxConnections`: a user's connection refused.
+        UserConnections => "per_user_connections",
+        /// `limits.maxAnswerBytes`: an answer cut.
+        AnswerBytes => "answer_bytes",
+    }
+}
+
+labels! {
+    /// How a connection attempt ended (`clawsocket_connections_total{outcome}`).
+    ConnectionOutcome {
+        Accepted => "accepted",
+        AuthFailed => "auth_failed",
+        /// Refused before auth (a disallowed Origin, over capacity) or after it (a
+        /// user over `limits.perUser.maxConnections`).
+        Rejected => "rejected",
+    }
+}
+
+labels! {
+    /// How a turn ended (`clawsocket_turns_total{outcome}`).
+    TurnOutcome {
+        Completed => "completed",
+        Failed => "failed",
+        Aborted => "aborted",
+    }
+}
+
+/// One counter per label of `labels`, in their order.
+fn series<T: Copy>(vec: &IntCounterVec, labels: &[T], label: fn(T) -> &'static str) -> Vec<IntCounter> {
+    labels.iter().map(|value| vec.with_label_values(&[label(*value)])).collect()
 }
 
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
     pub connections_open: IntGauge,
-    connections: [IntCounter; 3],
+    connections: Vec<IntCounter>,
     pub sessions_active: IntGauge,
-    turns: [IntCounter; 3],
+    turns: Vec<IntCounter>,
     pub deltas: IntCounter,
     errors: Vec<IntCounter>,
     pub turn_duration: Histogram,
@@ -63,6 +91,7 @@ pub struct Metrics {
     pub dynamic_agents: IntGauge,
     /// Users who got the default agent because `maxAgents` was reached.
     pub dynamic_agent_fallbacks: IntCounter,
+    limit_hits: Vec<IntCounter>,
 }
 
 impl Metrics {
@@ -73,14 +102,15 @@ impl Metrics {
             counter_vec(&registry, "clawsocket_connections_total", "Connection attempts by outcome", "outcome");
         let turns_vec = counter_vec(&registry, "clawsocket_turns_total", "Agent turns by outcome", "outcome");
         let errors_vec = counter_vec(&registry, "clawsocket_errors_total", "chat.error frames sent, by code", "code");
+        let limits_vec =
+            counter_vec(&registry, "clawsocket_limit_hits_total", "Times a client or backend hit a bound", "limit");
         Metrics {
             connections_open: gauge(&registry, "clawsocket_connections_open", "Open WebSocket connections"),
-            connections: ["accepted", "auth_failed", "rejected"]
-                .map(|label| connections_vec.with_label_values(&[label])),
+            connections: series(&connections_vec, ConnectionOutcome::ALL, ConnectionOutcome::label),
             sessions_active: gauge(&registry, "clawsocket_sessions_active", "Sessions held in memory"),
-            turns: ["completed", "failed", "aborted"].map(|label| turns_vec.with_label_values(&[label])),
+            turns: series(&turns_vec, TurnOutcome::ALL, TurnOutcome::label),
             deltas: counter(&registry, "clawsocket_deltas_total", "Deltas relayed from agents to sessions"),
-            errors: ERROR_CODES.iter().map(|code| errors_vec.with_label_values(&[code.as_str()])).collect(),
+            errors: series(&errors_vec, ErrorCode::ALL, ErrorCode::as_str),
             turn_duration: histogram(
                 &registry,
                 "clawsocket_turn_duration_seconds",
@@ -100,6 +130,7 @@ impl Metrics {
                 "clawsocket_dynamic_agent_fallbacks_total",
                 "Users sent to the default agent because maxAgents was reached",
             ),
+            limit_hits: series(&limits_vec, LimitHit::ALL, LimitHit::label),
             registry,
         }
     }
@@ -115,9 +146,12 @@ impl Metrics {
 
     /// One `chat.error` with `code` sent (to one connection, or to a session's subscribers).
     pub fn error(&self, code: ErrorCode) {
-        if let Some(index) = ERROR_CODES.iter().position(|known| *known == code) {
-            self.errors[index].inc();
-        }
+        self.errors[code as usize].inc();
+    }
+
+    /// A client or backend ran into `limit`.
+    pub fn limit_hit(&self, limit: LimitHit) {
+        self.limit_hits[limit as usize].inc();
     }
 
     /// The Prometheus text exposition of every series.

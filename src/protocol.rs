@@ -15,12 +15,40 @@ use serde_json::{Map, Value};
 
 /// Close code: authentication failed or a required token is missing (as the original).
 pub const CLOSE_AUTH_FAILED: u16 = 4401;
-/// Close code: a frame or continued message is larger than `limits.maxMessageBytes`.
-pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code: policy violation (flooding after warnings, a client too slow to read).
-pub const CLOSE_POLICY: u16 = 1008;
-/// Close code: the server is shutting down.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// Why the server closes a socket: the close code and reason it sends, each named
+/// once here (SPEC §1 close codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disconnect {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Disconnect {
+    /// A frame or fragmented message over `limits.maxMessageBytes`.
+    pub const TOO_BIG: Disconnect = Disconnect { code: 1009, reason: "message too big" };
+    /// A text message that is not UTF-8 (RFC 6455 §8.1).
+    pub const NOT_UTF8: Disconnect = Disconnect { code: 1007, reason: "text message is not UTF-8" };
+    /// Frames that break RFC 6455.
+    pub const PROTOCOL_ERROR: Disconnect = Disconnect { code: 1002, reason: "protocol error" };
+    /// A continuation frame with no message begun.
+    pub const STRAY_CONTINUATION: Disconnect = Disconnect { code: 1002, reason: "continuation without a first frame" };
+    /// Flooding on after the `rate_limited` warnings.
+    pub const FLOODING: Disconnect =
+        Disconnect { code: 1008, reason: "flooding: too many messages after rate_limited warnings" };
+    /// A reader too slow for its frames (`limits.outboundQueue`, `limits.outboundBytes`).
+    pub const SLOW: Disconnect = Disconnect { code: 1008, reason: "slow" };
+    /// A fragmented message not completed within `limits.fragmentTimeoutMs`.
+    pub const FRAGMENT_TIMEOUT: Disconnect =
+        Disconnect { code: 1008, reason: "fragmented message not completed in time (limits.fragmentTimeoutMs)" };
+    /// A user over `limits.perUser.maxConnections`.
+    pub const USER_CONNECTIONS: Disconnect = Disconnect { code: 1008, reason: "too many connections for this user" };
+    /// The server-wide `limits.maxPendingFragmentBytes` is full.
+    pub const FRAGMENT_BUDGET: Disconnect =
+        Disconnect { code: 1013, reason: "too many unfinished messages on the server; try again later" };
+    /// Shutdown.
+    pub const GOING_AWAY: Disconnect = Disconnect { code: 1001, reason: "server shutting down" };
+}
 
 /// Longest `chat.error` sentence about a refused frame, in bytes (then cut, with `…`).
 pub const MAX_ERROR_TEXT_BYTES: usize = 300;
@@ -30,49 +58,53 @@ pub const MAX_ID_BYTES: usize = 256;
 pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 const MAX_HISTORY_LIMIT: usize = 1000;
 
-/// The machine word of a `chat.error`: what went wrong, for programs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    InvalidJson,
-    InvalidMessage,
-    UnsupportedType,
-    AuthFailed,
-    TokenRequired,
-    RateLimited,
-    SessionBusy,
-    PayloadTooLarge,
-    AgentUnavailable,
-    AgentTimeout,
-    AgentError,
-    Aborted,
-    MediaForbidden,
-    Forbidden,
-    ShuttingDown,
-    Internal,
+/// Defines [`ErrorCode`] from one list: each variant with its wire word, and `ALL`.
+macro_rules! error_codes {
+    ($($variant:ident => $word:literal,)+) => {
+        /// The machine word of a `chat.error`: what went wrong, for programs.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($variant,)+
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order of SPEC §1 (metrics resolve one series each).
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)+];
+
+            /// The word as it appears on the wire (also the metrics label).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $word,)+
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// The word as it appears on the wire (also the metrics label).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidJson => "invalid_json",
-            ErrorCode::InvalidMessage => "invalid_message",
-            ErrorCode::UnsupportedType => "unsupported_type",
-            ErrorCode::AuthFailed => "auth_failed",
-            ErrorCode::TokenRequired => "token_required",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::SessionBusy => "session_busy",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::AgentUnavailable => "agent_unavailable",
-            ErrorCode::AgentTimeout => "agent_timeout",
-            ErrorCode::AgentError => "agent_error",
-            ErrorCode::Aborted => "aborted",
-            ErrorCode::MediaForbidden => "media_forbidden",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::ShuttingDown => "shutting_down",
-            ErrorCode::Internal => "internal",
-        }
+error_codes! {
+    InvalidJson => "invalid_json",
+    InvalidMessage => "invalid_message",
+    UnsupportedType => "unsupported_type",
+    AuthFailed => "auth_failed",
+    TokenRequired => "token_required",
+    RateLimited => "rate_limited",
+    SessionBusy => "session_busy",
+    PayloadTooLarge => "payload_too_large",
+    AgentUnavailable => "agent_unavailable",
+    AgentTimeout => "agent_timeout",
+    AgentError => "agent_error",
+    Aborted => "aborted",
+    MediaForbidden => "media_forbidden",
+    Forbidden => "forbidden",
+    ShuttingDown => "shutting_down",
+    Internal => "internal",
+    QuotaExceeded => "quota_exceeded",
+    NotFound => "not_found",
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -303,12 +335,19 @@ pub fn history_limit(requested: Option<usize>) -> usize {
     requested.unwrap_or(DEFAULT_HISTORY_LIMIT)
 }
 
+/// Who wrote a stored message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
 /// One stored message of a session's transcript, as `chat.history` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TranscriptEntry {
-    /// "user" or "assistant".
-    pub role: String,
+    pub role: Role,
     pub content: String,
     pub message_id: String,
     pub sender_id: String,
@@ -469,6 +508,11 @@ impl Frame {
     /// The frame's text, for the socket.
     pub fn text(&self) -> ByteString {
         self.0.clone()
+    }
+
+    /// Its size on the wire, bytes (for the outbound byte bound).
+    pub fn byte_len(&self) -> usize {
+        self.0.len()
     }
 }
 

@@ -3,9 +3,13 @@
 //! `stream` POSTs the request and turns the answer into a [`DeltaStream`]: an SSE
 //! body (`data: {chunk}` … `data: [DONE]`) yields each `choices[0].delta.content` as
 //! it arrives; a plain JSON answer (a server that does not stream) yields its whole
-//! `message.content` once. The request head must come within the first-byte timeout;
-//! the whole turn is bounded by the AgentBridge. A body that ends before `[DONE]` or
-//! a `finish_reason` is an error: a cut answer is never passed off as complete.
+//! `message.content` once. The request head must come within `agent.timeoutMs`, each
+//! later piece of the body within `agent.idleTimeoutMs`; the whole turn is bounded by
+//! the AgentBridge. An answer is complete only with a `finish_reason` (unless
+//! `agent.requireFinishReason` is off) and some content: a stream that ends otherwise,
+//! `[DONE]` included, is `CutOff`, never passed off as a whole (empty) answer.
+//! A request that fails on a kept-alive connection before any byte of an answer (the
+//! server closed it meanwhile) is sent once more on a fresh connection.
 //! awc clients hold an `Rc`, so each thread keeps its own (and its own pool).
 
 use std::time::{Duration, Instant};
@@ -20,6 +24,8 @@ use serde_json::Value;
 
 use super::sse::SseDecoder;
 use super::{BackendError, DeltaStream};
+use crate::config::AgentSettings;
+use crate::redact;
 
 /// Largest error body read to explain a failure.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -43,10 +49,21 @@ thread_local! {
         .disable_timeout()
         .connector(awc::Connector::new().limit(0))
         .finish();
+
+    /// For the one retry of a request that failed on a kept-alive connection: its
+    /// connections are never reused, so the retry cannot meet another stale one.
+    static FRESH_CLIENT: awc::Client = awc::Client::builder()
+        .disable_timeout()
+        .connector(awc::Connector::new().limit(0).conn_keep_alive(Duration::ZERO))
+        .finish();
 }
 
 fn client() -> awc::Client {
     CLIENT.with(Clone::clone)
+}
+
+fn fresh_client() -> awc::Client {
+    FRESH_CLIENT.with(Clone::clone)
 }
 
 /// A response whose body is read as it arrives (decompressed if need be).
@@ -59,15 +76,40 @@ pub struct ChatRequest {
     pub bearer: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Value,
-    /// How long to wait for the response head ("first byte").
-    pub first_byte_timeout: Duration,
+    pub limits: CallLimits,
     /// A new agent: retry while the gateway answers 400 "Unknown agent", this long.
     pub confirm_agent_for: Option<Duration>,
 }
 
+/// How long a call may take and what makes its answer whole (from `agent.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// How long to wait for the response head ("first byte"): `agent.timeoutMs`.
+    pub first_byte_timeout: Duration,
+    /// How long to wait for each later piece of the body: `agent.idleTimeoutMs`.
+    pub idle_timeout: Duration,
+    /// Whether only a `finish_reason` makes an answer complete: `agent.requireFinishReason`.
+    pub require_finish_reason: bool,
+}
+
+impl CallLimits {
+    pub fn from_settings(settings: &AgentSettings) -> CallLimits {
+        CallLimits {
+            first_byte_timeout: Duration::from_millis(settings.timeout_ms),
+            idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
+            require_finish_reason: settings.require_finish_reason,
+        }
+    }
+}
+
 /// Starts the call; the stream yields the answer's deltas.
 pub fn stream(request: ChatRequest) -> DeltaStream {
-    let state = CallState { request: Some(request), ..CallState::default() };
+    let state = CallState {
+        idle_timeout: request.limits.idle_timeout,
+        answer: Answer { require_finish_reason: request.limits.require_finish_reason, ..Answer::default() },
+        phase: Phase::ToSend(request),
+        decoder: SseDecoder::default(),
+    };
     stream::unfold(state, |mut state| async move {
         let item = state.next_item().await?;
         Some((item, state))
@@ -75,33 +117,44 @@ pub fn stream(request: ChatRequest) -> DeltaStream {
     .boxed_local()
 }
 
-/// Whether anything answers HTTP at `url` (any status counts: it is reachable).
+/// Whether the backend at `url` answers and takes the configured credentials: HTTP
+/// 401 or 403 is not ready (every turn would fail so), any other answer is.
 pub fn probe(url: String, bearer: String) -> LocalBoxFuture<'static, Result<(), String>> {
     async move {
         let mut request = client().get(&url).timeout(PROBE_TIMEOUT);
         if !bearer.is_empty() {
             request = request.bearer_auth(&bearer);
         }
+        let shown = redact::url(&url);
         match request.send().await {
+            Ok(response) if matches!(response.status().as_u16(), 401 | 403) => Err(format!(
+                "agent backend {shown} refused the configured credentials (HTTP {})",
+                response.status().as_u16()
+            )),
             Ok(_) => Ok(()),
-            Err(error) => Err(format!("agent backend {url} unreachable: {error}")),
+            Err(error) => Err(format!("agent backend {shown} unreachable: {}", redact::secrets(&error.to_string()))),
         }
     }
     .boxed_local()
 }
 
 /// Where one call is.
-#[derive(Default)]
 struct CallState {
-    /// Taken when the request is sent.
-    request: Option<ChatRequest>,
-    /// The streaming body, once the head has arrived.
-    response: Option<StreamingBody>,
+    phase: Phase,
     decoder: SseDecoder,
     /// What the events decoded so far said.
     answer: Answer,
-    /// Nothing more will come.
-    done: bool,
+    idle_timeout: Duration,
+}
+
+/// The steps of a call, in order.
+enum Phase {
+    /// The request, not sent yet.
+    ToSend(ChatRequest),
+    /// The head has come: the body is read as it arrives.
+    Reading(StreamingBody),
+    /// Nothing more will come (the answer is whole, or the call failed).
+    Ended,
 }
 
 /// What the stream's events say, updated as each is decoded.
@@ -109,8 +162,12 @@ struct CallState {
 struct Answer {
     /// Decoded deltas not yet handed out (all those of one read go out together).
     ready: Vec<String>,
-    /// A chunk carried `finish_reason`, or `[DONE]` came: the answer is complete.
-    finished: bool,
+    /// Whether `[DONE]` alone may end an answer (`agent.requireFinishReason` off).
+    require_finish_reason: bool,
+    /// A chunk carried a `finish_reason`: the model finished its answer.
+    finish_reason_seen: bool,
+    /// Some content came.
+    has_content: bool,
     /// `[DONE]` came: read no further.
     done_seen: bool,
     /// The first event that ended the turn with an error.
@@ -124,7 +181,6 @@ impl Answer {
             return; // nothing counts after [DONE] or a failure
         }
         if data.trim() == "[DONE]" {
-            self.finished = true;
             self.done_seen = true;
             return;
         }
@@ -141,12 +197,27 @@ impl Answer {
         }
         if let Some(choice) = chunk.choices.0 {
             if let Some(content) = choice.delta.and_then(|delta| delta.content).filter(|text| !text.is_empty()) {
+                self.has_content = true;
                 self.ready.push(content);
             }
             if choice.finish_reason.is_some() {
-                self.finished = true;
+                self.finish_reason_seen = true;
             }
         }
+    }
+}
+
+impl Answer {
+    /// Why the answer, now that nothing more comes, is not a whole one (if it is not).
+    fn incomplete(&self) -> Option<BackendError> {
+        if self.require_finish_reason && !self.finish_reason_seen {
+            let how = if self.done_seen { "[DONE] without a finish_reason" } else { "no finish_reason before the end" };
+            return Some(BackendError::CutOff(format!("the stream ended with {how}")));
+        }
+        if !self.has_content {
+            return Some(BackendError::CutOff("the answer has no content".into()));
+        }
+        None
     }
 }
 
@@ -156,16 +227,13 @@ impl CallState {
             if !self.answer.ready.is_empty() {
                 return Some(Ok(std::mem::take(&mut self.answer.ready)));
             }
-            if self.done {
-                return None;
-            }
-            let step = match self.request.take() {
-                Some(request) => self.send(request).await,
-                None => self.read_chunk().await,
+            let step = match std::mem::replace(&mut self.phase, Phase::Ended) {
+                Phase::ToSend(request) => self.send(request).await,
+                Phase::Reading(response) => self.read_chunk(response).await,
+                Phase::Ended => return None,
             };
             if let Err(error) = step {
-                self.done = true;
-                self.response = None;
+                self.phase = Phase::Ended;
                 return Some(Err(error));
             }
         }
@@ -174,7 +242,7 @@ impl CallState {
     async fn send(&mut self, request: ChatRequest) -> Result<(), BackendError> {
         let deadline = request.confirm_agent_for.map(|window| Instant::now() + window);
         let mut response = loop {
-            let mut response = post(&request).await?;
+            let mut response = post_with_retry(&request).await?;
             let status = response.status();
             if status.is_success() {
                 break response;
@@ -186,12 +254,8 @@ impl CallState {
                 Some(deadline) if unknown_agent && Instant::now() < deadline => {
                     actix_rt::time::sleep(CONFIRM_RETRY_PAUSE).await;
                 }
-                Some(_) if unknown_agent => {
-                    return Err(BackendError::Unavailable(format!(
-                        "the gateway does not know the new agent yet: {message}"
-                    )));
-                }
-                _ => return Err(BackendError::Failed(format!("HTTP {}: {message}", status.as_u16()))),
+                Some(_) if unknown_agent => return Err(BackendError::UnknownAgent(message)),
+                _ => return Err(BackendError::Status { status: status.as_u16(), detail: message }),
             }
         };
         let is_json = response
@@ -201,10 +265,13 @@ impl CallState {
             .is_some_and(|value| value.starts_with("application/json"));
         if is_json {
             let body = response.body().limit(JSON_BODY_LIMIT).await.map_err(payload_error)?;
-            self.answer.ready.push(whole_answer(&body)?);
-            self.done = true;
+            let answer = whole_answer(&body)?;
+            if answer.is_empty() {
+                return Err(BackendError::CutOff("the JSON answer has no content".into()));
+            }
+            self.answer.ready.push(answer);
         } else {
-            self.response = Some(response);
+            self.phase = Phase::Reading(response);
         }
         Ok(())
     }
@@ -212,42 +279,37 @@ impl CallState {
     /// Waits for the next body chunk, then also takes every chunk already received
     /// (servers send each event as its own HTTP chunk): the deltas of one network read
     /// become one batch. Events are parsed as they are decoded, without a copy.
-    async fn read_chunk(&mut self) -> Result<(), BackendError> {
-        let Some(response) = self.response.as_mut() else {
-            self.done = true;
-            return Ok(());
-        };
+    async fn read_chunk(&mut self, mut response: StreamingBody) -> Result<(), BackendError> {
         let (decoder, answer) = (&mut self.decoder, &mut self.answer);
-        let mut next = Some(response.next().await);
-        let mut taken = 0;
+        let first = actix_rt::time::timeout(self.idle_timeout, response.next()).await;
+        let mut next = Some(first.map_err(|_| BackendError::Timeout("agent.idleTimeoutMs"))?);
+        let (mut taken, mut body_ended) = (0, false);
         while let Some(item) = next.take() {
             match item {
                 Some(Ok(chunk)) => decoder.feed(&chunk, |event| answer.on_event(event)),
                 Some(Err(error)) => return Err(payload_error(error)),
                 None => {
-                    self.done = true;
+                    body_ended = true;
                     decoder.finish(|event| answer.on_event(event))
                 }
             }
             .map_err(|error| BackendError::Failed(error.to_string()))?;
             taken += 1;
-            if !self.done && !answer.done_seen && taken < MAX_CHUNKS_PER_BATCH {
+            if !body_ended && !answer.done_seen && taken < MAX_CHUNKS_PER_BATCH {
                 next = response.next().now_or_never();
             }
         }
         if let Some(failure) = self.answer.failure.take() {
             return Err(failure);
         }
+        if !body_ended && !self.answer.done_seen {
+            self.phase = Phase::Reading(response);
+            return Ok(());
+        }
         if self.answer.done_seen {
-            self.done = true;
-            if let Some(response) = self.response.take() {
-                drain_for_reuse(response);
-            }
+            drain_for_reuse(response);
         }
-        if self.done && !self.answer.finished {
-            return Err(BackendError::Failed("the agent's stream ended before the answer was complete".into()));
-        }
-        Ok(())
+        self.answer.incomplete().map_or(Ok(()), Err)
     }
 }
 
@@ -261,15 +323,39 @@ fn drain_for_reuse(mut response: StreamingBody) {
     });
 }
 
-async fn post(request: &ChatRequest) -> Result<StreamingBody, BackendError> {
-    let mut call = client().post(&request.url).timeout(request.first_byte_timeout);
+/// Sends the request; when it fails before any byte of an answer in a way a stale
+/// kept-alive connection explains, sends it once more on a fresh connection.
+async fn post_with_retry(request: &ChatRequest) -> Result<StreamingBody, BackendError> {
+    match post(client(), request).await {
+        Err(error) if stale_connection(&error) => {
+            log::debug!("agent request failed before an answer ({error}); retrying once on a fresh connection");
+            post(fresh_client(), request).await.map_err(send_error)
+        }
+        sent => sent.map_err(send_error),
+    }
+}
+
+/// Errors a pooled connection the server had closed produces: the request could not
+/// be written, or the answer ended before its head.
+fn stale_connection(error: &SendRequestError) -> bool {
+    matches!(
+        error,
+        SendRequestError::Send(_)
+            | SendRequestError::Response(_)
+            | SendRequestError::H2(_)
+            | SendRequestError::Connect(ConnectError::Disconnected)
+    )
+}
+
+async fn post(client: awc::Client, request: &ChatRequest) -> Result<StreamingBody, SendRequestError> {
+    let mut call = client.post(&request.url).timeout(request.limits.first_byte_timeout);
     if !request.bearer.is_empty() {
         call = call.bearer_auth(&request.bearer);
     }
     for (name, value) in &request.headers {
         call = call.insert_header((*name, value.as_str()));
     }
-    call.send_json(&request.body).await.map_err(send_error)
+    call.send_json(&request.body).await
 }
 
 /// One `data:` event of a streamed answer.
@@ -333,7 +419,7 @@ fn whole_answer(body: &[u8]) -> Result<String, BackendError> {
         .into_iter()
         .next()
         .and_then(|choice| choice.message.content)
-        .ok_or_else(|| BackendError::Failed("the agent's JSON answer has no content".into()))
+        .ok_or_else(|| BackendError::CutOff("the JSON answer has no content".into()))
 }
 
 /// The backend's own explanation from an error body: `{"error":{"message"}}`,
@@ -362,12 +448,13 @@ fn send_error(error: SendRequestError) -> BackendError {
         }
         SendRequestError::Connect(error) => BackendError::Unavailable(error.to_string()),
         SendRequestError::Send(error) => BackendError::Unavailable(error.to_string()),
+        SendRequestError::Response(error) => BackendError::CutOff(format!("no answer head: {error}")),
         other => BackendError::Failed(other.to_string()),
     }
 }
 
 fn payload_error(error: PayloadError) -> BackendError {
-    BackendError::Failed(format!("the agent's answer was cut: {error}"))
+    BackendError::CutOff(format!("the body broke off: {error}"))
 }
 
 #[cfg(test)]

@@ -38,8 +38,8 @@ impl AgentBackend for EchoBackend {
             .boxed_local()
     }
 
-    fn keeps_memory(&self) -> bool {
-        true
+    fn wants_history(&self) -> bool {
+        false
     }
 
     fn probe(&self) -> LocalBoxFuture<'static, Result<(), String>> {

@@ -13,6 +13,7 @@ mod openclaw;
 pub mod prompt;
 mod sse;
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use futures_util::stream::LocalBoxStream;
 use crate::config::{AgentKind, AgentSettings};
 use crate::identity::SessionKey;
 use crate::protocol::{ErrorCode, TranscriptEntry};
+use crate::redact;
 
 pub use echo::EchoBackend;
 pub use openai::OpenAiBackend;
@@ -57,24 +59,34 @@ pub trait AgentBackend: Send + Sync {
     /// Starts the turn; the stream ends when the answer is complete.
     fn stream_turn(&self, request: TurnRequest) -> DeltaStream;
 
-    /// Whether the backend keeps the conversation itself (then no history is sent).
-    fn keeps_memory(&self) -> bool;
+    /// Whether each turn must carry the session's stored history (a backend that keeps
+    /// no memory of its own and uses one: `openai`).
+    fn wants_history(&self) -> bool;
 
     /// Whether the backend is reachable now (`/readyz`); `Err` says why not.
     fn probe(&self) -> LocalBoxFuture<'static, Result<(), String>>;
 }
 
-/// Why a turn's backend call failed; `code()` is what subscribers see.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Why a turn's backend call failed. [`BackendError::client_message`] is the fixed
+/// sentence subscribers see (never a backend's own words: an error body may echo a
+/// key); `Display` adds the detail, credentials masked, for the log.
+#[derive(Debug, Clone)]
 pub enum BackendError {
     /// The backend could not be reached at all.
-    #[error("the agent backend is unreachable: {0}")]
     Unavailable(String),
-    /// No answer in time (first byte, or the whole turn).
-    #[error("the agent did not answer in time ({0})")]
+    /// The gateway still does not know a new agent after `agent.confirmAgentMs`.
+    UnknownAgent(String),
+    /// No answer in time; names the bound (`agent.timeoutMs`, `agent.idleTimeoutMs`,
+    /// `limits.turnTimeoutMs`).
     Timeout(&'static str),
-    /// The backend answered with an error.
-    #[error("the agent backend failed: {0}")]
+    /// The backend answered with an HTTP error status.
+    Status { status: u16, detail: String },
+    /// The answer ended before it was complete (no `finish_reason`, nothing in it, or
+    /// the connection dropped mid-stream).
+    CutOff(String),
+    /// The answer grew past `limits.maxAnswerBytes`.
+    TooLarge { limit: usize },
+    /// The backend reported an error in its stream, or sent what cannot be read.
     Failed(String),
 }
 
@@ -82,12 +94,53 @@ impl BackendError {
     /// The `chat.error` code for this failure.
     pub fn code(&self) -> ErrorCode {
         match self {
-            BackendError::Unavailable(_) => ErrorCode::AgentUnavailable,
+            BackendError::Unavailable(_) | BackendError::UnknownAgent(_) => ErrorCode::AgentUnavailable,
             BackendError::Timeout(_) => ErrorCode::AgentTimeout,
-            BackendError::Failed(_) => ErrorCode::AgentError,
+            BackendError::Status { .. }
+            | BackendError::CutOff(_)
+            | BackendError::TooLarge { .. }
+            | BackendError::Failed(_) => ErrorCode::AgentError,
+        }
+    }
+
+    /// The fixed sentence subscribers see.
+    pub fn client_message(&self) -> String {
+        match self {
+            BackendError::Unavailable(_) => "the agent backend is unreachable".into(),
+            BackendError::UnknownAgent(_) => "the gateway does not know this user's agent: check that the gateway's openclaw.json $includes the agents file (agent.openclawConfigPath)".into(),
+            BackendError::Timeout(bound) => format!("the agent did not answer in time ({bound})"),
+            BackendError::Status { status, .. } => format!("the agent backend answered HTTP {status}"),
+            BackendError::CutOff(_) => "the agent's answer was cut off".into(),
+            BackendError::TooLarge { limit } => {
+                format!("answer too large: the agent's answer passed limits.maxAnswerBytes ({limit} bytes)")
+            }
+            BackendError::Failed(_) => "the agent backend reported an error".into(),
+        }
+    }
+
+    fn detail(&self) -> Option<&str> {
+        match self {
+            BackendError::Unavailable(detail)
+            | BackendError::UnknownAgent(detail)
+            | BackendError::Status { detail, .. }
+            | BackendError::CutOff(detail)
+            | BackendError::Failed(detail) => Some(detail),
+            BackendError::Timeout(_) | BackendError::TooLarge { .. } => None,
         }
     }
 }
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.client_message())?;
+        match self.detail().filter(|detail| !detail.is_empty()) {
+            Some(detail) => write!(f, ": {}", redact::secrets(detail)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {}
 
 /// Builds the configured backend.
 pub fn from_settings(settings: &AgentSettings) -> Arc<dyn AgentBackend> {

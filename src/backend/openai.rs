@@ -2,15 +2,13 @@
 //! server, OpenAI). ClawSocket keeps the memory: each call carries the system
 //! prompt, the session's last `agent.maxHistory` stored messages and the new turn.
 
-use std::time::Duration;
-
 use futures_util::future::LocalBoxFuture;
 use serde_json::{json, Value};
 
-use super::chat_completions::{self, ChatRequest};
+use super::chat_completions::{self, CallLimits, ChatRequest};
 use super::{AgentBackend, DeltaStream, TurnRequest};
 use crate::config::AgentSettings;
-use crate::protocol::TranscriptEntry;
+use crate::protocol::{Role, TranscriptEntry};
 
 /// The OpenAI-compatible backend.
 pub struct OpenAiBackend {
@@ -20,7 +18,7 @@ pub struct OpenAiBackend {
     api_key: String,
     model: String,
     system_prompt: String,
-    first_byte_timeout: Duration,
+    limits: CallLimits,
 }
 
 impl OpenAiBackend {
@@ -32,7 +30,7 @@ impl OpenAiBackend {
             api_key: settings.api_key.clone(),
             model: settings.model.clone(),
             system_prompt: settings.system_prompt.clone(),
-            first_byte_timeout: Duration::from_millis(settings.timeout_ms),
+            limits: CallLimits::from_settings(settings),
         }
     }
 
@@ -50,7 +48,7 @@ impl OpenAiBackend {
 
 /// A stored message as the model sees it again: user lines keep their envelope.
 fn history_message(entry: &TranscriptEntry) -> Value {
-    if entry.role == "assistant" {
+    if entry.role == Role::Assistant {
         json!({"role": "assistant", "content": entry.content})
     } else {
         json!({"role": "user", "content": format!("{}: {}", entry.sender_name, entry.content)})
@@ -65,13 +63,13 @@ impl AgentBackend for OpenAiBackend {
             bearer: self.api_key.clone(),
             headers: Vec::new(),
             body,
-            first_byte_timeout: self.first_byte_timeout,
+            limits: self.limits,
             confirm_agent_for: None,
         })
     }
 
-    fn keeps_memory(&self) -> bool {
-        false
+    fn wants_history(&self) -> bool {
+        true
     }
 
     fn probe(&self) -> LocalBoxFuture<'static, Result<(), String>> {

@@ -7,12 +7,10 @@
 //! and `x-openclaw-agent-id`. A gateway that does not know the agent answers 400
 //! "Unknown agent", which reaches the user as `agent_error` with that message.
 
-use std::time::Duration;
-
 use futures_util::future::LocalBoxFuture;
 use serde_json::json;
 
-use super::chat_completions::{self, ChatRequest};
+use super::chat_completions::{self, CallLimits, ChatRequest};
 use super::{AgentBackend, DeltaStream, TurnRequest};
 use crate::config::AgentSettings;
 
@@ -22,7 +20,7 @@ pub struct OpenClawBackend {
     endpoint: String,
     models_url: String,
     token: String,
-    first_byte_timeout: Duration,
+    limits: CallLimits,
 }
 
 impl OpenClawBackend {
@@ -32,7 +30,7 @@ impl OpenClawBackend {
             endpoint: format!("{base}/v1/chat/completions"),
             models_url: format!("{base}/v1/models"),
             token: settings.token.clone(),
-            first_byte_timeout: Duration::from_millis(settings.timeout_ms),
+            limits: CallLimits::from_settings(settings),
         }
     }
 }
@@ -53,13 +51,13 @@ impl AgentBackend for OpenClawBackend {
                 ("x-openclaw-session-key", request.session_key.to_string()),
             ],
             body,
-            first_byte_timeout: self.first_byte_timeout,
+            limits: self.limits,
             confirm_agent_for: request.confirm_agent_for,
         })
     }
 
-    fn keeps_memory(&self) -> bool {
-        true
+    fn wants_history(&self) -> bool {
+        false
     }
 
     fn probe(&self) -> LocalBoxFuture<'static, Result<(), String>> {

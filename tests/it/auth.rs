@@ -179,26 +179,26 @@ async fn a_401_answer_is_an_invalid_token() {
 }
 
 #[actix_rt::test]
-async fn when_auth_is_not_required_a_missing_or_bad_token_is_anonymous() {
+async fn when_auth_is_not_required_a_missing_or_bad_token_is_a_guest() {
     let auth = FakeAuth::start(alice_and_bob());
     let server = server_with_auth(&auth.url, &[("channels.websocket.auth.required", false.into())]);
-    for query in ["senderId=guest&senderName=Guest", "senderId=guest&senderName=Guest&token=tok-nobody"] {
+    for query in ["senderId=visitor&senderName=Guest", "senderId=visitor&senderName=Guest&token=tok-nobody"] {
         let (mut client, welcome) = welcomed(&server.ws_url(query), &[]).await;
         assert_eq!(welcome["authenticated"], false, "{query}");
-        assert_eq!(welcome["senderId"], "guest");
+        assert_eq!(welcome["senderId"], "guest:visitor", "a guest's id lives under guest:");
         let frames = client.chat("m1", "hi").await;
-        assert_eq!(last(&frames)["content"], "echo: hi", "an anonymous turn completes");
-        assert_eq!(last(&frames)["sessionKey"], "agent:main:websocket:direct:guest");
+        assert_eq!(last(&frames)["content"], "echo: hi", "a guest's turn completes");
+        assert_eq!(last(&frames)["sessionKey"], "agent:main:websocket:direct:guest:visitor");
     }
-    let (_client, welcome) = welcomed(&server.ws_url("senderId=guest&token=tok-bob"), &[]).await;
+    let (_client, welcome) = welcomed(&server.ws_url("senderId=visitor&token=tok-bob"), &[]).await;
     assert_eq!((welcome["authenticated"].clone(), welcome["senderId"].clone()), (json!(true), json!("u-bob")));
 }
 
 #[actix_rt::test]
-async fn an_unreachable_auth_service_leaves_an_optional_auth_anonymous() {
+async fn an_unreachable_auth_service_leaves_an_optional_auth_a_guest() {
     let server = server_with_auth(&dead_endpoint(), &[("channels.websocket.auth.required", false.into())]);
-    let (mut client, welcome) = welcomed(&server.ws_url("senderId=guest&token=tok-alice"), &[]).await;
-    assert_eq!((welcome["authenticated"].clone(), welcome["senderId"].clone()), (json!(false), json!("guest")));
+    let (mut client, welcome) = welcomed(&server.ws_url("senderId=visitor&token=tok-alice"), &[]).await;
+    assert_eq!((welcome["authenticated"].clone(), welcome["senderId"].clone()), (json!(false), json!("guest:visitor")));
     assert_eq!(last(&client.chat("m1", "hi").await)["type"], "chat.response");
 }
 

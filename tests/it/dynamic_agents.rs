@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use clawsocket::config::SettingValue;
 use serde_json::{json, Value};
 
+use crate::support::binary::ChildServer;
 use crate::support::client::last;
 use crate::support::fake_agent::{always, answer_with, FakeAgent, Reply};
 use crate::support::fake_auth::{AuthScript, FakeAuth};
@@ -232,4 +233,72 @@ async fn an_agent_the_gateway_never_learns_ends_with_agent_unavailable() {
     let (mut client, _) = WsClient::connect_welcomed(&server.ws_url("senderId=dave")).await;
     let failed = last(&client.chat("d1", "hi").await).clone();
     assert_eq!(failed["code"], "agent_unavailable", "{failed}");
+    assert!(failed["error"].as_str().unwrap().contains("$includes the agents file"), "names the fix: {failed}");
+}
+
+/// The seed README's dynamic-agents config (in TOML), auth off so no service is needed.
+const SEED_DYNAMIC_AGENTS: &str = r#"
+[channels.websocket.auth]
+enabled = false
+[channels.websocket.dynamicAgentCreation]
+enabled = true
+workspaceTemplate = "~/.openclaw/workspace-{agentId}"
+agentDirTemplate = "~/.openclaw/agents/{agentId}/agent"
+maxAgents = 100
+[agent]
+confirmAgentMs = 200
+[store]
+dir = "{store}"
+"#;
+
+#[actix_rt::test]
+async fn the_seeds_dynamic_agents_config_starts_with_the_default_agents_file_and_one_warning() {
+    let home = tempfile::tempdir().unwrap();
+    let gateway = gateway_reading(home.path().join(".openclaw/clawsocket-agents.json"), Duration::ZERO);
+    let gateway_url = format!("confirmAgentMs = 200\nurl = \"{}\"", gateway.url());
+    let config = SEED_DYNAMIC_AGENTS.replace("confirmAgentMs = 200", &gateway_url);
+    let home_dir = home.path().to_string_lossy().to_string();
+    let child = ChildServer::start(&config, &[("HOME", &home_dir)]).await;
+    let (mut client, _) = WsClient::connect_welcomed(&child.ws_url("senderId=erin")).await;
+    let answer = last(&client.chat("e1", "hi").await).clone();
+    assert_eq!(answer["agentId"], "ws-erin", "{answer}");
+    let file = home.path().join(".openclaw/clawsocket-agents.json");
+    let roster: Value = serde_json::from_slice(&std::fs::read(&file).expect("the default agents file")).unwrap();
+    assert!(roster["entries"]["ws-erin"].is_object(), "{roster}");
+    let output = child.kill();
+    let warnings: Vec<&str> = output.lines().filter(|line| line.contains("does not $include")).collect();
+    assert_eq!(warnings.len(), 1, "{output}");
+    assert!(warnings[0].contains(r#"$include: "./clawsocket-agents.json""#), "{}", warnings[0]);
+}
+
+#[actix_rt::test]
+async fn no_warning_when_the_gateway_config_includes_the_agents_file() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".openclaw")).unwrap();
+    let include = "{\n  agents: { $include: \"./clawsocket-agents.json\", ownership: \"explicit\" },\n}\n";
+    std::fs::write(home.path().join(".openclaw/openclaw.json"), include).unwrap();
+    let home_dir = home.path().to_string_lossy().to_string();
+    let child = ChildServer::start(SEED_DYNAMIC_AGENTS, &[("HOME", &home_dir)]).await;
+    let output = child.kill();
+    assert!(!output.contains("does not $include"), "{output}");
+}
+
+#[actix_rt::test]
+async fn only_a_chat_send_creates_a_users_agent() {
+    let (root, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = spawn_server_on_store(store.path(), &dynamic(root.path(), &[]));
+    let (mut client, _) = WsClient::connect_welcomed(&server.ws_url("senderId=frank")).await;
+    client.send_json(json!({"type": "chat.history"})).await;
+    let history = client.recv().await;
+    assert_eq!(history["type"], "chat.history");
+    assert_eq!(history["messages"], json!([]));
+    for request in [json!({"type": "chat.leave"}), json!({"type": "chat.abort"}), json!({"type": "chat.join"})] {
+        client.send_json(request).await;
+    }
+    assert_eq!(client.recv().await["type"], "chat.left");
+    assert_eq!(client.recv().await["type"], "chat.joined");
+    assert!(!store.path().join("agents.json").exists(), "no agent for reads, leaves, aborts or joins");
+    assert!(!root.path().join("workspaces").exists());
+    let answer = last(&client.chat("f1", "hi").await).clone();
+    assert_eq!(answer["agentId"], "ws-frank", "the first chat.send creates it");
 }

@@ -6,7 +6,10 @@ mod support;
 
 mod auth;
 mod backends;
+mod bounds;
+mod config_mistakes;
 mod dynamic_agents;
+mod failures;
 mod foundation;
 mod persistence;
 mod resume;

@@ -87,3 +87,23 @@ async fn a_torn_last_line_is_skipped() {
     let contents: Vec<&str> = stored.iter().map(|m| m["content"].as_str().unwrap()).collect();
     assert_eq!(contents, ["kept", "after the crash", "echo: after the crash"]);
 }
+
+#[actix_rt::test]
+async fn the_idempotency_record_keeps_the_last_window_of_answers_across_a_restart() {
+    let store = tempfile::tempdir().unwrap();
+    let settings = [("store.idempotencyWindow", 3.into())];
+    let first = spawn_server_on_store(store.path(), &settings);
+    let (mut client, _) = WsClient::connect_welcomed(&first.ws_url("senderId=u1")).await;
+    for n in 1..=5 {
+        assert_eq!(last(&client.chat(&format!("m{n}"), &format!("turn {n}")).await)["type"], "chat.response");
+    }
+    client.close().await;
+    first.stop().await;
+    let second = spawn_server_on_store(store.path(), &settings);
+    let (mut client, _) = WsClient::connect_welcomed(&second.ws_url("senderId=u1")).await;
+    let retried = client.chat("m3", "turn 3").await;
+    assert_eq!(retried.len(), 1, "m3 is among the last 3 answers: answered from the store, not run");
+    assert_eq!(last(&retried)["content"], "echo: turn 3");
+    let rerun = client.chat("m2", "turn 2 again").await;
+    assert_eq!(last(&rerun)["content"], "echo: turn 2 again", "m2 fell out of the window: a new turn");
+}

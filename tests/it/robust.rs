@@ -164,6 +164,8 @@ async fn over_messages_per_minute_a_client_is_warned_then_closed_with_1008() {
 /// plus the outbound queue can hold for a client that does not read.
 const BIG_DELTAS: usize = 1024;
 const BIG_DELTA_BYTES: usize = 16 * 1024;
+/// `limits.maxAnswerBytes` for those tests: the whole 16 MiB answer is allowed.
+const BIG_ANSWER: i64 = 32 * 1024 * 1024;
 
 /// An agent whose first answer is `BIG_DELTAS` deltas of `BIG_DELTA_BYTES`, written
 /// fast (1 ms apart), and whose later answers are "short".
@@ -204,7 +206,14 @@ async fn assert_good_tab_gets_everything(good: &mut WsClient, agent: &FakeAgent)
 async fn a_client_that_does_not_read_is_dropped_while_another_tab_gets_every_delta() {
     let agent = big_answer_agent();
     // No history to the agent: the next request does not carry the 16 MiB answer.
-    let server = server_for(&agent, &[("limits.outboundQueue", 16.into()), ("agent.maxHistory", 0.into())]);
+    let server = server_for(
+        &agent,
+        &[
+            ("limits.outboundQueue", 16.into()),
+            ("agent.maxHistory", 0.into()),
+            ("limits.maxAnswerBytes", BIG_ANSWER.into()),
+        ],
+    );
     let (mut good, mut slow) = good_and_slow_tabs(&server).await;
     assert_good_tab_gets_everything(&mut good, &agent).await;
 
@@ -235,6 +244,36 @@ async fn a_client_that_does_not_read_is_dropped_while_another_tab_gets_every_del
     assert_eq!(last(&good.chat("m2", "and now?").await)["content"], "short", "the session carries on");
 }
 
+#[actix_rt::test]
+async fn a_slow_reader_is_closed_by_its_bytes_waiting_even_with_room_in_frames() {
+    // The frame bound alone would let 10,000 frames (160 MiB here) wait for it.
+    let agent = big_answer_agent();
+    let server = server_for(
+        &agent,
+        &[
+            ("limits.outboundQueue", 10_000.into()),
+            ("limits.outboundBytes", (256 * 1024).into()),
+            ("agent.maxHistory", 0.into()),
+            ("limits.maxAnswerBytes", BIG_ANSWER.into()),
+        ],
+    );
+    let (mut good, mut slow) = good_and_slow_tabs(&server).await;
+    assert_good_tab_gets_everything(&mut good, &agent).await;
+    let close = loop {
+        match slow.next_frame().await {
+            Some(Frame::Close(reason)) => break reason,
+            Some(_) => {}
+            None => panic!("closed without a close frame"),
+        }
+    };
+    let close = close.expect("a close reason");
+    assert_eq!((u16::from(close.code), close.description.as_deref()), (CLOSE_POLICY, Some("slow")));
+    eventually("the slow tab left the registry", || async { server.registries().await.connections == 1 }).await;
+    let metrics = awc::Client::new().get(server.http_url("/metrics")).send().await.unwrap().body().await.unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains("clawsocket_limit_hits_total{limit=\"outbound_bytes\"} 1"), "{metrics}");
+}
+
 /// A client that never reads again may not even be told 1008: with the kernel's buffers
 /// full, actix can stop running its actor (heartbeat included). TCP_USER_TIMEOUT
 /// (`heartbeat.timeoutMs`) has the kernel drop it, which frees its place. (Without it,
@@ -246,6 +285,7 @@ async fn a_client_that_never_reads_again_is_dropped_after_the_heartbeat_timeout(
     let server = server_for(
         &agent,
         &[
+            ("limits.maxAnswerBytes", BIG_ANSWER.into()),
             ("limits.outboundQueue", 16.into()),
             ("limits.heartbeat.intervalMs", 50.into()),
             ("limits.heartbeat.timeoutMs", 2000.into()),

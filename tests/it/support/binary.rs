@@ -80,6 +80,15 @@ impl ChildServer {
         format!("ws://{}/ws?{query}", self.addr)
     }
 
+    /// The most resident memory the process has had so far, bytes (`VmHWM` of
+    /// /proc/PID/status): what a burst cost, even when it was given back since.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("read /proc status");
+        let line = status.lines().find(|line| line.starts_with("VmHWM:")).expect("VmHWM line");
+        let kib: u64 = line.split_whitespace().nth(1).and_then(|value| value.parse().ok()).expect("VmHWM value");
+        kib * 1024
+    }
+
     /// The store dir the process was given (`{store}` in its config).
     pub fn store_dir(&self) -> PathBuf {
         self.root.join("store")

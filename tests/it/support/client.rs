@@ -75,6 +75,22 @@ impl WsClient {
         }
     }
 
+    /// Sends a WebSocket ping and waits for its pong: the server has handled every
+    /// frame sent before it (it reads a connection's frames in order).
+    pub async fn round_trip(&mut self) {
+        self.framed.send(Message::Ping(bytes::Bytes::from_static(b"sync"))).await.expect("send a ping");
+        loop {
+            let item = actix_rt::time::timeout(RECEIVE_TIMEOUT, self.framed.next())
+                .await
+                .expect("no pong from the server within the test timeout");
+            match item {
+                Some(Ok(Frame::Pong(payload))) if &payload[..] == b"sync" => return,
+                Some(Ok(_)) => {}
+                other => panic!("the connection ended before the pong: {other:?}"),
+            }
+        }
+    }
+
     /// The next JSON frame or the close, skipping pings.
     pub async fn next(&mut self) -> Received {
         loop {

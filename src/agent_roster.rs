@@ -1,0 +1,152 @@
+//! Who has which dynamic agent, who waits for one, and which creation runs next:
+//! pure data, owned by the Supervisor, no I/O.
+//!
+//! Only a user's `chat.send` provisions an agent ([`AgentRoster::wait`] with a
+//! [`Creation`] wanted); anything else a user without an agent sends waits only if a
+//! creation is already under way. One creation runs at a time (one writer of the
+//! agents files); what waits for it is handed back, in arrival order, when it ends.
+//! `maxAgents` counts agents created and being created. An agent created by this
+//! process is "unconfirmed" until its first session starts: that session's first turn
+//! waits for the gateway to know it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::agents::{self, AgentRecord, AgentRegistry};
+
+/// What the roster says about a user.
+#[derive(Debug)]
+pub enum Lookup<'a> {
+    /// The user's agent.
+    Agent(&'a AgentRecord),
+    /// `maxAgents` is reached: the default agent answers; `first_time` says whether to
+    /// tell the operator (once per user).
+    AtLimit { first_time: bool },
+    /// The user has no agent yet.
+    Missing,
+}
+
+/// A creation to run: everything the job needs, computed here.
+#[derive(Debug, Clone)]
+pub struct Creation {
+    pub sender_id: String,
+    pub agent_id: String,
+    /// The auth service's data, for `user-profile.md`.
+    pub user_data: Option<Arc<Map<String, Value>>>,
+}
+
+/// The dynamic agents and their creations; `W` is what waits for one (a command).
+pub struct AgentRoster<W> {
+    registry: AgentRegistry,
+    /// 0 = no limit.
+    max_agents: usize,
+    /// Users whose agent is being (or waiting to be) created, with what waits for it.
+    waiting: HashMap<String, Vec<W>>,
+    queue: VecDeque<Creation>,
+    creating: bool,
+    unconfirmed: HashSet<String>,
+    fallen_back: HashSet<String>,
+}
+
+impl<W> AgentRoster<W> {
+    pub fn new(registry: AgentRegistry, max_agents: usize) -> Self {
+        AgentRoster {
+            registry,
+            max_agents,
+            waiting: HashMap::new(),
+            queue: VecDeque::new(),
+            creating: false,
+            unconfirmed: HashSet::new(),
+            fallen_back: HashSet::new(),
+        }
+    }
+
+    /// The user's agent, or why there is none.
+    pub fn lookup(&mut self, sender_id: &str) -> Lookup<'_> {
+        if self.registry.agents.contains_key(sender_id) {
+            return self.registry.agents.get(sender_id).map_or(Lookup::Missing, Lookup::Agent);
+        }
+        if self.waiting.contains_key(sender_id) {
+            return Lookup::Missing;
+        }
+        let limit = self.max_agents;
+        if limit > 0 && self.registry.agents.len() + self.waiting.len() >= limit {
+            return Lookup::AtLimit { first_time: self.fallen_back.insert(sender_id.to_string()) };
+        }
+        Lookup::Missing
+    }
+
+    /// Holds `item` for the user's agent. With `provision` (a `chat.send`, with the
+    /// user's auth data) a creation is queued if none is under way; without it, `item`
+    /// waits only behind a creation already under way, else it is handed back.
+    pub fn wait(
+        &mut self,
+        sender_id: &str,
+        item: W,
+        provision: Option<Option<Arc<Map<String, Value>>>>,
+    ) -> Result<(), W> {
+        if let Some(waiting) = self.waiting.get_mut(sender_id) {
+            waiting.push(item);
+            return Ok(());
+        }
+        let Some(user_data) = provision else { return Err(item) };
+        let agent_id = agents::agent_id_for(sender_id, |id| self.is_taken(id));
+        self.waiting.insert(sender_id.to_string(), vec![item]);
+        self.queue.push_back(Creation { sender_id: sender_id.to_string(), agent_id, user_data });
+        Ok(())
+    }
+
+    /// Whether an agent of the registry, or one being created, has `agent_id`
+    /// (compared ignoring case, as the OpenClaw gateway does).
+    fn is_taken(&self, agent_id: &str) -> bool {
+        self.registry.agents.values().any(|record| record.agent_id.eq_ignore_ascii_case(agent_id))
+            || self.queue.iter().any(|creation| creation.agent_id.eq_ignore_ascii_case(agent_id))
+    }
+
+    /// The next creation to run, if none runs now.
+    pub fn next_creation(&mut self) -> Option<Creation> {
+        if self.creating {
+            return None;
+        }
+        let creation = self.queue.pop_front()?;
+        self.creating = true;
+        Some(creation)
+    }
+
+    /// The registry file's content once `record` is added (what the creation saves).
+    pub fn registry_bytes_with(&self, sender_id: &str, record: &AgentRecord) -> Vec<u8> {
+        self.registry.bytes_with(sender_id, record)
+    }
+
+    /// A creation ended: with `Some(record)` the user has it; either way what waited
+    /// for it is handed back, in arrival order.
+    pub fn created(&mut self, sender_id: &str, record: Option<AgentRecord>) -> Vec<W> {
+        self.creating = false;
+        if let Some(record) = record {
+            self.unconfirmed.insert(record.agent_id.clone());
+            self.registry.agents.insert(sender_id.to_string(), record);
+        }
+        self.waiting.remove(sender_id).unwrap_or_default()
+    }
+
+    /// Whether a session of `agent_id` starting now must confirm the agent with the
+    /// gateway first (it was created by this process and no session has started yet).
+    pub fn take_unconfirmed(&mut self, agent_id: &str) -> bool {
+        self.unconfirmed.remove(agent_id)
+    }
+
+    /// How many agents the registry holds.
+    pub fn len(&self) -> usize {
+        self.registry.agents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.registry.agents.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[path = "agent_roster_tests.rs"]
+mod tests;

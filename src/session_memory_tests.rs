@@ -1,0 +1,49 @@
+use super::*;
+
+fn entry(role: Role, id: &str) -> TranscriptEntry {
+    TranscriptEntry {
+        role,
+        content: format!("{role:?} {id}"),
+        message_id: id.into(),
+        sender_id: "u".into(),
+        sender_name: "U".into(),
+        ts: 1,
+    }
+}
+
+fn turn(id: &str) -> Vec<TranscriptEntry> {
+    vec![entry(Role::User, id), entry(Role::Assistant, id)]
+}
+
+#[test]
+fn the_window_keeps_the_last_entries_and_knows_the_file_has_more() {
+    let mut memory = SessionMemory::new(4, 100);
+    memory.remember(turn("m1"));
+    memory.remember(turn("m2"));
+    assert_eq!(memory.history(10).map(|h| h.len()), Some(4), "all of it is in memory");
+    memory.remember(turn("m3"));
+    assert_eq!(memory.last(10).iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(), ["m2", "m2", "m3", "m3"]);
+    assert_eq!(memory.history(4).map(|h| h.len()), Some(4));
+    assert_eq!(memory.history(5), None, "older entries are only on disk");
+    assert!(memory.recent_answer("m1").is_none() && memory.is_answered("m1"));
+    assert_eq!(memory.last_answer().unwrap().message_id, "m3");
+}
+
+#[test]
+fn the_idempotency_record_forgets_the_oldest_past_its_window() {
+    let mut memory = SessionMemory::new(2, 3);
+    for n in 0..5 {
+        memory.remember(turn(&format!("m{n}")));
+    }
+    let known: Vec<bool> = (0..5).map(|n| memory.is_answered(&format!("m{n}"))).collect();
+    assert_eq!(known, [false, false, true, true, true]);
+}
+
+#[test]
+fn a_loaded_tail_becomes_the_memory() {
+    let tail = Tail { recent: turn("m9"), more_on_disk: true, answered: vec!["m8".into(), "m9".into()] };
+    let memory = SessionMemory::loaded(tail, 10, 10);
+    assert!(memory.is_answered("m8") && memory.is_answered("m9"));
+    assert_eq!(memory.history(2).map(|h| h.len()), Some(2));
+    assert_eq!(memory.history(3), None);
+}
