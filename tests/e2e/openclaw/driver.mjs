@@ -80,7 +80,10 @@ function freePort() {
 
 const processes = new Map(); // name -> { child, pid, logPath }
 
+let stopping = false; // set once the run is ending: nothing new is started
+
 function start(name, command, args, options = {}) {
+  if (stopping) throw new Error(`the run is stopping: ${name} not started`);
   const logPath = path.join(LOGS, `${name}.log`);
   const out = fs.openSync(logPath, "a");
   fs.writeSync(out, `\n===== ${new Date().toISOString()} start: ${command} ${args.join(" ")}\n`);
@@ -140,7 +143,7 @@ async function stop(name, { signal = "SIGTERM", graceMs = 15_000 } = {}) {
 }
 
 async function stopAll() {
-  for (const name of [...processes.keys()].reverse()) await stop(name, { graceMs: 5_000 });
+  while (processes.size) await stop([...processes.keys()].pop(), { graceMs: 5_000 });
 }
 
 function tail(file, lines = 30) {
@@ -506,6 +509,7 @@ function clawSocketComplaints(from) {
 }
 
 async function check(name, body) {
+  if (stopping) return;
   const t0 = Date.now();
   const logFrom = logSize(path.join(LOGS, "clawsocket.log"));
   try {
@@ -711,6 +715,7 @@ let finishing = false;
 async function finish(code) {
   if (finishing) return;
   finishing = true;
+  stopping = true;
   clearTimeout(overall);
   await stopAll();
   const passed = results.filter(Boolean).length;
@@ -730,6 +735,7 @@ for (const signal of ["SIGINT", "SIGTERM"]) {
 main().then(
   () => finish(0),
   (error) => {
+    if (stopping) return; // a signal ended the run; finish() reports
     console.log(`FAIL setup: ${error && error.message ? error.message : error}`);
     results.push(false);
     finish(1);

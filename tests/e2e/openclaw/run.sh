@@ -96,8 +96,11 @@ DRIVER_PID=""
 cleanup() {
   local status=$?
   if [ -n "$DRIVER_PID" ] && kill -0 "$DRIVER_PID" 2>/dev/null; then
+    # the driver stops its services itself (up to about 20 s), then exits
     kill "$DRIVER_PID" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$DRIVER_PID" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 300); do kill -0 "$DRIVER_PID" 2>/dev/null || break; sleep 0.1; done
+    pkill -KILL -P "$DRIVER_PID" 2>/dev/null || true
+    kill -KILL "$DRIVER_PID" 2>/dev/null || true
   fi
   # whatever the driver could not stop: each service runs in its own process group
   for pidfile in "$RUN_DIR"/pids/*.pid; do
