@@ -8,6 +8,7 @@ mod auth;
 mod backends;
 mod dynamic_agents;
 mod foundation;
+mod integrity;
 mod persistence;
 mod resume;
 mod robust;
