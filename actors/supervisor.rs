@@ -369,7 +369,7 @@ impl Handler<AgentCreated> for Supervisor {
             }
         };
         let waiting = self.agents.created(&message.sender_id, record);
-        self.metrics.dynamic_agents.set(self.agents.len() as i64);
+        self.metrics.dynamic_agents.set(self.agents.agent_count() as i64);
         for route in waiting {
             let binding = self.binding(&route.target).unwrap_or_else(|| self.default_binding());
             self.forward(route, binding, ctx);
