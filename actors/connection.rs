@@ -25,7 +25,7 @@ use actix_web_actors::ws;
 use bytes::BytesMut;
 
 use super::outbox::{Bound, Outbox, Outgoing, ToConnection};
-use super::session::{AbortTurn, JoinSession, LeaveSession, ReadHistory, SessionCommand, SubmitTurn, Turn};
+use super::session::{SessionCommand, Turn};
 use super::supervisor::{ConnectionClosed, ConnectionOpened, Route, Supervisor};
 use crate::backend::prompt;
 use crate::config::{DmPolicy, Settings};
@@ -345,14 +345,14 @@ impl ConnectionActor {
                 self.gated(&user, target, GroupAction::Join, None, ctx, move |actor, target, ctx| {
                     actor.subscribed.insert(target.clone());
                     let from = actor.own_handle(ctx);
-                    actor.route(target, SessionCommand::Join(JoinSession { from, after_seq: request.after_seq }));
+                    actor.route(target, SessionCommand::Join { from, after_seq: request.after_seq });
                 });
             }
             Inbound::Leave(selector) => {
                 let target = self.target_of(&selector);
                 self.subscribed.remove(&target);
                 let from = self.own_handle(ctx);
-                self.route(target, SessionCommand::Leave(LeaveSession { from }));
+                self.route(target, SessionCommand::Leave { from });
             }
             Inbound::Abort(request) => {
                 let target = self.target_of(&request.session);
@@ -362,7 +362,7 @@ impl ConnectionActor {
                     let refusal_id = message_id.clone();
                     self.gated(&user, target, GroupAction::Abort, refusal_id, ctx, move |actor, target, ctx| {
                         let from = actor.own_handle(ctx);
-                        actor.route(target, SessionCommand::Abort(AbortTurn { from, message_id }));
+                        actor.route(target, SessionCommand::Abort { from, message_id });
                     });
                 }
             }
@@ -373,7 +373,7 @@ impl ConnectionActor {
                     let limit = protocol::history_limit(request.limit);
                     self.gated(&user, target, GroupAction::History, None, ctx, move |actor, target, ctx| {
                         let from = actor.own_handle(ctx);
-                        actor.route(target, SessionCommand::History(ReadHistory { from, limit }));
+                        actor.route(target, SessionCommand::History { from, limit });
                     });
                 }
             }
@@ -406,7 +406,7 @@ impl ConnectionActor {
             actor.subscribed.insert(target.clone());
             let turn = Turn { message_id: Arc::from(message_id), identity, message, origin: actor.id.clone() };
             let from = actor.own_handle(ctx);
-            actor.route(target, SessionCommand::Submit(SubmitTurn { from, turn: Box::new(turn) }));
+            actor.route(target, SessionCommand::Submit { from, turn: Box::new(turn) });
         });
     }
 

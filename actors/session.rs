@@ -50,40 +50,6 @@ pub struct Turn {
     pub origin: ConnectionId,
 }
 
-/// Run a turn: queue it, or answer it from the record if its messageId completed.
-pub struct SubmitTurn {
-    pub from: Outbox,
-    pub turn: Box<Turn>,
-}
-
-/// Subscribe `from`; mid-turn, replay the deltas after `after_seq`.
-pub struct JoinSession {
-    pub from: Outbox,
-    pub after_seq: u64,
-}
-
-/// Unsubscribe `from` and acknowledge with `chat.left`.
-pub struct LeaveSession {
-    pub from: Outbox,
-}
-
-/// Stop the running turn (or remove a queued one, by messageId).
-pub struct AbortTurn {
-    pub from: Outbox,
-    pub message_id: Option<String>,
-}
-
-/// Send `from` the last `limit` transcript entries.
-pub struct ReadHistory {
-    pub from: Outbox,
-    pub limit: usize,
-}
-
-/// A connection closed: forget it without acknowledging.
-pub struct Unsubscribe {
-    pub id: ConnectionId,
-}
-
 /// To the Supervisor: this session has had no subscriber and no turn for
 /// `limits.sessionIdleMs`; it may be retired if no command is on its way.
 #[derive(Message)]
@@ -147,12 +113,18 @@ pub async fn drain_sessions(sessions: Vec<Addr<SessionActor>>, grace: Duration) 
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum SessionCommand {
-    Submit(SubmitTurn),
-    Join(JoinSession),
-    Leave(LeaveSession),
-    Abort(AbortTurn),
-    History(ReadHistory),
-    Unsubscribe(Unsubscribe),
+    /// Run a turn: queue it, or answer it from the record if its messageId completed.
+    Submit { from: Outbox, turn: Box<Turn> },
+    /// Subscribe `from`; mid-turn, replay the deltas after `after_seq`.
+    Join { from: Outbox, after_seq: u64 },
+    /// Unsubscribe `from` and acknowledge with `chat.left`.
+    Leave { from: Outbox },
+    /// Stop the running turn (or remove a queued one, by messageId).
+    Abort { from: Outbox, message_id: Option<String> },
+    /// Send `from` the last `limit` transcript entries.
+    History { from: Outbox, limit: usize },
+    /// A connection closed: forget it without acknowledging.
+    Unsubscribe { id: ConnectionId },
 }
 
 /// What a session is created with.
@@ -266,8 +238,7 @@ impl Actor for SessionActor {
 
 /// The commands, one method each (counted by the one `Handler<SessionCommand>`).
 impl SessionActor {
-    fn submit(&mut self, message: SubmitTurn, ctx: &mut Context<Self>) {
-        let SubmitTurn { from, turn } = message;
+    fn submit(&mut self, from: Outbox, turn: Box<Turn>, ctx: &mut Context<Self>) {
         self.subscribe(from.clone(), ctx);
         if self.memory.is_answered(&turn.message_id) {
             return self.answer_again(&turn.message_id, from, ctx);
@@ -300,8 +271,7 @@ impl SessionActor {
         self.start_next_turn(ctx);
     }
 
-    fn join(&mut self, message: JoinSession, ctx: &mut Context<Self>) {
-        let JoinSession { from, after_seq } = message;
+    fn join(&mut self, from: Outbox, after_seq: u64, ctx: &mut Context<Self>) {
         let in_flight = self.running.as_ref().map(|running| running.turn.message_id.clone());
         let joined = Outbound::Joined { session_key: self.setup.key.as_str(), in_flight: in_flight.as_deref() };
         from.deliver(&joined.to_frame());
@@ -321,13 +291,13 @@ impl SessionActor {
         self.cancel_idle_timer(ctx);
     }
 
-    fn leave(&mut self, message: LeaveSession, ctx: &mut Context<Self>) {
-        self.unsubscribe(std::slice::from_ref(&message.from.id), ctx);
-        message.from.deliver(&Outbound::Left { session_key: self.setup.key.as_str() }.to_frame());
+    fn leave(&mut self, from: Outbox, ctx: &mut Context<Self>) {
+        self.unsubscribe(std::slice::from_ref(&from.id), ctx);
+        from.deliver(&Outbound::Left { session_key: self.setup.key.as_str() }.to_frame());
     }
 
-    fn abort(&mut self, message: AbortTurn, ctx: &mut Context<Self>) {
-        let wanted = message.message_id.as_deref();
+    fn abort(&mut self, message_id: Option<String>, ctx: &mut Context<Self>) {
+        let wanted = message_id.as_deref();
         let aborts_running =
             self.running.as_ref().is_some_and(|running| wanted.is_none_or(|id| id == &*running.turn.message_id));
         if aborts_running {
@@ -349,8 +319,7 @@ impl SessionActor {
         }
     }
 
-    fn read_history(&mut self, message: ReadHistory, ctx: &mut Context<Self>) {
-        let ReadHistory { from, limit } = message;
+    fn read_history(&mut self, from: Outbox, limit: usize, ctx: &mut Context<Self>) {
         if let Some(recent) = self.memory.history(limit) {
             from.deliver(&self.history_frame(&recent));
             return;
@@ -368,10 +337,6 @@ impl SessionActor {
             }
         }));
     }
-
-    fn forget(&mut self, message: Unsubscribe, ctx: &mut Context<Self>) {
-        self.unsubscribe(&[message.id], ctx);
-    }
 }
 
 impl Handler<SessionCommand> for SessionActor {
@@ -380,12 +345,12 @@ impl Handler<SessionCommand> for SessionActor {
     fn handle(&mut self, command: SessionCommand, ctx: &mut Self::Context) {
         self.commands_received += 1;
         match command {
-            SessionCommand::Submit(message) => self.submit(message, ctx),
-            SessionCommand::Join(message) => self.join(message, ctx),
-            SessionCommand::Leave(message) => self.leave(message, ctx),
-            SessionCommand::Abort(message) => self.abort(message, ctx),
-            SessionCommand::History(message) => self.read_history(message, ctx),
-            SessionCommand::Unsubscribe(message) => self.forget(message, ctx),
+            SessionCommand::Submit { from, turn } => self.submit(from, turn, ctx),
+            SessionCommand::Join { from, after_seq } => self.join(from, after_seq, ctx),
+            SessionCommand::Leave { from } => self.leave(from, ctx),
+            SessionCommand::Abort { message_id, .. } => self.abort(message_id, ctx),
+            SessionCommand::History { from, limit } => self.read_history(from, limit, ctx),
+            SessionCommand::Unsubscribe { id } => self.unsubscribe(&[id], ctx),
         }
     }
 }

@@ -101,7 +101,7 @@ async fn a_session_runs_a_turn_for_a_test_subscriber_without_a_socket() {
         message: send_message("hello there"),
         origin: id,
     };
-    session.do_send(SessionCommand::Submit(SubmitTurn { from: outbox, turn: Box::new(turn) }));
+    session.do_send(SessionCommand::Submit { from: outbox, turn: Box::new(turn) });
 
     let frames = frames.await.expect("the turn ends");
     let kinds: Vec<&str> = frames.iter().filter_map(|frame| frame["type"].as_str()).collect();

@@ -26,7 +26,6 @@ use actix::{
 use super::outbox::Outbox;
 use super::session::{
     drain_sessions, shutting_down_frame, Drained, Retire, SessionActor, SessionCommand, SessionIdle, SessionSetup,
-    Unsubscribe,
 };
 use super::store_writer::StoreThreads;
 use crate::agent_roster::{AgentRoster, Lookup};
@@ -199,8 +198,8 @@ impl Supervisor {
     /// one that waited for its user's agent): the sessions being drained are all there are.
     fn refused_by_shutdown(&self, route: &Route) -> bool {
         match (&route.command, self.shutting_down) {
-            (SessionCommand::Submit(submit), true) => {
-                submit.from.deliver(&shutting_down_frame(&submit.turn.message_id));
+            (SessionCommand::Submit { from, turn }, true) => {
+                from.deliver(&shutting_down_frame(&turn.message_id));
                 true
             }
             _ => false,
@@ -213,7 +212,7 @@ impl Supervisor {
             return;
         }
         let key = route.target.key(&binding.agent_id);
-        if matches!(route.command, SessionCommand::Unsubscribe(_)) && !self.sessions.contains_key(&key) {
+        if matches!(route.command, SessionCommand::Unsubscribe { .. }) && !self.sessions.contains_key(&key) {
             return; // nothing to leave
         }
         let entry = match self.sessions.entry(key.clone()) {
@@ -248,7 +247,7 @@ impl Supervisor {
     /// answered as for a user with no conversation yet.
     fn wait_for_agent(&mut self, sender_id: &str, route: Route, ctx: &mut Context<Self>) {
         let provision = match &route.command {
-            SessionCommand::Submit(submit) => Some(submit.turn.identity.auth_data.clone()),
+            SessionCommand::Submit { turn, .. } => Some(turn.identity.auth_data.clone()),
             _ => None,
         };
         match self.agents.wait(sender_id, route, provision) {
@@ -294,16 +293,16 @@ impl Supervisor {
 fn answer_without_agent(route: Route, key: &SessionKey) {
     let session_key = key.as_str();
     match route.command {
-        SessionCommand::History(read) => {
-            read.from.deliver(&Outbound::History { session_key, messages: &[] }.to_frame());
+        SessionCommand::History { from, .. } => {
+            from.deliver(&Outbound::History { session_key, messages: &[] }.to_frame());
         }
-        SessionCommand::Join(join) => {
-            join.from.deliver(&Outbound::Joined { session_key, in_flight: None }.to_frame());
+        SessionCommand::Join { from, .. } => {
+            from.deliver(&Outbound::Joined { session_key, in_flight: None }.to_frame());
         }
-        SessionCommand::Leave(leave) => {
-            leave.from.deliver(&Outbound::Left { session_key }.to_frame());
+        SessionCommand::Leave { from } => {
+            from.deliver(&Outbound::Left { session_key }.to_frame());
         }
-        SessionCommand::Submit(_) | SessionCommand::Abort(_) | SessionCommand::Unsubscribe(_) => {}
+        SessionCommand::Submit { .. } | SessionCommand::Abort { .. } | SessionCommand::Unsubscribe { .. } => {}
     }
 }
 
@@ -327,7 +326,7 @@ impl Handler<ConnectionClosed> for Supervisor {
     fn handle(&mut self, message: ConnectionClosed, ctx: &mut Self::Context) {
         self.connections.remove(&message.id);
         for target in message.subscribed {
-            let command = SessionCommand::Unsubscribe(Unsubscribe { id: message.id.clone() });
+            let command = SessionCommand::Unsubscribe { id: message.id.clone() };
             let route = Route { target, arbiter: actix::Arbiter::current(), command };
             self.handle(route, ctx);
         }
@@ -370,7 +369,7 @@ impl Handler<AgentCreated> for Supervisor {
             }
         };
         let waiting = self.agents.created(&message.sender_id, record);
-        self.metrics.dynamic_agents.set(self.agents.len() as i64);
+        self.metrics.dynamic_agents.set(self.agents.agent_count() as i64);
         for route in waiting {
             let binding = self.binding(&route.target).unwrap_or_else(|| self.default_binding());
             self.forward(route, binding, ctx);

@@ -138,12 +138,8 @@ impl<W> AgentRoster<W> {
     }
 
     /// How many agents the registry holds.
-    pub fn len(&self) -> usize {
+    pub fn agent_count(&self) -> usize {
         self.registry.agents.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.registry.agents.is_empty()
     }
 }
 

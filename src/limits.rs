@@ -222,11 +222,6 @@ impl ByteBudget {
         let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| Some(used.saturating_sub(bytes)));
     }
 
-    /// Bytes held now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Acquire)
-    }
-
     pub fn limit(&self) -> usize {
         self.limit
     }

@@ -11,6 +11,7 @@ mod config_mistakes;
 mod dynamic_agents;
 mod failures;
 mod foundation;
+mod integrity;
 mod persistence;
 mod resume;
 mod robust;

@@ -93,20 +93,33 @@ impl WsClient {
 
     /// The next JSON frame or the close, skipping pings.
     pub async fn next(&mut self) -> Received {
+        self.next_within(RECEIVE_TIMEOUT).await.expect("no frame from the server within the test timeout")
+    }
+
+    /// The next JSON frame if one arrives within `wait` (`None`: nothing came; a close panics).
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        match self.next_within(wait).await? {
+            Received::Json(value) => Some(value),
+            Received::Closed(code) => panic!("expected a frame, the server closed ({code:?})"),
+        }
+    }
+
+    /// The next JSON frame or the close, skipping pings; `None` when nothing came within `wait`.
+    async fn next_within(&mut self, wait: Duration) -> Option<Received> {
         loop {
-            let item = actix_rt::time::timeout(RECEIVE_TIMEOUT, self.framed.next())
-                .await
-                .expect("no frame from the server within the test timeout");
+            let Ok(item) = actix_rt::time::timeout(wait, self.framed.next()).await else { return None };
             match item {
                 Some(Ok(Frame::Text(bytes))) | Some(Ok(Frame::Binary(bytes))) => {
-                    return Received::Json(serde_json::from_slice(&bytes).expect("server frames are JSON"));
+                    return Some(Received::Json(serde_json::from_slice(&bytes).expect("server frames are JSON")));
                 }
-                Some(Ok(Frame::Close(reason))) => return Received::Closed(reason.map(|reason| reason.code.into())),
+                Some(Ok(Frame::Close(reason))) => {
+                    return Some(Received::Closed(reason.map(|reason| reason.code.into())));
+                }
                 Some(Ok(Frame::Ping(payload))) => {
                     let _ = self.framed.send(Message::Pong(payload)).await;
                 }
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => return Received::Closed(None),
+                Some(Err(_)) | None => return Some(Received::Closed(None)),
             }
         }
     }

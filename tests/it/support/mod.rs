@@ -5,6 +5,8 @@ pub mod binary;
 pub mod client;
 pub mod fake_agent;
 pub mod fake_auth;
+pub mod fake_groups;
+pub mod mount;
 pub mod raw;
 pub mod server;
 
