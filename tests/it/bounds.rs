@@ -126,3 +126,40 @@ async fn a_user_has_at_most_per_user_max_connections() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn big_turns_to_many_threads_hold_no_more_than_max_subscriptions_sessions() {
+    use crate::support::binary::ChildServer;
+    use crate::support::fake_agent::{answer_with, FakeAgent, Reply};
+    // An agent that holds every turn for a minute: each accepted turn stays in memory.
+    let agent = FakeAgent::start(std::sync::Arc::new(|_, _| {
+        Reply::Late(Duration::from_secs(60), Box::new(answer_with(&["late"])))
+    }));
+    let config = format!(
+        "[channels.websocket.auth]\nenabled = false\n[agent]\nkind = \"openai\"\nurl = \"{}\"\n\
+         [store]\ndir = \"{{store}}\"\n[limits]\nmaxSubscriptions = 8\nturnTimeoutMs = 120000\n",
+        agent.url_v1()
+    );
+    let child = ChildServer::start(&config, &[]).await;
+    let (mut client, _) = WsClient::connect_welcomed(&child.ws_url("senderId=hoarder")).await;
+    let before = child.peak_rss_bytes();
+    let content = "z".repeat(900 * 1024);
+    for n in 0..110 {
+        let id = format!("m{n}");
+        client
+            .send_json(json!({"type": "chat.send", "content": content, "threadId": format!("t{n}"), "messageId": id}))
+            .await;
+    }
+    let mut refused = 0;
+    while refused < 102 {
+        let frame = client.recv().await;
+        if frame["code"] == "quota_exceeded" {
+            refused += 1;
+        }
+    }
+    let grown = child.peak_rss_bytes().saturating_sub(before);
+    eprintln!("110 turns of 900 KB to 110 threads, 8 held: peak RSS grew {grown} bytes");
+    // 110 turns of 900 KB were sent (99 MB); 8 are held, in a few copies each. (With
+    // maxSubscriptions = 1000 it grew 110 MB, measured.)
+    assert!(grown < 60 * 1024 * 1024, "peak RSS grew {grown} bytes");
+}
