@@ -119,6 +119,9 @@ pub struct SupervisorSetup {
     pub backend: Arc<dyn AgentBackend>,
     /// The dynamic-agent registry as stored.
     pub agents: AgentRegistry,
+    /// Agents just written (back) into the gateway's file: their first turn waits for
+    /// the gateway to know them.
+    pub unconfirmed: Vec<String>,
     /// The home directory, for `~` in the agent templates.
     pub home: PathBuf,
     /// The store threads; each session gets the one its transcript belongs to.
@@ -151,7 +154,7 @@ impl Supervisor {
             home: setup.home,
             connections: HashMap::new(),
             sessions: HashMap::new(),
-            agents: AgentRoster::new(setup.agents, max_agents),
+            agents: AgentRoster::new(setup.agents, max_agents, setup.unconfirmed),
             store: setup.store,
             metrics: setup.metrics,
             shutting_down: false,

@@ -6,8 +6,8 @@
 //! creation is already under way. One creation runs at a time (one writer of the
 //! agents files); what waits for it is handed back, in arrival order, when it ends.
 //! `maxAgents` counts agents created and being created. An agent created by this
-//! process is "unconfirmed" until its first session starts: that session's first turn
-//! waits for the gateway to know it.
+//! process (or written back into the gateway's file at start) is "unconfirmed" until
+//! its first session starts: that session's first turn waits for the gateway to know it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -51,14 +51,16 @@ pub struct AgentRoster<W> {
 }
 
 impl<W> AgentRoster<W> {
-    pub fn new(registry: AgentRegistry, max_agents: usize) -> Self {
+    /// The roster of `registry`; the agents in `unconfirmed` (just written into the
+    /// gateway's file) wait for the gateway before their first turn.
+    pub fn new(registry: AgentRegistry, max_agents: usize, unconfirmed: Vec<String>) -> Self {
         AgentRoster {
             registry,
             max_agents,
             waiting: HashMap::new(),
             queue: VecDeque::new(),
             creating: false,
-            unconfirmed: HashSet::new(),
+            unconfirmed: unconfirmed.into_iter().collect(),
             fallen_back: HashSet::new(),
         }
     }

@@ -116,21 +116,27 @@ fn add(document: &mut Map<String, Value>, shape: Shape, record: &AgentRecord) {
 /// Brings the gateway's agents file in line with the registry at start: an agent the
 /// registry knows but the file lost (edited by hand, restored from a backup) is
 /// written back, with a log line each, so its user is not refused "Unknown agent".
-pub fn repair_at_start(settings: &Settings, registry: &AgentRegistry) {
+/// Returns the ids written back: the gateway needs a moment to apply them, so their
+/// first turns wait for it as a new agent's does.
+pub fn repair_at_start(settings: &Settings, registry: &AgentRegistry) -> Vec<String> {
     let path = Path::new(&settings.agent.openclaw_config_path);
     let owned =
         settings.channels.websocket.dynamic_agent_creation.enabled && settings.agent.kind == AgentKind::Openclaw;
     if !owned {
-        return;
+        return Vec::new();
     }
     warn_unless_included(path);
     match ensure_agents(path, registry.agents.values()) {
         Ok(added) => {
-            for agent_id in added {
+            for agent_id in &added {
                 log::warn!("{}: agent {agent_id} was missing (the registry has it); written back", path.display());
             }
+            added
         }
-        Err(error) => log::error!("the OpenClaw agents file could not be brought in line with the registry: {error}"),
+        Err(error) => {
+            log::error!("the OpenClaw agents file could not be brought in line with the registry: {error}");
+            Vec::new()
+        }
     }
 }
 

@@ -93,11 +93,12 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     let backend = backend::from_settings(&settings.agent);
     let metrics = Arc::new(Metrics::new());
     let agents = AgentRegistry::load(&settings.store.dir).map_err(StartError::Store)?;
-    openclaw_agents::repair_at_start(&settings, &agents);
+    let written_back = openclaw_agents::repair_at_start(&settings, &agents);
     let supervisor = Supervisor::new(SupervisorSetup {
         settings: settings.clone(),
         backend: backend.clone(),
         agents,
+        unconfirmed: written_back,
         home: settings.home.clone(),
         store: StoreThreads::start(settings.store.threads),
         metrics: metrics.clone(),

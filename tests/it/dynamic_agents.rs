@@ -302,3 +302,25 @@ async fn only_a_chat_send_creates_a_users_agent() {
     let answer = last(&client.chat("f1", "hi").await).clone();
     assert_eq!(answer["agentId"], "ws-frank", "the first chat.send creates it");
 }
+
+#[actix_rt::test]
+async fn an_agent_written_back_at_start_is_confirmed_before_its_first_turn() {
+    let (root, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let file = root.path().join("clawsocket-agents.json");
+    let gateway = gateway_reading(file.clone(), Duration::ZERO);
+    let first = spawn_server_on_store(store.path(), &openclaw_dynamic(root.path(), &gateway, &file, 5000));
+    assert_eq!(agent_of(first.ws_url("senderId=alice")).await.0, "ws-alice");
+    first.stop().await;
+    // Someone removes her entry; the restarted ClawSocket writes it back, and the
+    // gateway needs a moment to apply the file again (the real one about a second).
+    std::fs::write(&file, r#"{"entries": {}}"#).unwrap();
+    let slow_gateway = gateway_reading(file.clone(), Duration::from_millis(600));
+    let second = spawn_server_on_store(store.path(), &openclaw_dynamic(root.path(), &slow_gateway, &file, 5000));
+    let (mut client, _) = WsClient::connect_welcomed(&second.ws_url("senderId=alice")).await;
+    let answer = last(&client.chat("m2", "back again").await).clone();
+    assert_eq!(
+        (answer["type"].as_str(), answer["agentId"].as_str()),
+        (Some("chat.response"), Some("ws-alice")),
+        "{answer}"
+    );
+}
