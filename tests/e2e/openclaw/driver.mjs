@@ -702,6 +702,36 @@ async function main() {
     return `${modelRequests().length} model requests, all to the fake model; refused: ${known.length ? `${known.length} × ${describe(known)} (the hosted plugin catalog)` : "nothing"}`;
   });
 
+  // 9. /readyz with the gateway's credentials
+  await check("9 /readyz is 200 with the right gateway token and 503 naming the refusal with a wrong one", async () => {
+    const right = await fetch(`http://${HOST}:${CLAWSOCKET_PORT}/readyz`, { signal: AbortSignal.timeout(10_000) });
+    assert(right.status === 200, `/readyz with the right token: HTTP ${right.status} ${await right.text()}`);
+    const port = await freePort();
+    const config = path.join(RUN_DIR, "clawsocket-wrong-token.toml");
+    const toml = fs
+      .readFileSync(CLAWSOCKET_CONFIG, "utf8")
+      .replace(`port = ${CLAWSOCKET_PORT}`, `port = ${port}`)
+      .replace(`token = "${TOKEN}"`, `token = "not-the-gateway-token"`)
+      .replace("[channels.websocket.dynamicAgentCreation]\nenabled = true", "[channels.websocket.dynamicAgentCreation]\nenabled = false")
+      .replace(JSON.stringify(CLAWSOCKET_DATA), JSON.stringify(CLAWSOCKET_DATA + "-wrong-token"));
+    fs.writeFileSync(config, toml);
+    const entry = start("clawsocket-wrong-token", CLAWSOCKET_BIN, ["--config", config], {
+      env: { ...process.env, RUST_LOG: "info", HOME: HOME_DIR },
+      cwd: RUN_DIR,
+    });
+    try {
+      await waitFor("the wrong-token ClawSocket answers GET /healthz", 30_000, async () => (await httpStatus(`http://${HOST}:${port}/healthz`)) === 200, entry);
+      const wrong = await fetch(`http://${HOST}:${port}/readyz`, { signal: AbortSignal.timeout(10_000) });
+      const reason = await wrong.text();
+      assert(wrong.status === 503, `/readyz with a wrong token: HTTP ${wrong.status} ${reason.trim()}`);
+      assert(reason.includes("refused the configured credentials"), `the reason does not say so: ${reason.trim()}`);
+      assert(!reason.includes("not-the-gateway-token"), "the token is shown");
+      return reason.trim();
+    } finally {
+      await stop("clawsocket-wrong-token");
+    }
+  });
+
   for (const client of Object.values(clients)) client.close();
 }
 
