@@ -12,10 +12,10 @@
 //! `Debug`, errors never carry a request or response body, and the answer cache keys
 //! on a keyed hash of the parameters, not on the token itself.
 
-use std::collections::hash_map::{Entry, RandomState};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::hash_map::RandomState;
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use awc::error::{ConnectError, SendRequestError};
@@ -25,6 +25,7 @@ use crate::config::AuthSettings;
 use crate::identity::{ConnectionId, UserToken, GUEST_PREFIX};
 use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode};
+use crate::ttl_cache::TtlCache;
 
 /// The query parameter (and JSON field) that carries the token.
 const TOKEN_PARAM: &str = "token";
@@ -157,32 +158,17 @@ fn bearer_token(header: &str) -> Option<&str> {
 }
 
 /// Verified answers, reused for `auth.cacheTtl` so that a reconnect storm does not
-/// flatten the auth service.
-///
-/// One cache is shared by all workers behind a `std::sync::Mutex`: a per-worker
-/// (thread-local) cache would miss whenever a reconnect lands on another worker, so
-/// it would not do its job. The lock is taken only on the connect path (never on the
-/// delta path), held for one map lookup or insert and never across an `.await`, so
-/// it costs about what the `HashMap` does. Keys are 128 bits of SipHash, keyed with
-/// this process's random keys, over the parameters: the token itself is never stored,
-/// and a collision cannot be searched for offline.
+/// flatten the auth service (one [`TtlCache`] for all workers). Keys are 128 bits of
+/// SipHash, keyed with this process's random keys, over the parameters: the token
+/// itself is never stored, and a collision cannot be searched for offline.
 pub struct AnswerCache {
-    ttl: Duration,
     hasher: RandomState,
-    entries: Mutex<CacheEntries>,
+    answers: TtlCache<CacheKey, VerifiedUser>,
 }
 
 /// A cache key: two independent 64-bit hashes of the credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct CacheKey([u64; 2]);
-
-/// The cache's maps. Every answer lives exactly `ttl`, so insertion order is expiry
-/// order: `order` is a queue whose front expires first.
-#[derive(Default)]
-struct CacheEntries {
-    answers: HashMap<CacheKey, (Instant, VerifiedUser)>,
-    order: VecDeque<(CacheKey, Instant)>,
-}
 
 impl AnswerCache {
     /// The cache `auth.cacheTtl` asks for, or `None` when it is 0 (off).
@@ -191,7 +177,7 @@ impl AnswerCache {
     }
 
     fn new(ttl: Duration) -> AnswerCache {
-        AnswerCache { ttl, hasher: RandomState::new(), entries: Mutex::new(CacheEntries::default()) }
+        AnswerCache { hasher: RandomState::new(), answers: TtlCache::new(ttl, CACHE_CAPACITY) }
     }
 
     fn key(&self, credentials: &Credentials) -> CacheKey {
@@ -202,38 +188,6 @@ impl AnswerCache {
             hasher.finish()
         };
         CacheKey([half(0), half(1)])
-    }
-
-    /// A still-fresh answer for `key`.
-    fn get(&self, key: &CacheKey, now: Instant) -> Option<VerifiedUser> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.answers.get(key).filter(|(expires, _)| *expires > now).map(|(_, user)| user.clone())
-    }
-
-    /// Keeps `user` for `ttl`, dropping expired answers and, at capacity, the oldest.
-    fn put(&self, key: CacheKey, user: VerifiedUser, now: Instant) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let expires = now + self.ttl;
-        entries.answers.insert(key, (expires, user));
-        entries.order.push_back((key, expires));
-        while let Some(&(oldest, oldest_expiry)) = entries.order.front() {
-            if oldest_expiry > now && entries.answers.len() <= CACHE_CAPACITY {
-                break;
-            }
-            entries.order.pop_front();
-            // A key answered again since has a later expiry: keep that answer.
-            if let Entry::Occupied(entry) = entries.answers.entry(oldest) {
-                if entry.get().0 == oldest_expiry {
-                    entry.remove();
-                }
-            }
-        }
-    }
-
-    /// How many answers are held (for tests).
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).answers.len()
     }
 }
 
@@ -296,12 +250,12 @@ impl Authenticator {
             return self.ask(credentials).await;
         };
         let key = cache.key(credentials);
-        if let Some(user) = cache.get(&key, Instant::now()) {
+        if let Some(user) = cache.answers.get(&key, Instant::now()) {
             log::debug!("auth answer for user {:?} reused from the cache", user.user_id);
             return Ok(user);
         }
         let user = self.ask(credentials).await?;
-        cache.put(key, user.clone(), Instant::now());
+        cache.answers.put(key, user.clone(), Instant::now());
         Ok(user)
     }
 

@@ -100,10 +100,10 @@ fn the_cache_answers_the_same_parameters_until_the_ttl() {
     assert_eq!(key, cache.key(&credentials("a")));
     assert_ne!(key, cache.key(&credentials("b")));
     assert_ne!(key, cache.key(&Credentials::from_request("token=a&tokenType=jwt", None).expect("a token")));
-    assert!(cache.get(&key, now).is_none());
-    cache.put(key, user("alice"), now);
-    assert_eq!(cache.get(&key, now + Duration::from_secs(59)).map(|user| user.user_id), Some("alice".into()));
-    assert!(cache.get(&key, now + Duration::from_secs(60)).is_none());
+    assert!(cache.answers.get(&key, now).is_none());
+    cache.answers.put(key, user("alice"), now);
+    assert_eq!(cache.answers.get(&key, now + Duration::from_secs(59)).map(|user| user.user_id), Some("alice".into()));
+    assert!(cache.answers.get(&key, now + Duration::from_secs(60)).is_none());
 }
 
 #[test]
@@ -119,11 +119,11 @@ fn the_cache_is_off_at_zero_and_bounded_otherwise() {
     let cache = AnswerCache::for_settings(&settings(60_000)).expect("a cache");
     let now = Instant::now();
     for index in 0..CACHE_CAPACITY + 10 {
-        cache.put(cache.key(&credentials(&index.to_string())), user("u"), now);
+        cache.answers.put(cache.key(&credentials(&index.to_string())), user("u"), now);
     }
-    assert_eq!(cache.len(), CACHE_CAPACITY);
-    assert!(cache.get(&cache.key(&credentials("0")), now).is_none(), "the oldest went first");
-    assert!(cache.get(&cache.key(&credentials(&CACHE_CAPACITY.to_string())), now).is_some());
+    assert_eq!(cache.answers.count(), CACHE_CAPACITY);
+    assert!(cache.answers.get(&cache.key(&credentials("0")), now).is_none(), "the oldest went first");
+    assert!(cache.answers.get(&cache.key(&credentials(&CACHE_CAPACITY.to_string())), now).is_some());
 }
 
 #[test]
@@ -131,11 +131,11 @@ fn expired_answers_leave_the_cache_and_a_renewed_one_stays() {
     let cache = AnswerCache::new(Duration::from_secs(1));
     let start = Instant::now();
     let (a, b) = (cache.key(&credentials("a")), cache.key(&credentials("b")));
-    cache.put(a, user("alice"), start);
-    cache.put(a, user("alice"), start + Duration::from_millis(500));
-    cache.put(b, user("bob"), start + Duration::from_millis(1200));
-    assert_eq!(cache.len(), 2, "a's first expiry must not remove its renewed answer");
-    assert!(cache.get(&a, start + Duration::from_millis(1400)).is_some());
-    cache.put(b, user("bob"), start + Duration::from_millis(1600));
-    assert_eq!(cache.len(), 1, "a has expired");
+    cache.answers.put(a, user("alice"), start);
+    cache.answers.put(a, user("alice"), start + Duration::from_millis(500));
+    cache.answers.put(b, user("bob"), start + Duration::from_millis(1200));
+    assert_eq!(cache.answers.count(), 2, "a's first expiry must not remove its renewed answer");
+    assert!(cache.answers.get(&a, start + Duration::from_millis(1400)).is_some());
+    cache.answers.put(b, user("bob"), start + Duration::from_millis(1600));
+    assert_eq!(cache.answers.count(), 1, "a has expired");
 }

@@ -8,8 +8,7 @@
 //! service that is down, slow or answers anything else refuses. A refusal is
 //! `forbidden`, decided before anything reaches the group's session.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::LocalBoxFuture;
@@ -18,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::config::{GroupPolicy, GroupSettings};
 use crate::identity::Identity;
+use crate::ttl_cache::TtlCache;
 
 /// Largest answer read from the groups service, bytes.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024;
@@ -52,41 +52,13 @@ pub enum Verdict {
     Ask(LocalBoxFuture<'static, bool>),
 }
 
-/// The `proxy` service's verdicts: one cache for all workers (a reconnect may land on
-/// any), locked only for one lookup or insert, never across an `.await`.
-#[derive(Default)]
-pub struct VerdictCache {
-    entries: Mutex<CacheEntries>,
-}
+/// The `proxy` service's verdicts, per user, group and action, for all workers.
+pub type VerdictCache = TtlCache<(String, String, GroupAction), bool>;
 
-type CacheKey = (String, String, GroupAction);
-
-#[derive(Default)]
-struct CacheEntries {
-    verdicts: HashMap<CacheKey, (Instant, bool)>,
-    order: VecDeque<(CacheKey, Instant)>,
-}
-
-impl VerdictCache {
-    fn get(&self, key: &CacheKey, now: Instant) -> Option<bool> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.verdicts.get(key).filter(|(expires, _)| *expires > now).map(|(_, allowed)| *allowed)
-    }
-
-    fn put(&self, key: CacheKey, allowed: bool, expires: Instant, now: Instant) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.verdicts.insert(key.clone(), (expires, allowed));
-        entries.order.push_back((key, expires));
-        while let Some((oldest, oldest_expiry)) = entries.order.front().cloned() {
-            if oldest_expiry > now && entries.verdicts.len() <= CACHE_CAPACITY {
-                break;
-            }
-            entries.order.pop_front();
-            if entries.verdicts.get(&oldest).is_some_and(|(expires, _)| *expires == oldest_expiry) {
-                entries.verdicts.remove(&oldest);
-            }
-        }
-    }
+/// The verdict cache `groups.cacheTtl` asks for (0: nothing is kept).
+pub fn verdict_cache(settings: &GroupSettings) -> Arc<VerdictCache> {
+    let capacity = if settings.cache_ttl == 0 { 0 } else { CACHE_CAPACITY };
+    Arc::new(TtlCache::new(Duration::from_millis(settings.cache_ttl), capacity))
 }
 
 /// Decides group access. One per server worker (awc's client is bound to its thread);
@@ -133,11 +105,7 @@ impl GroupAccess {
             .http
             .post(&self.settings.endpoint)
             .send_json(&json!({"userId": key.0, "groupId": key.1, "action": action.as_str()}));
-        let (cache, ttl, timeout) = (
-            self.cache.clone(),
-            Duration::from_millis(self.settings.cache_ttl),
-            Duration::from_millis(self.settings.timeout),
-        );
+        let (cache, timeout) = (self.cache.clone(), Duration::from_millis(self.settings.timeout));
         Verdict::Ask(Box::pin(async move {
             let exchange = async {
                 let mut response = request.await.map_err(|error| format!("no answer: {error}"))?;
@@ -154,10 +122,7 @@ impl GroupAccess {
                 .unwrap_or(Err(format!("no answer within {timeout:?}")));
             match answer {
                 Ok(allowed) => {
-                    let now = Instant::now();
-                    if !ttl.is_zero() {
-                        cache.put(key, allowed, now + ttl, now);
-                    }
+                    cache.put(key, allowed, Instant::now());
                     allowed
                 }
                 Err(detail) => {

@@ -12,16 +12,19 @@ fn listed_groups_match_exactly_or_by_prefix() {
 }
 
 #[test]
-fn cached_verdicts_expire_and_the_cache_is_bounded() {
-    let cache = VerdictCache::default();
+fn a_cache_ttl_of_zero_keeps_no_verdict() {
+    let settings = |cache_ttl| GroupSettings {
+        policy: GroupPolicy::Proxy,
+        endpoint: "http://127.0.0.1:9/groups".into(),
+        cache_ttl,
+        timeout: 1000,
+    };
+    let key = ("u".to_string(), "g".to_string(), GroupAction::Send);
     let now = Instant::now();
-    let key = |n: usize| (format!("u{n}"), "g".to_string(), GroupAction::Send);
-    cache.put(key(0), true, now + Duration::from_secs(60), now);
-    assert_eq!(cache.get(&key(0), now), Some(true));
-    assert_eq!(cache.get(&key(0), now + Duration::from_secs(61)), None);
-    for n in 0..CACHE_CAPACITY + 10 {
-        cache.put(key(n), false, now + Duration::from_secs(60), now);
-    }
-    let held = cache.entries.lock().unwrap().verdicts.len();
-    assert!(held <= CACHE_CAPACITY, "{held}");
+    let off = verdict_cache(&settings(0));
+    off.put(key.clone(), true, now);
+    assert_eq!(off.get(&key, now), None);
+    let on = verdict_cache(&settings(60_000));
+    on.put(key.clone(), true, now);
+    assert_eq!(on.get(&key, now), Some(true));
 }

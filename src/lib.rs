@@ -31,6 +31,7 @@ pub mod session_memory;
 pub mod shutdown;
 pub mod store;
 pub mod transcript;
+pub mod ttl_cache;
 
 // The actors live in the top-level `actors/` folder (the project layout of SPEC §9)
 // but belong to this crate: they need `protocol`, `config` and `backend`, and the

@@ -23,7 +23,7 @@ use crate::auth::{AnswerCache, Authenticator};
 use crate::backend::{self, AgentBackend};
 use crate::config::{GroupPolicy, Settings};
 use crate::error::StartError;
-use crate::groups::{GroupAccess, VerdictCache};
+use crate::groups::{self, GroupAccess};
 use crate::handshake;
 use crate::limits::{ByteBudget, ConnectionSlots, UserConnections};
 use crate::metrics::Metrics;
@@ -114,7 +114,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     log_auth_mode(&settings);
     // One cache for all workers; each worker builds its own Authenticator (awc is per thread).
     let answer_cache = AnswerCache::for_settings(&settings.channels.websocket.auth);
-    let verdict_cache = Arc::new(VerdictCache::default());
+    let verdict_cache = groups::verdict_cache(&settings.channels.websocket.groups);
     let slots = ConnectionSlots::new(settings.limits.max_connections);
     let state = web::Data::new(AppState {
         settings: settings.clone(),
