@@ -264,7 +264,7 @@ impl ConnectionActor {
             Item::Last(chunk) => (chunk, true),
         };
         let Some(continuation) = self.continuation.as_mut() else {
-            return close(ctx, Disconnect::STRAY_CONTINUATION);
+            return close(ctx, Disconnect::PROTOCOL_ERROR);
         };
         if continuation.buffer.len() + chunk.len() > self.settings.limits.max_message_bytes {
             self.continuation = None;

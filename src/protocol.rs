@@ -29,10 +29,8 @@ impl Disconnect {
     pub const TOO_BIG: Disconnect = Disconnect { code: 1009, reason: "message too big" };
     /// A text message that is not UTF-8 (RFC 6455 §8.1).
     pub const NOT_UTF8: Disconnect = Disconnect { code: 1007, reason: "text message is not UTF-8" };
-    /// Frames that break RFC 6455.
+    /// Frames that break RFC 6455 (a continuation with no message begun, among others).
     pub const PROTOCOL_ERROR: Disconnect = Disconnect { code: 1002, reason: "protocol error" };
-    /// A continuation frame with no message begun.
-    pub const STRAY_CONTINUATION: Disconnect = Disconnect { code: 1002, reason: "continuation without a first frame" };
     /// Flooding on after the `rate_limited` warnings.
     pub const FLOODING: Disconnect =
         Disconnect { code: 1008, reason: "flooding: too many messages after rate_limited warnings" };
