@@ -4,10 +4,10 @@
 //! refusals come first, before the auth service is asked anything: an `Origin` outside
 //! `allowedOrigins` gets HTTP 403, and a server at `limits.maxConnections` (or shutting
 //! down) HTTP 503. Then `auth.rs` decides; a `ConnectionActor`, the only reader of a
-//! socket's messages, is started only for an admitted identity. A refused socket (auth,
-//! or a user over `limits.perUser.maxConnections`) gets no actor at all: its whole
-//! life is two frames encoded here, the `chat.error` and the close, and nothing ever
-//! reads what it sends.
+//! socket's messages, is started only for an admitted identity. A socket refused by
+//! auth gets no actor at all: its whole life is two frames encoded here, the
+//! `chat.error` and the 4401 close, and nothing ever reads what it sends. A user over
+//! `limits.perUser.maxConnections` gets HTTP 429 instead of the upgrade.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -99,7 +99,7 @@ pub(crate) async fn websocket_handshake(
         }
     };
     let Some(user_connection) = state.users.try_acquire(&identity.sender_id) else {
-        return Ok(response.streaming(too_many_user_connections(&state, &identity)));
+        return Ok(too_many_user_connections(&state, &identity));
     };
     let max_bytes = state.settings.limits.max_message_bytes;
     // The guard refuses an oversized frame from its header; the codec's own check
@@ -162,8 +162,9 @@ fn url_identity(request: &HttpRequest, connection_id: &ConnectionId, auth_enable
     }
 }
 
-/// The refusal of a user who already has `limits.perUser.maxConnections` open.
-fn too_many_user_connections(state: &AppState, identity: &Identity) -> RefusalBody {
+/// HTTP 429 for a user who already has `limits.perUser.maxConnections` open (SPEC
+/// §13): the upgrade is refused, no socket is opened.
+fn too_many_user_connections(state: &AppState, identity: &Identity) -> HttpResponse {
     let max = state.users.max();
     log::warn!(
         "connection refused: sender {:?} already has limits.perUser.maxConnections ({max}) open",
@@ -171,9 +172,9 @@ fn too_many_user_connections(state: &AppState, identity: &Identity) -> RefusalBo
     );
     state.metrics.connection(ConnectionOutcome::Rejected);
     state.metrics.limit_hit(LimitHit::UserConnections);
-    state.metrics.error(ErrorCode::QuotaExceeded);
-    let text = format!("this user already has {max} connections open (limits.perUser.maxConnections); close one first");
-    refusal_body(ErrorCode::QuotaExceeded, &text, Disconnect::USER_CONNECTIONS)
+    let text =
+        format!("this user already has {max} connections open (limits.perUser.maxConnections); close one first\n");
+    HttpResponse::TooManyRequests().content_type("text/plain").body(text)
 }
 
 /// The whole outbound life of a socket refused after its handshake: one frame.

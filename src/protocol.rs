@@ -39,8 +39,6 @@ impl Disconnect {
     /// A fragmented message not completed within `limits.fragmentTimeoutMs`.
     pub const FRAGMENT_TIMEOUT: Disconnect =
         Disconnect { code: 1008, reason: "fragmented message not completed in time (limits.fragmentTimeoutMs)" };
-    /// A user over `limits.perUser.maxConnections`.
-    pub const USER_CONNECTIONS: Disconnect = Disconnect { code: 1008, reason: "too many connections for this user" };
     /// The server-wide `limits.maxPendingFragmentBytes` is full.
     pub const FRAGMENT_BUDGET: Disconnect =
         Disconnect { code: 1013, reason: "too many unfinished messages on the server; try again later" };
