@@ -221,19 +221,24 @@ impl AgentBridge {
     /// read go to each subscriber as one batch whose bytes every subscriber shares.
     fn relay(&mut self, deltas: &[String]) {
         let mut frames = Vec::with_capacity(deltas.len());
+        let mut relayed = 0;
         for delta in deltas.iter().filter(|delta| !delta.is_empty()) {
             if self.delta_ends.is_empty() {
                 self.metrics.first_delta.observe(self.started.elapsed().as_secs_f64());
             }
             self.text.push_str(delta);
             self.delta_ends.push(self.text.len());
-            let content = match self.stream_mode {
-                StreamMode::Delta => delta,
-                StreamMode::Cumulative => &self.text,
-            };
-            frames.push(self.stream_frame(content, self.seq(), false));
+            relayed += 1;
+            if self.stream_mode == StreamMode::Delta {
+                frames.push(self.stream_frame(delta, self.seq(), false));
+            }
         }
-        self.metrics.deltas.inc_by(frames.len() as u64);
+        if self.stream_mode == StreamMode::Cumulative && relayed > 0 {
+            // A cumulative frame holds the whole text so far: one per batch, the last,
+            // says what all the others would (a frame per delta would be quadratic).
+            frames.push(self.stream_frame(&self.text, self.seq(), false));
+        }
+        self.metrics.deltas.inc_by(relayed);
         match frames.len() {
             0 => {}
             1 => self.send_to_all(Outgoing::One(frames.remove(0))),

@@ -14,7 +14,7 @@
 //! closed (1008). It holds its `ConnectionSlot` for its whole life, so the server's
 //! count of open connections (`limits.maxConnections`) drops only when it is gone.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,13 +28,16 @@ use super::outbox::{Bound, Outbox, Outgoing, ToConnection};
 use super::session::{SessionCommand, Turn};
 use super::supervisor::{ConnectionClosed, ConnectionOpened, Route, Supervisor};
 use crate::backend::prompt;
-use crate::config::{DmPolicy, Settings};
+use crate::config::{DmPolicy, GroupPolicy, Settings};
 use crate::frame_guard::OversizeSignal;
 use crate::groups::{GroupAccess, GroupAction, Verdict as GroupVerdict};
 use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
 use crate::limits::{ByteBudget, ConnectionSlot, RateLimiter, UserConnection, Verdict};
 use crate::metrics::{LimitHit, Metrics};
 use crate::protocol::{self, Disconnect, ErrorCode, Frame, Inbound, Outbound, SessionSelector};
+
+/// Messages that may wait behind one group verdict; more are refused `rate_limited`.
+const MAX_HELD_MESSAGES: usize = 64;
 
 /// A text or binary message arriving in several frames, bounded by `maxMessageBytes`
 /// and, with every other connection's, by `maxPendingFragmentBytes`; its bytes are
@@ -80,6 +83,9 @@ pub struct ConnectionActor {
     rate: RateLimiter,
     /// Who may use which group (`channels.websocket.groups`): this worker's.
     groups: web::Data<GroupAccess>,
+    /// A group verdict is being awaited: inbound messages wait in `held`.
+    awaiting_verdict: bool,
+    held: VecDeque<Vec<u8>>,
     /// This connection's place under `limits.maxConnections`, freed when the actor is dropped.
     _slot: ConnectionSlot,
     /// Raised by the handshake's `FrameSizeGuard` when a frame header declared more
@@ -129,6 +135,8 @@ impl ConnectionActor {
             metrics: setup.metrics,
             rate,
             groups: setup.groups,
+            awaiting_verdict: false,
+            held: VecDeque::new(),
             _slot: setup.slot,
             oversize: setup.oversize,
         }
@@ -142,6 +150,7 @@ impl Actor for ConnectionActor {
         ctx.set_mailbox_capacity(self.settings.limits.outbound_queue);
         self.metrics.connections_open.inc();
         self.start_heartbeat(ctx);
+        self.start_group_rechecks(ctx);
         let handle = self.own_handle(ctx);
         self.supervisor.do_send(ConnectionOpened { handle });
         log::info!(
@@ -324,12 +333,37 @@ impl ConnectionActor {
                 return close(ctx, Disconnect::FLOODING);
             }
         }
+        if self.awaiting_verdict {
+            return self.hold(bytes, ctx);
+        }
+        self.decode_and_dispatch(bytes, ctx);
+    }
+
+    fn decode_and_dispatch(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
         match protocol::decode(bytes) {
             Ok(inbound) => self.dispatch(inbound, ctx),
             Err(error) => {
                 log::debug!("connection {}: refused a frame: {}", self.id, error.message);
                 self.refuse(ctx, error.code, &error.message, error.message_id.as_deref());
             }
+        }
+    }
+
+    /// A message that came while a group verdict is awaited waits behind it (order is
+    /// kept), up to `MAX_HELD_MESSAGES`; more are refused `rate_limited`.
+    fn hold(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+        if self.held.len() >= MAX_HELD_MESSAGES {
+            self.metrics.error(ErrorCode::RateLimited);
+            return reply(ctx, protocol::rate_limited_frame());
+        }
+        self.held.push_back(bytes.to_vec());
+    }
+
+    /// The verdict came: handle what waited for it, until another verdict is awaited.
+    fn release_held(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        while !self.awaiting_verdict {
+            let Some(bytes) = self.held.pop_front() else { return };
+            self.decode_and_dispatch(&bytes, ctx);
         }
     }
 
@@ -446,13 +480,62 @@ impl ConnectionActor {
         match self.groups.check(user, group, action) {
             GroupVerdict::Allowed => then(self, target, ctx),
             GroupVerdict::Refused => self.refuse_group(ctx, message_id.as_deref()),
-            GroupVerdict::Ask(answer) => ctx.wait(answer.into_actor(self).map(move |allowed, actor, ctx| {
-                if allowed {
-                    then(actor, target, ctx)
-                } else {
-                    actor.refuse_group(ctx, message_id.as_deref())
-                }
-            })),
+            GroupVerdict::Ask(answer) => {
+                // Not `ctx.wait`: frames for this connection keep flowing meanwhile;
+                // only its own later messages wait (`hold`).
+                self.awaiting_verdict = true;
+                ctx.spawn(answer.into_actor(self).map(move |allowed, actor, ctx| {
+                    actor.awaiting_verdict = false;
+                    if allowed {
+                        then(actor, target, ctx)
+                    } else {
+                        actor.refuse_group(ctx, message_id.as_deref())
+                    }
+                    actor.release_held(ctx);
+                }));
+            }
+        }
+    }
+
+    /// With `groups.policy = "proxy"`, every `groups.cacheTtl` (at least 100 ms; the
+    /// service's timeout when nothing is cached) each group this connection holds is
+    /// asked about again: a member the service no longer allows is unsubscribed, so
+    /// nothing more of the group reaches it.
+    fn start_group_rechecks(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        let groups = &self.settings.channels.websocket.groups;
+        if groups.policy != GroupPolicy::Proxy {
+            return;
+        }
+        let every = if groups.cache_ttl == 0 { groups.timeout } else { groups.cache_ttl };
+        ctx.run_interval(Duration::from_millis(every.max(100)), |actor, ctx| {
+            let held: Vec<SessionTarget> =
+                actor.subscribed.iter().filter(|target| target.is_group()).cloned().collect();
+            for target in held {
+                actor.recheck_group(target, ctx);
+            }
+        });
+    }
+
+    fn recheck_group(&mut self, target: SessionTarget, ctx: &mut ws::WebsocketContext<Self>) {
+        let Chat::Group(group) = &target.chat else { return };
+        match self.groups.check(&self.identity, group, GroupAction::Join) {
+            GroupVerdict::Allowed => {}
+            GroupVerdict::Refused => self.withdraw(target),
+            GroupVerdict::Ask(answer) => {
+                ctx.spawn(answer.into_actor(self).map(move |allowed, actor, _ctx| {
+                    if !allowed {
+                        actor.withdraw(target);
+                    }
+                }));
+            }
+        }
+    }
+
+    /// The groups service no longer allows this connection into `target`.
+    fn withdraw(&mut self, target: SessionTarget) {
+        if self.subscribed.remove(&target) {
+            log::info!("connection {}: the groups service withdrew a group; unsubscribed", self.id);
+            self.route(target, SessionCommand::Unsubscribe { id: self.id.clone() });
         }
     }
 

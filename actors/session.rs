@@ -352,6 +352,9 @@ impl Handler<SessionCommand> for SessionActor {
             SessionCommand::History { from, limit } => self.read_history(from, limit, ctx),
             SessionCommand::Unsubscribe { id } => self.unsubscribe(&[id], ctx),
         }
+        // A command that left nothing behind (a history read, an abort of nothing, in a
+        // session nobody is subscribed to) must not keep the session alive.
+        self.schedule_idle_check(ctx);
     }
 }
 

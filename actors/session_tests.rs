@@ -84,7 +84,7 @@ async fn a_session_runs_a_turn_for_a_test_subscriber_without_a_socket() {
         target,
         workspace: None,
         confirm_new_agent: None,
-        backend: crate::backend::from_settings(&settings.agent),
+        backend: crate::backend::from_settings(&settings),
         settings,
         idle: Idle.start().recipient(),
         metrics: Arc::new(Metrics::new()),

@@ -2,12 +2,52 @@
 //!
 //! [`url`] drops the `user:pass@` of a configured URL; [`secrets`] masks what looks
 //! like a credential inside free text a backend sent (an error body may echo the
-//! request's `Authorization` header or an API key). Pure functions over strings.
+//! request's `Authorization` header or an API key), and every configured secret
+//! ([`remember`], called at start) wherever it stands, whatever words surround it.
 
 use std::borrow::Cow;
+use std::sync::{PoisonError, RwLock};
 
-/// Words after which the next token is a credential (compared ignoring case).
-const CREDENTIAL_WORDS: [&str; 7] = ["bearer", "basic", "token", "api_key", "apikey", "api-key", "password"];
+/// Words after which the next token is a credential (compared ignoring case); several
+/// in a row (`bearer token: …`, `x-api-key: …`) all count.
+const CREDENTIAL_WORDS: [&str; 12] = [
+    "bearer",
+    "basic",
+    "token",
+    "api_key",
+    "apikey",
+    "api-key",
+    "x-api-key",
+    "key",
+    "access_token",
+    "authorization",
+    "secret",
+    "password",
+];
+/// Configured secrets shorter than this are not masked literally (they would mask
+/// ordinary words); the word rules still apply to them.
+const MIN_REMEMBERED: usize = 6;
+
+/// The configured secrets of this process (backend keys, URL passwords).
+static REMEMBERED: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Masks `secrets` literally in everything [`secrets`] cleans from now on.
+pub fn remember<'a>(secrets: impl IntoIterator<Item = &'a str>) {
+    let mut remembered = REMEMBERED.write().unwrap_or_else(PoisonError::into_inner);
+    for secret in secrets.into_iter().filter(|secret| secret.len() >= MIN_REMEMBERED) {
+        if !remembered.iter().any(|known| known == secret) {
+            remembered.push(secret.to_string());
+        }
+    }
+}
+
+/// The password of a URL's `user:pass@`, if it has one (to [`remember`] it).
+pub fn url_password(url: &str) -> Option<&str> {
+    let start = url.find("://").map_or(0, |scheme| scheme + 3);
+    let end = url[start..].find(['?', '#']).map_or(url.len(), |query| start + query);
+    let userinfo = &url[start..start + url[start..end].rfind('@')?];
+    Some(userinfo.split_once(':').map_or(userinfo, |(_, password)| password))
+}
 /// Prefixes of well-known API keys (OpenAI, Anthropic, GitHub, Slack…).
 const KEY_PREFIXES: [&str; 6] = ["sk-", "sk_", "pk-", "ghp_", "xoxb-", "AKIA"];
 /// What a masked credential is replaced by.
@@ -31,18 +71,23 @@ pub fn url(url: &str) -> Cow<'_, str> {
 /// after a credential word (`Bearer sk-…`, `"api_key": "…"`, `password=…`) and tokens
 /// with a well-known key prefix.
 pub fn secrets(text: &str) -> String {
-    let text = urls(text);
+    let mut text = urls(text);
+    for secret in REMEMBERED.read().unwrap_or_else(PoisonError::into_inner).iter() {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), MASK);
+        }
+    }
     let mut out = String::with_capacity(text.len());
     let mut mask_next = false;
     for piece in pieces(&text) {
         if piece.starts_with(is_separator) {
             out.push_str(piece);
-        } else if std::mem::take(&mut mask_next) {
-            out.push_str(MASK);
         } else if CREDENTIAL_WORDS.iter().any(|word| piece.eq_ignore_ascii_case(word)) {
             mask_next = true;
             out.push_str(piece);
-        } else if KEY_PREFIXES.iter().any(|prefix| piece.starts_with(prefix) && piece.len() > prefix.len() + 3) {
+        } else if std::mem::take(&mut mask_next)
+            || KEY_PREFIXES.iter().any(|prefix| piece.starts_with(prefix) && piece.len() > prefix.len() + 3)
+        {
             out.push_str(MASK);
         } else {
             out.push_str(piece);

@@ -49,3 +49,15 @@ fn url_masks_the_user_and_password_of_a_url() {
         assert_eq!(url(given), redacted, "{given}");
     }
 }
+
+#[test]
+fn remembered_secrets_are_masked_in_any_words_and_several_credential_words_in_a_row_count() {
+    remember(["gw7Qx2pLr9Zk", "short"]);
+    for text in ["Invalid bearer token: gw7Qx2pLr9Zk", "Incorrect API key provided: gw7Qx2pLr9Zk.", "x:gw7Qx2pLr9Zk"] {
+        assert!(!secrets(text).contains("gw7Qx2pLr9Zk"), "{text} → {}", secrets(text));
+    }
+    assert_eq!(secrets("bearer token: abc123xyz"), "bearer token: ***");
+    assert_eq!(secrets("a short word"), "a short word", "too short to be masked literally");
+    assert_eq!(url_password("http://user:pw0rd@host/x"), Some("pw0rd"));
+    assert_eq!(url_password("http://host/x"), None);
+}

@@ -90,7 +90,8 @@ impl RunningServer {
 
 /// Starts the service on `listener`. Must be called inside an actix system.
 pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServer, StartError> {
-    let backend = backend::from_settings(&settings.agent);
+    remember_secrets(&settings);
+    let backend = backend::from_settings(&settings);
     let metrics = Arc::new(Metrics::new());
     let agents = AgentRegistry::load(&settings.store.dir).map_err(StartError::Store)?;
     let written_back = openclaw_agents::repair_at_start(&settings, &agents);
@@ -196,6 +197,15 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             HttpResponse::ServiceUnavailable().content_type("text/plain").body(format!("not ready: {reason}\n"))
         }
     }
+}
+
+/// Hands every configured secret to `redact`, so that no backend's echo of one, in
+/// whatever words, reaches a log line.
+fn remember_secrets(settings: &Settings) {
+    let websocket = &settings.channels.websocket;
+    let urls = [&settings.agent.url, &websocket.auth.endpoint, &websocket.groups.endpoint];
+    let passwords = urls.into_iter().filter_map(|url| redact::url_password(url));
+    redact::remember([settings.agent.token.as_str(), settings.agent.api_key.as_str()].into_iter().chain(passwords));
 }
 
 /// Says once at start how connections are authenticated (never per connection).

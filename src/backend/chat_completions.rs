@@ -22,7 +22,7 @@ use futures_util::FutureExt;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::sse::SseDecoder;
+use super::sse::{SseDecoder, SseError};
 use super::{BackendError, DeltaStream};
 use crate::config::AgentSettings;
 use crate::redact;
@@ -90,25 +90,34 @@ pub struct CallLimits {
     pub idle_timeout: Duration,
     /// Whether only a `finish_reason` makes an answer complete: `agent.requireFinishReason`.
     pub require_finish_reason: bool,
+    /// `limits.maxAnswerBytes`: no line or event of the stream may hold more (with room
+    /// for its JSON around the text).
+    pub max_answer_bytes: usize,
 }
 
+/// Room for an event's JSON around its text, bytes.
+const EVENT_OVERHEAD_BYTES: usize = 64 * 1024;
+
 impl CallLimits {
-    pub fn from_settings(settings: &AgentSettings) -> CallLimits {
+    pub fn from_settings(settings: &AgentSettings, max_answer_bytes: usize) -> CallLimits {
         CallLimits {
             first_byte_timeout: Duration::from_millis(settings.timeout_ms),
             idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
             require_finish_reason: settings.require_finish_reason,
+            max_answer_bytes,
         }
     }
 }
 
 /// Starts the call; the stream yields the answer's deltas.
 pub fn stream(request: ChatRequest) -> DeltaStream {
+    let limits = request.limits;
     let state = CallState {
-        idle_timeout: request.limits.idle_timeout,
-        answer: Answer { require_finish_reason: request.limits.require_finish_reason, ..Answer::default() },
+        idle_timeout: limits.idle_timeout,
+        answer: Answer { require_finish_reason: limits.require_finish_reason, ..Answer::default() },
+        decoder: SseDecoder::with_limit(limits.max_answer_bytes.saturating_add(EVENT_OVERHEAD_BYTES)),
+        max_answer_bytes: limits.max_answer_bytes,
         phase: Phase::ToSend(request),
-        decoder: SseDecoder::default(),
     };
     stream::unfold(state, |mut state| async move {
         let item = state.next_item().await?;
@@ -145,6 +154,7 @@ struct CallState {
     /// What the events decoded so far said.
     answer: Answer,
     idle_timeout: Duration,
+    max_answer_bytes: usize,
 }
 
 /// The steps of a call, in order.
@@ -293,7 +303,10 @@ impl CallState {
                     decoder.finish(|event| answer.on_event(event))
                 }
             }
-            .map_err(|error| BackendError::Failed(error.to_string()))?;
+            .map_err(|error| match error {
+                SseError::TooLong => BackendError::TooLarge { limit: self.max_answer_bytes },
+                other => BackendError::Failed(other.to_string()),
+            })?;
             taken += 1;
             if !body_ended && !answer.done_seen && taken < MAX_CHUNKS_PER_BATCH {
                 next = response.next().now_or_never();

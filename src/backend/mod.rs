@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::LocalBoxStream;
 
-use crate::config::{AgentKind, AgentSettings};
+use crate::config::{AgentKind, Settings};
 use crate::identity::SessionKey;
 use crate::protocol::{ErrorCode, TranscriptEntry};
 use crate::redact;
@@ -143,13 +143,14 @@ impl fmt::Display for BackendError {
 impl std::error::Error for BackendError {}
 
 /// Builds the configured backend.
-pub fn from_settings(settings: &AgentSettings) -> Arc<dyn AgentBackend> {
-    match settings.kind {
+pub fn from_settings(settings: &Settings) -> Arc<dyn AgentBackend> {
+    let (agent, max_answer_bytes) = (&settings.agent, settings.limits.max_answer_bytes);
+    match agent.kind {
         AgentKind::Echo => {
             log::warn!("agent.kind = \"echo\": the built-in DEMO agent answers (it only echoes)");
-            Arc::new(EchoBackend::new(settings))
+            Arc::new(EchoBackend::new(agent))
         }
-        AgentKind::Openai => Arc::new(OpenAiBackend::new(settings)),
-        AgentKind::Openclaw => Arc::new(OpenClawBackend::new(settings)),
+        AgentKind::Openai => Arc::new(OpenAiBackend::new(agent, max_answer_bytes)),
+        AgentKind::Openclaw => Arc::new(OpenClawBackend::new(agent, max_answer_bytes)),
     }
 }

@@ -22,7 +22,7 @@ pub struct OpenAiBackend {
 }
 
 impl OpenAiBackend {
-    pub fn new(settings: &AgentSettings) -> Self {
+    pub fn new(settings: &AgentSettings, max_answer_bytes: usize) -> Self {
         let base = settings.url.trim_end_matches('/');
         OpenAiBackend {
             endpoint: format!("{base}/chat/completions"),
@@ -30,7 +30,7 @@ impl OpenAiBackend {
             api_key: settings.api_key.clone(),
             model: settings.model.clone(),
             system_prompt: settings.system_prompt.clone(),
-            limits: CallLimits::from_settings(settings),
+            limits: CallLimits::from_settings(settings, max_answer_bytes),
         }
     }
 

@@ -24,13 +24,13 @@ pub struct OpenClawBackend {
 }
 
 impl OpenClawBackend {
-    pub fn new(settings: &AgentSettings) -> Self {
+    pub fn new(settings: &AgentSettings, max_answer_bytes: usize) -> Self {
         let base = settings.url.trim_end_matches('/');
         OpenClawBackend {
             endpoint: format!("{base}/v1/chat/completions"),
             models_url: format!("{base}/v1/models"),
             token: settings.token.clone(),
-            limits: CallLimits::from_settings(settings),
+            limits: CallLimits::from_settings(settings, max_answer_bytes),
         }
     }
 }

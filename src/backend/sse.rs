@@ -9,21 +9,25 @@
 //! there included). It keeps only what the OpenAI-style streams need: `data:` fields joined
 //! into one event at a blank line; comments (`:`) and other fields are skipped.
 
-/// A line longer than this ends the stream with an error instead of growing memory.
+/// The default bound of one line and of one event's data, bytes.
 pub const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Why a stream could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SseError {
-    #[error("an event-stream line is longer than {MAX_LINE_BYTES} bytes")]
-    LineTooLong,
+    /// A line, or the `data` of one event, passed the decoder's limit: it ends the
+    /// stream instead of growing memory.
+    #[error("an event-stream line or event is longer than the limit")]
+    TooLong,
     #[error("an event-stream line is not UTF-8")]
     NotUtf8,
 }
 
 /// The incremental decoder: feed it chunks, it hands out the `data` of each event.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseDecoder {
+    /// The most bytes a line, or one event's data, may hold.
+    limit: usize,
     /// Bytes not yet forming a whole line.
     pending: Vec<u8>,
     /// The `data` of the event being built (several `data:` lines join with `\n`).
@@ -34,7 +38,18 @@ pub struct SseDecoder {
     after_carriage_return: bool,
 }
 
+impl Default for SseDecoder {
+    fn default() -> Self {
+        SseDecoder::with_limit(MAX_LINE_BYTES)
+    }
+}
+
 impl SseDecoder {
+    /// A decoder whose lines and events hold at most `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        SseDecoder { limit, pending: Vec::new(), data: String::new(), has_data: false, after_carriage_return: false }
+    }
+
     /// Decodes one chunk; `on_event` receives each completed event's data (a buffer
     /// reused from event to event: copy what must outlive the call).
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(&str)) -> Result<(), SseError> {
@@ -60,8 +75,8 @@ impl SseDecoder {
             start = next;
         }
         let rest = &chunk[start..];
-        if self.pending.len() + rest.len() > MAX_LINE_BYTES {
-            return Err(SseError::LineTooLong);
+        if self.pending.len() + rest.len() > self.limit {
+            return Err(SseError::TooLong);
         }
         self.pending.extend_from_slice(rest);
         Ok(())
@@ -109,6 +124,9 @@ impl SseDecoder {
             _ => return Ok(()), // `dataX:` is another field's name
         };
         let text = std::str::from_utf8(value).map_err(|_| SseError::NotUtf8)?;
+        if self.data.len() + text.len() + 1 > self.limit {
+            return Err(SseError::TooLong);
+        }
         if self.has_data {
             self.data.push('\n');
         }

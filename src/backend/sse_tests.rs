@@ -47,7 +47,21 @@ fn an_endless_line_is_refused() {
             break;
         }
     }
-    assert_eq!(result, Err(SseError::LineTooLong));
+    assert_eq!(result, Err(SseError::TooLong));
+}
+
+#[test]
+fn an_endless_event_of_data_lines_is_refused() {
+    let mut decoder = SseDecoder::with_limit(4096);
+    let line = format!("data: {}\n", "y".repeat(1000));
+    let mut result = Ok(());
+    for _ in 0..10 {
+        result = decoder.feed(line.as_bytes(), |_| panic!("no blank line: no event"));
+        if result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(result, Err(SseError::TooLong));
 }
 
 proptest! {
