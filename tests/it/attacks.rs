@@ -276,7 +276,7 @@ async fn cumulative_mode_builds_a_batch_far_past_outbound_bytes() {
     let big = "c".repeat(512 * 1024);
     let agent = FakeAgent::start(Arc::new(move |_, _| {
         let mut deltas: Vec<&str> = vec![big.as_str()];
-        deltas.extend(std::iter::repeat("x").take(300));
+        deltas.extend(std::iter::repeat_n("x", 300));
         answer_with(&deltas)
     }));
     let config = format!(
