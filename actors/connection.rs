@@ -71,7 +71,7 @@ pub struct ConnectionActor {
     continuations_started: u64,
     /// Server-wide bytes of unfinished fragmented messages.
     fragments: Arc<ByteBudget>,
-    /// Bytes handed to this connection's outbox and not yet to its socket.
+    /// Bytes handed to this connection's outbox and not yet to its socket's buffer.
     outbound: Arc<ByteBudget>,
     /// This connection's place under `limits.perUser.maxConnections`.
     _user_connection: UserConnection,

@@ -8,7 +8,8 @@
 //! connection whose mailbox (`limits.outboundQueue` messages) or whose bytes waiting
 //! (`limits.outboundBytes`) are full is told to close (1008 "slow") and reported
 //! dropped, so its sender can forget it. The connection gives the bytes back as it
-//! hands its frames to the socket.
+//! hands its frames to its socket's buffer (actix's, bounded by its write buffer), so
+//! what one connection holds is about `outboundBytes` plus that buffer.
 
 use std::sync::Arc;
 
@@ -72,13 +73,13 @@ pub enum Delivery {
 pub struct Outbox {
     pub id: ConnectionId,
     recipient: Recipient<ToConnection>,
-    /// Bytes handed to this connection and not yet written to its socket.
+    /// Bytes handed to this connection and not yet to its socket's buffer.
     waiting: Arc<ByteBudget>,
 }
 
 impl Outbox {
     /// The outbox of connection `id`; `waiting` is shared with the connection, which
-    /// gives the bytes back as it writes them ([`Outbox::written`]).
+    /// gives the bytes back as it hands its frames to its socket's buffer.
     pub fn new(id: ConnectionId, recipient: Recipient<ToConnection>, waiting: Arc<ByteBudget>) -> Outbox {
         Outbox { id, recipient, waiting }
     }

@@ -180,6 +180,8 @@ pub struct SessionActor {
     idle_timer: Option<SpawnHandle>,
     /// Shutting down: no new turn starts.
     draining: bool,
+    /// The transcript could not be loaded: no turn is taken.
+    load_failed: bool,
     /// Told when, draining, no turn is running or being stored any more.
     drained: Option<oneshot::Sender<()>>,
 }
@@ -199,6 +201,7 @@ impl SessionActor {
             commands_received: 0,
             idle_timer: None,
             draining: false,
+            load_failed: false,
             drained: None,
         }
     }
@@ -224,9 +227,10 @@ impl Actor for SessionActor {
                 session.system_prompt = loaded.system_prompt.filter(|prompt| !prompt.trim().is_empty());
             }
             Ok(Err(error)) | Err(error) => {
-                log::error!("session {}: could not load its transcript: {error}", session.setup.key);
-                session.memory =
-                    SessionMemory::new(session.memory_window(), session.setup.settings.store.idempotency_window);
+                // Without its memory a session could run a retried turn again: it takes
+                // none, and retires when idle so that the next command loads it anew.
+                log::error!("session {}: could not load its transcript; refusing turns: {error}", session.setup.key);
+                session.load_failed = true;
             }
         }));
     }
@@ -239,6 +243,12 @@ impl Actor for SessionActor {
 /// The commands, one method each (counted by the one `Handler<SessionCommand>`).
 impl SessionActor {
     fn submit(&mut self, from: Outbox, turn: Box<Turn>, ctx: &mut Context<Self>) {
+        if self.load_failed {
+            let text = "this conversation could not be read from the store; try again later";
+            self.setup.metrics.error(ErrorCode::Internal);
+            from.deliver(&Outbound::error_frame(ErrorCode::Internal, text, Some(&turn.message_id)));
+            return;
+        }
         self.subscribe(from.clone(), ctx);
         if self.memory.is_answered(&turn.message_id) {
             return self.answer_again(&turn.message_id, from, ctx);

@@ -18,6 +18,9 @@ use crate::protocol::TranscriptEntry;
 use crate::store::{self, StoreError};
 use crate::transcript;
 
+/// The most of an agent's `AGENTS.md` read as its system prompt, bytes.
+const MAX_AGENTS_MD_BYTES: u64 = 256 * 1024;
+
 /// The store threads, one file to one thread.
 #[derive(Clone)]
 pub struct StoreThreads {
@@ -94,10 +97,13 @@ impl Handler<LoadSession> for StoreWriter {
 
     fn handle(&mut self, message: LoadSession, _ctx: &mut Self::Context) -> Self::Result {
         let tail = transcript::load_tail(&message.transcript, message.keep, message.answers)?;
-        let system_prompt = match message.agents_md {
-            Some(path) => store::read_optional_text(&path)?,
-            None => None,
-        };
+        // An unreadable AGENTS.md costs the agent its own prompt, not the conversation.
+        let system_prompt = message.agents_md.and_then(|path| {
+            store::read_optional_text(&path, MAX_AGENTS_MD_BYTES)
+                .inspect_err(|error| log::warn!("{error}; the agent's default system prompt is used"))
+                .ok()
+                .flatten()
+        });
         Ok(LoadedSession { tail, system_prompt })
     }
 }

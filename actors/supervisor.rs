@@ -32,7 +32,7 @@ use crate::agent_roster::{AgentRoster, Lookup};
 use crate::agents::{self, AgentRecord, AgentRegistry};
 use crate::backend::AgentBackend;
 use crate::config::{AgentKind, Settings};
-use crate::identity::{Chat, ConnectionId, SessionKey, SessionTarget};
+use crate::identity::{Chat, ConnectionId, SessionKey, SessionTarget, GUEST_PREFIX};
 use crate::metrics::Metrics;
 use crate::openclaw_agents;
 use crate::protocol::{Disconnect, Outbound};
@@ -165,7 +165,9 @@ impl Supervisor {
     /// first. Groups, and users past `maxAgents`, get the default agent.
     fn binding(&mut self, target: &SessionTarget) -> Option<Binding> {
         let Chat::Direct(sender) = &target.chat else { return Some(self.default_binding()) };
-        if !self.settings.channels.websocket.dynamic_agent_creation.enabled {
+        // Guests name themselves anew at will: each would get an agent (disk, registry,
+        // the gateway's file). They share the default agent.
+        if !self.settings.channels.websocket.dynamic_agent_creation.enabled || sender.starts_with(GUEST_PREFIX) {
             return Some(self.default_binding());
         }
         match self.agents.lookup(sender) {
@@ -256,6 +258,12 @@ impl Supervisor {
         match self.agents.wait(sender_id, route, provision) {
             Ok(()) => self.create_next_agent(ctx),
             Err(route) => {
+                // A user whose agent could not be created talks in the default agent's
+                // session: its commands go there.
+                let fallback = route.target.key(&self.settings.agent.id);
+                if self.sessions.contains_key(&fallback) {
+                    return self.forward(route, self.default_binding(), ctx);
+                }
                 // The key the user's first chat.send will give its conversation.
                 let key = route.target.key(&agents::agent_id_for(sender_id, |_| false));
                 answer_without_agent(route, &key);

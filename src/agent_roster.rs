@@ -16,6 +16,9 @@ use serde_json::{Map, Value};
 
 use crate::agents::{self, AgentRecord, AgentRegistry};
 
+/// Users told (log, metric) that `maxAgents` sends them to the default agent, at most.
+const MAX_TOLD: usize = 10_000;
+
 /// What the roster says about a user.
 #[derive(Debug)]
 pub enum Lookup<'a> {
@@ -67,14 +70,17 @@ impl<W> AgentRoster<W> {
 
     /// The user's agent, or why there is none.
     pub fn lookup(&mut self, sender_id: &str) -> Lookup<'_> {
-        if self.registry.agents.contains_key(sender_id) {
-            return self.registry.agents.get(sender_id).map_or(Lookup::Missing, Lookup::Agent);
+        if let Some(record) = self.registry.agents.get(sender_id) {
+            return Lookup::Agent(record);
         }
         if self.waiting.contains_key(sender_id) {
             return Lookup::Missing;
         }
         let limit = self.max_agents;
         if limit > 0 && self.registry.agents.len() + self.waiting.len() >= limit {
+            if self.fallen_back.len() >= MAX_TOLD {
+                self.fallen_back.clear(); // told again, rather than remembered without end
+            }
             return Lookup::AtLimit { first_time: self.fallen_back.insert(sender_id.to_string()) };
         }
         Lookup::Missing

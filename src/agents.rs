@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::config::DynamicAgentSettings;
 use crate::store::{self, StoreError};
@@ -51,9 +50,7 @@ fn hashed_slug(id: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
         .take(MAX_CLEANED_PREFIX)
         .collect();
-    let digest = Sha256::digest(id.as_bytes());
-    let hash: String = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
-    format!("{cleaned}{HASH_SEPARATOR}{hash}")
+    format!("{cleaned}{HASH_SEPARATOR}{}", store::short_hash(id))
 }
 
 /// The agent id a new direct-message user gets: `ws-{user_slug}`, or the hashed form

@@ -5,7 +5,8 @@
 //! original plugin's shape, `channels.websocket.*` with camelCase keys), then
 //! environment variables. Unknown keys are logged and ignored (the original plugin's
 //! files carry OpenClaw keys of their own), with the closest known key when one is
-//! close, except a near miss of a key under `channels.websocket.auth` or `limits`,
+//! close, except a near miss of a key under `channels.websocket.auth`, `limits` or
+//! `channels.websocket.groups`,
 //! which fails; a wrong type or value fails with an error naming the key. Nothing
 //! reads the environment after `Settings::load` returns.
 
@@ -38,7 +39,7 @@ pub enum ConfigError {
     UnknownEnvKey { variable: String, suggestion: Option<String> },
     /// A key that is not known but close to one under `channels.websocket.auth` or
     /// `limits`: ignoring it would silently change security.
-    #[error("configuration key `{key}` is not known: did you mean `{suggestion}`? (a misspelt key under channels.websocket.auth or limits stops the start: ignoring it would silently change security)")]
+    #[error("configuration key `{key}` is not known: did you mean `{suggestion}`? (a misspelt key under channels.websocket.auth, limits or groups stops the start: ignoring it would silently change security)")]
     MisspeltKey { key: String, suggestion: String },
     /// An environment variable's value cannot be used for its key.
     #[error("environment variable {variable}: {reason}")]
@@ -450,7 +451,7 @@ fn known_paths(known: &BTreeMap<String, (String, bool)>) -> Vec<String> {
 
 /// Warns about each key ClawSocket does not use, naming the closest known key when
 /// one is close; fails on the first that is close to a key under
-/// `channels.websocket.auth` or `limits` (SPEC §8).
+/// `channels.websocket.auth`, `limits` or `channels.websocket.groups` (SPEC §8).
 fn check_unknown_keys(unknown: &[String], known: &[String]) -> Result<(), ConfigError> {
     let mut misspelt = None;
     for key in unknown {

@@ -19,6 +19,9 @@ use crate::agents::{AgentRecord, AgentRegistry};
 use crate::config::{AgentKind, Settings};
 use crate::store::{self, StoreError};
 
+/// The most of the file read (a file cut there fails to parse and is left alone).
+const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The two shapes of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
@@ -56,7 +59,7 @@ pub fn ensure_agents<'a>(
 /// The file's document (an empty `entries` one when it does not exist) and whether it
 /// was plain JSON.
 fn read(path: &Path) -> Result<(Map<String, Value>, bool), StoreError> {
-    let Some(text) = store::read_optional_text(path)? else {
+    let Some(text) = store::read_optional_text(path, MAX_FILE_BYTES)? else {
         return Ok((Map::from_iter([("entries".to_string(), json!({}))]), true));
     };
     if text.trim().is_empty() {
@@ -68,7 +71,8 @@ fn read(path: &Path) -> Result<(Map<String, Value>, bool), StoreError> {
         detail: format!("not JSON5 (the gateway could not read it either): {error}"),
     })?;
     match parsed {
-        Value::Object(document) => Ok((document, plain_json)),
+        Value::Object(document) if document.get("entries").is_none_or(Value::is_object) => Ok((document, plain_json)),
+        Value::Object(_) => Err(StoreError::Parse { path: path.into(), detail: "`entries` is not an object".into() }),
         _ => Err(StoreError::Parse { path: path.into(), detail: "not a JSON object".into() }),
     }
 }
@@ -95,19 +99,16 @@ fn names(document: &Map<String, Value>, shape: Shape, agent_id: &str) -> bool {
 }
 
 fn add(document: &mut Map<String, Value>, shape: Shape, record: &AgentRecord) {
+    let workspace = record.workspace.to_string_lossy();
     match shape {
         Shape::Entries => {
-            let entries = document.entry("entries").or_insert_with(|| json!({}));
-            if !entries.is_object() {
-                *entries = json!({});
-            }
-            if let Value::Object(entries) = entries {
-                entries.insert(record.agent_id.clone(), json!({ "workspace": record.workspace }));
+            if let Value::Object(entries) = document.entry("entries").or_insert_with(|| json!({})) {
+                entries.insert(record.agent_id.clone(), json!({ "workspace": workspace }));
             }
         }
         Shape::List => {
             if let Some(Value::Array(list)) = document.get_mut("list") {
-                list.push(json!({ "id": record.agent_id, "workspace": record.workspace }));
+                list.push(json!({ "id": record.agent_id, "workspace": workspace }));
             }
         }
     }

@@ -71,9 +71,12 @@ pub fn path_safe(id: &str) -> String {
     if cleaned == id && !id.is_empty() {
         return cleaned;
     }
-    let digest = Sha256::digest(id.as_bytes());
-    let hash: String = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
-    format!("{cleaned}-{hash}")
+    format!("{cleaned}-{}", short_hash(id))
+}
+
+/// 16 hex digits of `id`'s SHA-256: what keeps names made from different ids apart.
+pub fn short_hash(id: &str) -> String {
+    Sha256::digest(id.as_bytes()).iter().take(8).map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// The default agent dir of a configured agent: `{store.dir}/agents/{agentId}`.
@@ -114,13 +117,17 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T
     }
 }
 
-/// Reads a small text file if it exists (an agent's `AGENTS.md`).
-pub fn read_optional_text(path: &Path) -> Result<Option<String>, StoreError> {
-    match fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(io_error(path)(error)),
-    }
+/// Reads a small text file if it exists (an agent's `AGENTS.md`), at most
+/// `max_bytes` of it.
+pub fn read_optional_text(path: &Path, max_bytes: u64) -> Result<Option<String>, StoreError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error(path)(error)),
+    };
+    let mut text = String::new();
+    io::Read::read_to_string(&mut io::Read::take(file, max_bytes), &mut text).map_err(io_error(path))?;
+    Ok(Some(text))
 }
 
 #[cfg(test)]

@@ -56,6 +56,11 @@ pub fn append(path: &Path, entries: &[TranscriptEntry]) -> Result<(), StoreError
     }
     let mut file = open_for_append(path)?;
     let before = file.seek(SeekFrom::End(0)).map_err(io_error(path))?;
+    if before > 0 && !ends_with_newline(&mut file, before).map_err(io_error(path))? {
+        // Left by a cut-back that failed too: this turn starts on a line of its own,
+        // and the partial one is skipped by every read.
+        buffer.insert(0, b'\n');
+    }
     let written = file.write_all(&buffer).and_then(|()| file.sync_data());
     if let Err(error) = written {
         if let Err(cut) = file.set_len(before).and_then(|()| file.sync_data()) {
@@ -66,17 +71,36 @@ pub fn append(path: &Path, entries: &[TranscriptEntry]) -> Result<(), StoreError
     Ok(())
 }
 
+fn ends_with_newline(file: &mut File, length: u64) -> io::Result<bool> {
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(length - 1))?;
+    file.read_exact(&mut last)?;
+    file.seek(SeekFrom::End(0))?;
+    Ok(last[0] == b'\n')
+}
+
+/// Opens the transcript for appending (and reading its last byte), creating it and its
+/// directory if need be; a file just created has its directory fsynced, so that it
+/// survives a power loss with the turn written into it.
 fn open_for_append(path: &Path) -> Result<File, StoreError> {
-    let open = || OpenOptions::new().create(true).append(true).open(path);
-    match open() {
+    let open = |create| OpenOptions::new().read(true).append(true).create_new(create).open(path);
+    let file = match open(false) {
+        Ok(file) => return Ok(file),
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
             let parent = path.parent().unwrap_or(Path::new("."));
             fs::create_dir_all(parent).map_err(io_error(parent))?;
-            open()
+            match open(true) {
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => open(false),
+                created => created,
+            }
         }
-        opened => opened,
+        Err(error) => Err(error),
     }
-    .map_err(io_error(path))
+    .map_err(io_error(path))?;
+    if let Some(parent) = path.parent() {
+        File::open(parent).and_then(|directory| directory.sync_all()).map_err(io_error(parent))?;
+    }
+    Ok(file)
 }
 
 /// The session-start read: cuts a torn last line (the only repair there is), then

@@ -102,3 +102,14 @@ fn a_bad_line_in_the_middle_is_skipped_by_every_read() {
     assert_eq!(find_answer(&path, "m1").unwrap().unwrap().content, "re: one");
     assert_eq!(find_answer(&path, "nope").unwrap(), None);
 }
+
+#[test]
+fn a_turn_after_a_partial_line_starts_on_a_line_of_its_own() {
+    // What a cut-back that failed too leaves: the next turn must not be glued onto it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.jsonl");
+    append(&path, &turn("m1", "one")).unwrap();
+    append_raw(&path, br#"{"role":"user","content":"half"#);
+    append(&path, &turn("m2", "two")).unwrap();
+    assert_eq!(contents(&read_tail(&path, 10).unwrap()), ["one", "re: one", "two", "re: two"]);
+}

@@ -37,6 +37,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_CHUNKS_PER_BATCH: usize = 256;
 /// How long the end of a finished answer's body is awaited before its connection is dropped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// A request that fails this soon after it was sent, in a way a closed kept-alive
+/// connection explains, is sent once more on a fresh one.
+const STALE_FAILURE_WITHIN: Duration = Duration::from_secs(1);
 /// Pause between two tries while a new agent is not known to the gateway yet
 /// (it hot-applies its agents file in about a second).
 const CONFIRM_RETRY_PAUSE: Duration = Duration::from_millis(250);
@@ -220,7 +223,8 @@ impl Answer {
 impl Answer {
     /// Why the answer, now that nothing more comes, is not a whole one (if it is not).
     fn incomplete(&self) -> Option<BackendError> {
-        if self.require_finish_reason && !self.finish_reason_seen {
+        // Without a finish_reason only `[DONE]` can end an answer, and only when allowed.
+        if !self.finish_reason_seen && (self.require_finish_reason || !self.done_seen) {
             let how = if self.done_seen { "[DONE] without a finish_reason" } else { "no finish_reason before the end" };
             return Some(BackendError::CutOff(format!("the stream ended with {how}")));
         }
@@ -244,6 +248,7 @@ impl CallState {
             };
             if let Err(error) = step {
                 self.phase = Phase::Ended;
+                self.answer.ready.clear(); // nothing of a failed answer goes out after its error
                 return Some(Err(error));
             }
         }
@@ -257,7 +262,9 @@ impl CallState {
             if status.is_success() {
                 break response;
             }
-            let body = response.body().limit(ERROR_BODY_LIMIT).await.unwrap_or_default();
+            let read = response.body().limit(ERROR_BODY_LIMIT);
+            let body = actix_rt::time::timeout(request.limits.idle_timeout, read).await.ok().and_then(Result::ok);
+            let body = body.unwrap_or_default();
             let message = error_message(&body);
             let unknown_agent = status.as_u16() == 400 && message.contains("Unknown agent");
             match deadline {
@@ -274,7 +281,8 @@ impl CallState {
             .and_then(|value| value.to_str().ok())
             .is_some_and(|value| value.starts_with("application/json"));
         if is_json {
-            let body = response.body().limit(JSON_BODY_LIMIT).await.map_err(payload_error)?;
+            let read = actix_rt::time::timeout(self.idle_timeout, response.body().limit(JSON_BODY_LIMIT));
+            let body = read.await.map_err(|_| BackendError::Timeout("agent.idleTimeoutMs"))?.map_err(payload_error)?;
             let answer = whole_answer(&body)?;
             if answer.is_empty() {
                 return Err(BackendError::CutOff("the JSON answer has no content".into()));
@@ -339,8 +347,11 @@ fn drain_for_reuse(mut response: StreamingBody) {
 /// Sends the request; when it fails before any byte of an answer in a way a stale
 /// kept-alive connection explains, sends it once more on a fresh connection.
 async fn post_with_retry(request: &ChatRequest) -> Result<StreamingBody, BackendError> {
+    let sent = Instant::now();
     match post(client(), request).await {
-        Err(error) if stale_connection(&error) => {
+        // Quick, as a closed kept-alive connection fails: a server that took the
+        // request and then failed slowly may have acted on it, so it is not sent again.
+        Err(error) if stale_connection(&error) && sent.elapsed() < STALE_FAILURE_WITHIN => {
             log::debug!("agent request failed before an answer ({error}); retrying once on a fresh connection");
             post(fresh_client(), request).await.map_err(send_error)
         }

@@ -5,7 +5,8 @@
 //! history sent in `messages` would be folded into the prompt and duplicated.
 //! The agent is named twice, as the gateway expects: `model: "openclaw:{agentId}"`
 //! and `x-openclaw-agent-id`. A gateway that does not know the agent answers 400
-//! "Unknown agent", which reaches the user as `agent_error` with that message.
+//! "Unknown agent": the user gets `agent_error` "the agent backend answered HTTP 400"
+//! (or, for a new agent the gateway never learns, `agent_unavailable` naming the fix).
 
 use futures_util::future::LocalBoxFuture;
 use serde_json::json;

@@ -265,6 +265,19 @@ async fn an_empty_answer_is_cut_off_even_with_a_finish_reason() {
 }
 
 #[actix_rt::test]
+async fn a_body_that_just_ends_is_cut_off_even_when_finish_reasons_are_not_required() {
+    let agent = FakeAgent::start(Arc::new(|index, _| {
+        if index == 0 {
+            Reply::Stream(vec![Chunk::Bytes(Duration::ZERO, sse_deltas_only(&["half an", " answer"]))])
+        } else {
+            answer_with(&["whole"])
+        }
+    }));
+    let failed = fail_then_work(&openai(&agent, &[("agent.requireFinishReason", false.into())])).await;
+    assert_eq!(failed["error"], "the agent's answer was cut off", "no [DONE] and no finish_reason: {failed}");
+}
+
+#[actix_rt::test]
 async fn done_without_a_finish_reason_completes_when_the_server_is_known_to_omit_it() {
     let body = [sse_deltas_only(&["OpenClaw ", "2026.2"]), b"data: [DONE]\n\n".to_vec()].concat();
     let agent = FakeAgent::start(Arc::new(move |_, _| Reply::Stream(vec![Chunk::Bytes(Duration::ZERO, body.clone())])));

@@ -324,3 +324,26 @@ async fn an_agent_written_back_at_start_is_confirmed_before_its_first_turn() {
         "{answer}"
     );
 }
+
+#[actix_rt::test]
+async fn guests_share_the_default_agent_instead_of_creating_one_each() {
+    let (root, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let auth = FakeAuth::start(AuthScript::new().user("t-alice", json!({"userId": "alice"})));
+    let server = spawn_server_on_store(
+        store.path(),
+        &dynamic(
+            root.path(),
+            &[
+                ("channels.websocket.auth.enabled", true.into()),
+                ("channels.websocket.auth.required", false.into()),
+                ("channels.websocket.auth.endpoint", auth.url.clone().into()),
+            ],
+        ),
+    );
+    for n in 0..3 {
+        let (agent, key) = agent_of(server.ws_url(&format!("senderId=visitor{n}"))).await;
+        assert_eq!(agent, "main", "{key}");
+    }
+    assert!(!store.path().join("agents.json").exists(), "no guest got an agent");
+    assert_eq!(agent_of(server.ws_url("token=t-alice")).await.0, "ws-alice", "a user still does");
+}
