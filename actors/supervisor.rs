@@ -277,15 +277,27 @@ impl Supervisor {
     fn create_next_agent(&mut self, ctx: &mut Context<Self>) {
         let Some(creation) = self.agents.next_creation() else { return };
         let dynamic = &self.settings.channels.websocket.dynamic_agent_creation;
-        let record =
-            agents::plan_agent(&creation.sender_id, creation.agent_id, dynamic, &self.home, store::now_millis());
-        let registry_bytes = self.agents.registry_bytes_with(&creation.sender_id, &record);
+        let now = store::now_millis();
+        let sender = creation.sender_id.as_str();
+        let record = agents::plan_agent(sender, creation.agent_id, dynamic, &self.home, now);
+        // If the gateway's file already has the plain id (an agent of the operator's
+        // own), the user gets the hashed one instead of taking that agent over.
+        let hashed = agents::plan_agent(sender, agents::hashed_agent_id(sender), dynamic, &self.home, now);
+        let plans = [record, hashed].map(|record| {
+            let bytes = self.agents.registry_bytes_with(sender, &record);
+            (record, bytes)
+        });
         let registry_path = AgentRegistry::path(&self.settings.store.dir);
         let openclaw_file = (self.settings.agent.kind == AgentKind::Openclaw)
             .then(|| PathBuf::from(&self.settings.agent.openclaw_config_path));
         let (sender_id, user_data) = (creation.sender_id, creation.user_data);
         let sender = sender_id.clone();
         let job = store::off_thread(move || {
+            let [plain, hashed] = plans;
+            let (record, registry_bytes) = match &openclaw_file {
+                Some(path) if openclaw_agents::names_agent(path, &plain.0.agent_id)? => hashed,
+                _ => plain,
+            };
             agents::create_agent_files(&record, &sender, user_data.as_deref())?;
             if let Some(path) = openclaw_file {
                 openclaw_agents::ensure_agents(&path, [&record])?;

@@ -59,9 +59,14 @@ fn hashed_slug(id: &str) -> String {
 pub fn agent_id_for(sender_id: &str, taken: impl Fn(&str) -> bool) -> String {
     let agent_id = format!("ws-{}", user_slug(sender_id));
     if taken(&agent_id) {
-        return format!("ws-{}", hashed_slug(sender_id));
+        return hashed_agent_id(sender_id);
     }
     agent_id
+}
+
+/// The hashed form of a user's agent id, which no other user's id can take.
+pub fn hashed_agent_id(sender_id: &str) -> String {
+    format!("ws-{}", hashed_slug(sender_id))
 }
 
 /// One dynamic agent.

@@ -56,6 +56,13 @@ pub fn ensure_agents<'a>(
     Ok(added)
 }
 
+/// Whether the file already names `agent_id` (ignoring case): an entry of the
+/// operator's own, for instance, which a new user's agent must not take over.
+pub fn names_agent(path: &Path, agent_id: &str) -> Result<bool, StoreError> {
+    let (document, _) = read(path)?;
+    Ok(names(&document, shape_of(&document), agent_id))
+}
+
 /// The file's document (an empty `entries` one when it does not exist) and whether it
 /// was plain JSON.
 fn read(path: &Path) -> Result<(Map<String, Value>, bool), StoreError> {

@@ -347,3 +347,17 @@ async fn guests_share_the_default_agent_instead_of_creating_one_each() {
     assert!(!store.path().join("agents.json").exists(), "no guest got an agent");
     assert_eq!(agent_of(server.ws_url("token=t-alice")).await.0, "ws-alice", "a user still does");
 }
+
+#[actix_rt::test]
+async fn a_user_never_takes_over_an_agent_the_operator_put_in_the_gateways_file() {
+    let (root, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let file = root.path().join("clawsocket-agents.json");
+    std::fs::write(&file, r#"{"entries": {"ws-bob": {"workspace": "/srv/the-operators-bob"}}}"#).unwrap();
+    let gateway = gateway_reading(file.clone(), Duration::ZERO);
+    let server = spawn_server_on_store(store.path(), &openclaw_dynamic(root.path(), &gateway, &file, 5000));
+    let (agent, _) = agent_of(server.ws_url("senderId=bob")).await;
+    assert!(agent.starts_with("ws-bob_"), "the user bob gets an agent of his own: {agent}");
+    let roster: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(roster["entries"]["ws-bob"]["workspace"], "/srv/the-operators-bob", "the operator's entry is untouched");
+    assert!(roster["entries"][agent.as_str()].is_object());
+}
