@@ -4,11 +4,10 @@
 //! receive timeout, `eventually`'s 10 s, explicit deadlines).
 
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, HttpResponse};
 use clawsocket::config::SettingValue;
 use serde_json::{json, Value};
 
@@ -16,7 +15,7 @@ use crate::support::binary::ChildServer;
 use crate::support::client::{last, Received};
 use crate::support::fake_agent::{answer_with, slowly, Chunk, FakeAgent, Reply};
 use crate::support::fake_auth::{AuthScript, FakeAuth};
-use crate::support::{eventually, spawn_server, WsClient};
+use crate::support::{eventually, serve_on_loopback, spawn_server, WsClient};
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -31,14 +30,12 @@ struct MutableGroups {
 
 impl MutableGroups {
     fn start(allowed: &[(&str, &str)], delay: Duration) -> MutableGroups {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-        let url = format!("http://{}/groups", listener.local_addr().expect("bound address"));
         let allowed: Arc<Mutex<HashSet<(String, String)>>> =
             Arc::new(Mutex::new(allowed.iter().map(|(user, group)| (user.to_string(), group.to_string())).collect()));
         let shared = allowed.clone();
-        let server = HttpServer::new(move || {
+        let (address, handle) = serve_on_loopback(move |app| {
             let allowed = shared.clone();
-            App::new().route(
+            app.route(
                 "/groups",
                 web::post().to(move |body: web::Json<Value>| {
                     let allowed = allowed.clone();
@@ -52,15 +49,9 @@ impl MutableGroups {
                         HttpResponse::Ok().json(json!({"allowed": verdict}))
                     }
                 }),
-            )
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .expect("listen")
-        .run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
+            );
+        });
+        let url = format!("http://{address}/groups");
         MutableGroups { url, allowed, handle }
     }
 

@@ -16,7 +16,8 @@ use crate::support::fake_auth::{AuthScript, FakeAuth};
 use crate::support::server::spawn_server_on_store;
 use crate::support::WsClient;
 
-fn dynamic(root: &Path, extra: &[(&'static str, SettingValue)]) -> Vec<(&'static str, SettingValue)> {
+/// Settings for dynamic agents whose workspaces and agent dirs live under `root`.
+pub(crate) fn dynamic(root: &Path, extra: &[(&'static str, SettingValue)]) -> Vec<(&'static str, SettingValue)> {
     let mut settings: Vec<(&str, SettingValue)> = vec![
         ("channels.websocket.dynamicAgentCreation.enabled", true.into()),
         (

@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use clawsocket::config::SettingValue;
 use serde_json::{json, Value};
 
 use crate::support::binary::ChildServer;
 use crate::support::client::last;
 use crate::support::fake_agent::{answer_with, sse_body, sse_deltas_only, Chunk, FakeAgent, Reply};
-use crate::support::{spawn_server, TestServerHandle, WsClient};
+use crate::support::{serve_on_loopback, spawn_server, TestServerHandle, WsClient};
 
 fn openai_at(url: String, extra: &[(&'static str, SettingValue)]) -> TestServerHandle {
     let mut settings: Vec<(&str, SettingValue)> = vec![
@@ -210,10 +210,8 @@ async fn a_backend_error_body_never_reaches_a_client_or_the_log() {
 
 /// A backend whose models endpoint takes only `Bearer right-key`.
 fn strict_backend() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let server = HttpServer::new(|| {
-        App::new().route(
+    let (address, _handle) = serve_on_loopback(|app| {
+        app.route(
             "/v1/models",
             web::get().to(|request: HttpRequest| async move {
                 let authorization = request.headers().get("authorization").and_then(|v| v.to_str().ok());
@@ -222,15 +220,9 @@ fn strict_backend() -> String {
                     _ => HttpResponse::Unauthorized().json(json!({"error": "bad key"})),
                 }
             }),
-        )
-    })
-    .workers(1)
-    .disable_signals()
-    .listen(listener)
-    .unwrap()
-    .run();
-    actix_rt::spawn(server);
-    url
+        );
+    });
+    format!("http://{address}/v1")
 }
 
 #[actix_rt::test]

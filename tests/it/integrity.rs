@@ -16,6 +16,7 @@ use clawsocket::config::SettingValue;
 use futures_util::future::{join, join_all};
 use serde_json::{json, Value};
 
+use crate::dynamic_agents::dynamic;
 use crate::support::client::last;
 use crate::support::fake_agent::{answer_with, FakeAgent, Reply};
 use crate::support::fake_auth::{dead_endpoint, AuthScript, FakeAuth};
@@ -496,22 +497,6 @@ async fn the_dm_allowlist_never_lets_a_guest_pass_as_a_listed_user() {
 
 // ---------------------------------------------------------------------------------
 // 4. Two users never share a dynamic agent.
-
-fn dynamic(root: &Path, extra: &[(&'static str, SettingValue)]) -> Vec<(&'static str, SettingValue)> {
-    let mut settings: Vec<(&str, SettingValue)> = vec![
-        ("channels.websocket.dynamicAgentCreation.enabled", true.into()),
-        (
-            "channels.websocket.dynamicAgentCreation.workspaceTemplate",
-            format!("{}/workspaces/{{agentId}}", root.display()).into(),
-        ),
-        (
-            "channels.websocket.dynamicAgentCreation.agentDirTemplate",
-            format!("{}/agents/{{agentId}}/agent", root.display()).into(),
-        ),
-    ];
-    settings.extend(extra.iter().cloned());
-    settings
-}
 
 /// `agents::path_safe("bob@example.com")` on the code this test was written against:
 /// a real user can pick it as their id.

@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
+
+use super::serve_on_loopback;
 
 /// How the service answers.
 #[derive(Clone, Copy)]
@@ -73,20 +75,12 @@ pub struct FakeAuth {
 impl FakeAuth {
     /// Starts the service on a free port of 127.0.0.1. Must run inside an actix system.
     pub fn start(script: AuthScript) -> FakeAuth {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-        let url = format!("http://{}/verify", listener.local_addr().expect("bound address"));
         let received = Arc::new(Mutex::new(Vec::new()));
         let state = web::Data::new(State { script, received: received.clone() });
-        let server =
-            HttpServer::new(move || App::new().app_data(state.clone()).route("/verify", web::post().to(verify)))
-                .workers(1)
-                .disable_signals()
-                .listen(listener)
-                .expect("listen")
-                .run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
-        FakeAuth { url, received, handle }
+        let (address, handle) = serve_on_loopback(move |app| {
+            app.app_data(state.clone()).route("/verify", web::post().to(verify));
+        });
+        FakeAuth { url: format!("http://{address}/verify"), received, handle }
     }
 
     /// Every request body received so far, in order.

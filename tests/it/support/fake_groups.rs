@@ -4,12 +4,13 @@
 //! (a pair not in the table is refused), recording every request body.
 
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
+
+use super::serve_on_loopback;
 
 /// What the handler shares.
 struct State {
@@ -30,21 +31,13 @@ impl FakeGroups {
     /// Starts the service allowing exactly the `(userId, groupId)` pairs given. Must run
     /// inside an actix system.
     pub fn start(allowed: &[(&str, &str)]) -> FakeGroups {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-        let url = format!("http://{}/groups", listener.local_addr().expect("bound address"));
         let received = Arc::new(Mutex::new(Vec::new()));
         let allowed = allowed.iter().map(|(user, group)| (user.to_string(), group.to_string())).collect();
         let state = web::Data::new(State { allowed, received: received.clone() });
-        let server =
-            HttpServer::new(move || App::new().app_data(state.clone()).route("/groups", web::post().to(decide)))
-                .workers(1)
-                .disable_signals()
-                .listen(listener)
-                .expect("listen")
-                .run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
-        FakeGroups { url, received, handle }
+        let (address, handle) = serve_on_loopback(move |app| {
+            app.app_data(state.clone()).route("/groups", web::post().to(decide));
+        });
+        FakeGroups { url: format!("http://{address}/groups"), received, handle }
     }
 
     /// Every request body received so far, in order.

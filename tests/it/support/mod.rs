@@ -11,7 +11,11 @@ pub mod raw;
 pub mod server;
 
 use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
 
 pub use client::WsClient;
 pub use server::{spawn_server, TestServer as TestServerHandle};
@@ -29,4 +33,23 @@ where
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("never happened: {what}");
+}
+
+/// Runs a fake HTTP service on a free port of 127.0.0.1 (one worker, no signal
+/// handling): `configure` adds its routes and data. Must run inside an actix system.
+pub fn serve_on_loopback<F>(configure: F) -> (SocketAddr, ServerHandle)
+where
+    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let address = listener.local_addr().expect("bound address");
+    let server = HttpServer::new(move || App::new().configure(configure.clone()))
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    (address, handle)
 }
