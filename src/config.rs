@@ -296,7 +296,10 @@ impl Settings {
         let mut settings: Settings = serde_ignored::deserialize(merged, |path| unknown.push(path.to_string()))?;
         check_unknown_keys(&unknown, &known_paths(&known))?;
         apply_credential_fallbacks(&mut settings, environment);
-        settings.home = environment.get("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+        settings.home = match environment.get("HOME") {
+            Some(home) => PathBuf::from(home),
+            None => no_home(&settings)?,
+        };
         settings.agent.openclaw_config_path =
             openclaw_agents_file(&settings.agent.openclaw_config_path, &settings.home);
         settings.validate()?;
@@ -361,6 +364,28 @@ impl Settings {
             return invalid("limits.heartbeat.timeoutMs", "must be greater than limits.heartbeat.intervalMs");
         }
         Ok(())
+    }
+}
+
+/// Without `HOME`, a dynamic-agent path that needs it is a mistake to name, not a
+/// reason to write under `/`; without such a path `/` stands in (it is never used).
+fn no_home(settings: &Settings) -> Result<PathBuf, ConfigError> {
+    let dynamic = &settings.channels.websocket.dynamic_agent_creation;
+    let agents_file = &settings.agent.openclaw_config_path;
+    let needs_home = [
+        ("channels.websocket.dynamicAgentCreation.workspaceTemplate", dynamic.workspace_template.starts_with('~')),
+        ("channels.websocket.dynamicAgentCreation.agentDirTemplate", dynamic.agent_dir_template.starts_with('~')),
+        (
+            "agent.openclawConfigPath",
+            settings.agent.kind == AgentKind::Openclaw && (agents_file.is_empty() || agents_file.starts_with('~')),
+        ),
+    ];
+    match needs_home.iter().find(|(_, needs)| dynamic.enabled && *needs) {
+        Some((key, _)) => Err(ConfigError::Invalid {
+            key,
+            reason: "is under ~ (the home directory), but HOME is not set: set HOME or give an absolute path".into(),
+        }),
+        None => Ok(PathBuf::from("/")),
     }
 }
 

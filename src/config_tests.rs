@@ -407,3 +407,18 @@ fn every_url_key_is_checked_at_start_saying_what_would_be_right() {
     let error = load_text("c.toml", "[agent]\nurl = \"bob:s3cret@localhost:18789\"\n", &[]).err().unwrap().to_string();
     assert!(error.contains("did you mean \"http://***@localhost:18789\"?") && !error.contains("s3cret"), "{error}");
 }
+
+#[test]
+fn a_home_path_without_home_is_named_not_written_under_root() {
+    let dynamic = [("CLAWSOCKET__CHANNELS__WEBSOCKET__DYNAMICAGENTCREATION__ENABLED", "true")];
+    let refused = load_error(None, &dynamic);
+    assert!(refused.contains("workspaceTemplate") && refused.contains("HOME is not set"), "{refused}");
+    let absolute = [
+        dynamic[0],
+        ("CLAWSOCKET__CHANNELS__WEBSOCKET__DYNAMICAGENTCREATION__WORKSPACETEMPLATE", "/srv/ws/{agentId}"),
+        ("CLAWSOCKET__CHANNELS__WEBSOCKET__DYNAMICAGENTCREATION__AGENTDIRTEMPLATE", "/srv/agents/{agentId}"),
+        ("CLAWSOCKET__AGENT__OPENCLAWCONFIGPATH", "/srv/gateway/clawsocket-agents.json"),
+    ];
+    assert!(Settings::load(None, &environment(&absolute)).is_ok(), "absolute paths need no HOME");
+    assert!(Settings::load(None, &Environment::new()).is_ok(), "without dynamic agents HOME is not needed");
+}
