@@ -182,8 +182,10 @@ struct Torn {
 }
 
 /// Calls `visit` with every complete line of the file, last first, until it answers
-/// false. Bytes after the last newline are not a line: they are reported, not visited.
-/// A missing file has no lines.
+/// false. Bytes after the last newline are not a line: they are reported, not visited
+/// (nor held). A line longer than `MAX_LINE_BYTES` (only a damaged file has one: the
+/// answers written are bounded by `limits.maxAnswerBytes`) is skipped with a warning,
+/// never held whole. A missing file has no lines.
 fn walk_back(path: &Path, mut visit: impl FnMut(&[u8]) -> bool) -> Result<Option<Torn>, StoreError> {
     let mut file = match File::open(path) {
         Ok(file) => file,
@@ -192,8 +194,7 @@ fn walk_back(path: &Path, mut visit: impl FnMut(&[u8]) -> bool) -> Result<Option
     };
     let length = file.metadata().map_err(io_error(path))?.len();
     let mut position = length;
-    // The line being assembled, as blocks read backwards (the newest-read first in the file).
-    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let mut line = PartLine::default();
     let mut torn: Option<Torn> = None;
     let mut seen_newline = false;
     let mut block = Vec::new();
@@ -204,30 +205,70 @@ fn walk_back(path: &Path, mut visit: impl FnMut(&[u8]) -> bool) -> Result<Option
         file.read_exact(&mut block).map_err(io_error(path))?;
         let mut end = block.len();
         while let Some(newline) = memchr::memrchr(b'\n', &block[..end]) {
-            let line = assemble(&block[newline + 1..end], &mut pieces);
             if !seen_newline {
                 seen_newline = true;
-                if !line.is_empty() {
-                    let at = start + newline as u64 + 1;
-                    torn = Some(Torn { at, length: length - at });
+                let at = start + newline as u64 + 1;
+                torn = (at < length).then_some(Torn { at, length: length - at });
+            } else if let Some(whole) = line.complete(&block[newline + 1..end], path) {
+                if !whole.is_empty() && !visit(&whole) {
+                    return Ok(torn);
                 }
-            } else if !line.is_empty() && !visit(&line) {
-                return Ok(torn);
             }
             end = newline;
         }
-        pieces.push(block[..end].to_vec());
+        if seen_newline {
+            line.prepend(&block[..end]);
+        }
         position = start;
     }
-    let first = assemble(&[], &mut pieces);
     if !seen_newline {
+        torn = (length > 0).then_some(Torn { at: 0, length });
+    } else if let Some(first) = line.complete(&[], path) {
         if !first.is_empty() {
-            torn = Some(Torn { at: 0, length });
+            visit(&first);
         }
-    } else if !first.is_empty() {
-        visit(&first);
     }
     Ok(torn)
+}
+
+/// The most bytes of one transcript line a read holds (small in tests, to try it).
+const MAX_LINE_BYTES: usize = if cfg!(test) { 256 * 1024 } else { 64 * 1024 * 1024 };
+
+/// The line being read backwards: the blocks read so far (the last of the file first),
+/// or only their count once it is known to be too long.
+#[derive(Default)]
+struct PartLine {
+    pieces: Vec<Vec<u8>>,
+    bytes: usize,
+    too_long: bool,
+}
+
+impl PartLine {
+    /// Bytes that stand before what was read of the line.
+    fn prepend(&mut self, head: &[u8]) {
+        self.bytes += head.len();
+        if self.too_long || self.bytes > MAX_LINE_BYTES {
+            self.too_long = true;
+            self.pieces.clear();
+        } else if !head.is_empty() {
+            self.pieces.push(head.to_vec());
+        }
+    }
+
+    /// The line, now that `head` (its start) was found; `None` for a line skipped as
+    /// too long. Leaves the part empty for the next line.
+    fn complete<'a>(&mut self, head: &'a [u8], path: &Path) -> Option<Cow<'a, [u8]>> {
+        let too_long = self.too_long || self.bytes + head.len() > MAX_LINE_BYTES;
+        let bytes = self.bytes + head.len();
+        self.bytes = 0;
+        self.too_long = false;
+        if too_long {
+            self.pieces.clear();
+            log::warn!("{}: a line of {bytes} bytes skipped (longer than any turn writes)", path.display());
+            return None;
+        }
+        Some(assemble(head, &mut self.pieces))
+    }
 }
 
 /// `head` followed by the earlier-read `pieces` (which come after it in the file).

@@ -113,3 +113,18 @@ fn a_turn_after_a_partial_line_starts_on_a_line_of_its_own() {
     append(&path, &turn("m2", "two")).unwrap();
     assert_eq!(contents(&read_tail(&path, 10).unwrap()), ["one", "re: one", "two", "re: two"]);
 }
+
+#[test]
+fn a_damaged_line_longer_than_any_turn_is_skipped_not_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.jsonl");
+    append(&path, &turn("m1", "before")).unwrap();
+    append_raw(&path, &vec![b'#'; MAX_LINE_BYTES + 10]);
+    append_raw(&path, b"\n");
+    append(&path, &turn("m2", "after")).unwrap();
+    assert_eq!(contents(&read_tail(&path, 10).unwrap()), ["before", "re: before", "after", "re: after"]);
+    append_raw(&path, &vec![b'#'; MAX_LINE_BYTES + 10]);
+    let tail = load_tail(&path, 10, 10).unwrap();
+    assert_eq!(tail.recent.len(), 4, "a torn tail of any length is cut");
+    assert_eq!(fs::read(&path).unwrap().last(), Some(&b'\n'));
+}
