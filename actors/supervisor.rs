@@ -28,7 +28,7 @@ use super::session::{
     drain_sessions, shutting_down_frame, Drained, Retire, SessionActor, SessionCommand, SessionIdle, SessionSetup,
 };
 use super::store_writer::StoreThreads;
-use crate::agent_roster::{AgentRoster, Lookup};
+use crate::agent_roster::{AgentRoster, Lookup, Wait};
 use crate::agents::{self, AgentRecord, AgentRegistry};
 use crate::backend::AgentBackend;
 use crate::config::{AgentKind, Settings};
@@ -251,11 +251,11 @@ impl Supervisor {
     /// one; anything else waits only behind a creation under way, and is otherwise
     /// answered as for a user with no conversation yet.
     fn wait_for_agent(&mut self, sender_id: &str, route: Route, ctx: &mut Context<Self>) {
-        let provision = match &route.command {
-            SessionCommand::Submit { turn, .. } => Some(turn.identity.auth_data.clone()),
-            _ => None,
+        let how = match &route.command {
+            SessionCommand::Submit { turn, .. } => Wait::Provision { user_data: turn.identity.auth_data.clone() },
+            _ => Wait::IfUnderWay,
         };
-        match self.agents.wait(sender_id, route, provision) {
+        match self.agents.wait(sender_id, route, how) {
             Ok(()) => self.create_next_agent(ctx),
             Err(route) => {
                 // A user whose agent could not be created talks in the default agent's

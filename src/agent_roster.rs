@@ -31,6 +31,14 @@ pub enum Lookup<'a> {
     Missing,
 }
 
+/// How a command without its user's agent waits.
+pub enum Wait {
+    /// A `chat.send`: it creates the agent, with the auth service's data for its profile.
+    Provision { user_data: Option<Arc<Map<String, Value>>> },
+    /// Anything else: it waits only behind a creation already under way.
+    IfUnderWay,
+}
+
 /// A creation to run: everything the job needs, computed here.
 #[derive(Debug, Clone)]
 pub struct Creation {
@@ -86,20 +94,15 @@ impl<W> AgentRoster<W> {
         Lookup::Missing
     }
 
-    /// Holds `item` for the user's agent. With `provision` (a `chat.send`, with the
-    /// user's auth data) a creation is queued if none is under way; without it, `item`
-    /// waits only behind a creation already under way, else it is handed back.
-    pub fn wait(
-        &mut self,
-        sender_id: &str,
-        item: W,
-        provision: Option<Option<Arc<Map<String, Value>>>>,
-    ) -> Result<(), W> {
+    /// Holds `item` for the user's agent. A `Wait::Provision` (a `chat.send`) queues a
+    /// creation if none is under way; a `Wait::IfUnderWay` waits only behind one, else
+    /// it is handed back.
+    pub fn wait(&mut self, sender_id: &str, item: W, how: Wait) -> Result<(), W> {
         if let Some(waiting) = self.waiting.get_mut(sender_id) {
             waiting.push(item);
             return Ok(());
         }
-        let Some(user_data) = provision else { return Err(item) };
+        let Wait::Provision { user_data } = how else { return Err(item) };
         let agent_id = agents::agent_id_for(sender_id, |id| self.is_taken(id));
         self.waiting.insert(sender_id.to_string(), vec![item]);
         self.queue.push_back(Creation { sender_id: sender_id.to_string(), agent_id, user_data });
