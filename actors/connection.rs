@@ -183,8 +183,8 @@ impl Handler<ToConnection> for ConnectionActor {
 
     fn handle(&mut self, message: ToConnection, ctx: &mut Self::Context) {
         match message {
-            ToConnection::Deliver(outgoing) => {
-                self.outbound.release(outgoing.byte_len());
+            ToConnection::Deliver(outgoing, bytes) => {
+                self.outbound.release(bytes);
                 match outgoing {
                     Outgoing::One(frame) => ctx.text(frame.text()),
                     Outgoing::Batch(frames) => frames.iter().for_each(|frame| ctx.text(frame.text())),

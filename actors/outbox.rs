@@ -29,7 +29,7 @@ pub enum Outgoing {
 
 impl Outgoing {
     /// The bytes these frames take on the wire (their text).
-    pub fn byte_len(&self) -> usize {
+    fn byte_len(&self) -> usize {
         match self {
             Outgoing::One(frame) => frame.byte_len(),
             Outgoing::Batch(frames) => frames.iter().map(Frame::byte_len).sum(),
@@ -41,8 +41,9 @@ impl Outgoing {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum ToConnection {
-    /// Write these frames to the socket, in order.
-    Deliver(Outgoing),
+    /// Write these frames (of this many bytes, counted once by the sender) to the
+    /// socket, in order.
+    Deliver(Outgoing, usize),
     /// It fell too far behind, by this bound: close it (1008 "slow").
     Evict(Bound),
     /// Close the socket as `Disconnect` says (shutdown).
@@ -93,10 +94,15 @@ impl Outbox {
     /// without growing a full queue, in messages or in bytes.
     pub fn send(&self, outgoing: Outgoing) -> Delivery {
         let bytes = outgoing.byte_len();
+        self.send_counted(outgoing, bytes)
+    }
+
+    /// As `send`, for frames whose `bytes` the caller counted once for every outbox.
+    fn send_counted(&self, outgoing: Outgoing, bytes: usize) -> Delivery {
         if !self.waiting.try_admit(bytes) {
             return self.evict(Bound::Bytes);
         }
-        match self.recipient.try_send(ToConnection::Deliver(outgoing)) {
+        match self.recipient.try_send(ToConnection::Deliver(outgoing, bytes)) {
             Ok(()) => Delivery::Queued,
             Err(error) => {
                 self.waiting.release(bytes);
@@ -128,9 +134,10 @@ pub fn fan_out<'a>(outboxes: impl IntoIterator<Item = &'a Outbox>, frame: &Frame
 /// Hands `outgoing` to every outbox (a reference-count bump each); returns the ids of
 /// those that must be dropped.
 pub fn fan_out_all<'a>(outboxes: impl IntoIterator<Item = &'a Outbox>, outgoing: &Outgoing) -> Vec<ConnectionId> {
+    let bytes = outgoing.byte_len();
     let mut dropped = Vec::new();
     for outbox in outboxes {
-        if outbox.send(outgoing.clone()) != Delivery::Queued {
+        if outbox.send_counted(outgoing.clone(), bytes) != Delivery::Queued {
             dropped.push(outbox.id.clone());
         }
     }

@@ -25,7 +25,7 @@ impl Handler<ToConnection> for Subscriber {
     type Result = ();
 
     fn handle(&mut self, message: ToConnection, _ctx: &mut Self::Context) {
-        let ToConnection::Deliver(outgoing) = message else { return };
+        let ToConnection::Deliver(outgoing, _) = message else { return };
         let frames: Vec<Frame> = match outgoing {
             Outgoing::One(frame) => vec![frame],
             Outgoing::Batch(frames) => frames.to_vec(),
