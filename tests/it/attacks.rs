@@ -11,7 +11,7 @@ use actix_web::{web, HttpResponse};
 use clawsocket::config::SettingValue;
 use serde_json::{json, Value};
 
-use crate::support::binary::ChildServer;
+use crate::support::binary::{openai_config, ChildServer};
 use crate::support::client::{last, Received};
 use crate::support::fake_agent::{answer_with, slowly, Chunk, FakeAgent, Reply};
 use crate::support::fake_auth::{AuthScript, FakeAuth};
@@ -133,11 +133,7 @@ async fn data_lines_without_a_blank_line_grow_memory_past_max_answer_bytes() {
         let chunks = (0..768).map(|_| Chunk::Bytes(Duration::ZERO, line.clone().into_bytes())).collect();
         Reply::Stream(chunks)
     }));
-    let config = format!(
-        "[channels.websocket.auth]\nenabled = false\n[agent]\nkind = \"openai\"\nurl = \"{}\"\n\
-         [store]\ndir = \"{{store}}\"\n[limits]\nmaxAnswerBytes = 1048576\n",
-        agent.url_v1()
-    );
+    let config = openai_config(&agent.url_v1(), "", "[limits]\nmaxAnswerBytes = 1048576\n");
     let child = ChildServer::start(&config, &[]).await;
     let (mut client, _) = WsClient::connect_welcomed(&child.ws_url("senderId=u")).await;
     let before = child.peak_rss_bytes();
@@ -241,11 +237,7 @@ async fn a_backend_echoing_the_configured_key_in_common_phrasings_puts_it_in_the
         format!(r#"{{"error":"missing scope for x-api-key: {KEY}"}}"#),
     ];
     let agent = FakeAgent::start(Arc::new(move |index, _| Reply::Status(401, bodies[index % 3].clone())));
-    let config = format!(
-        "[channels.websocket.auth]\nenabled = false\n[agent]\nkind = \"openai\"\nurl = \"{}\"\napiKey = \"{KEY}\"\n\
-         [store]\ndir = \"{{store}}\"\n",
-        agent.url_v1()
-    );
+    let config = openai_config(&agent.url_v1(), &format!("apiKey = \"{KEY}\"\n"), "");
     let child = ChildServer::start(&config, &[]).await;
     let (mut client, _) = WsClient::connect_welcomed(&child.ws_url("senderId=alice")).await;
     for n in 0..3 {

@@ -125,17 +125,13 @@ async fn a_user_has_at_most_per_user_max_connections() {
 
 #[actix_rt::test]
 async fn big_turns_to_many_threads_hold_no_more_than_max_subscriptions_sessions() {
-    use crate::support::binary::ChildServer;
+    use crate::support::binary::{openai_config, ChildServer};
     use crate::support::fake_agent::{answer_with, FakeAgent, Reply};
     // An agent that holds every turn for a minute: each accepted turn stays in memory.
     let agent = FakeAgent::start(std::sync::Arc::new(|_, _| {
         Reply::Late(Duration::from_secs(60), Box::new(answer_with(&["late"])))
     }));
-    let config = format!(
-        "[channels.websocket.auth]\nenabled = false\n[agent]\nkind = \"openai\"\nurl = \"{}\"\n\
-         [store]\ndir = \"{{store}}\"\n[limits]\nmaxSubscriptions = 8\nturnTimeoutMs = 120000\n",
-        agent.url_v1()
-    );
+    let config = openai_config(&agent.url_v1(), "", "[limits]\nmaxSubscriptions = 8\nturnTimeoutMs = 120000\n");
     let child = ChildServer::start(&config, &[]).await;
     let (mut client, _) = WsClient::connect_welcomed(&child.ws_url("senderId=hoarder")).await;
     let before = child.peak_rss_bytes();

@@ -13,7 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use clawsocket::config::SettingValue;
 use serde_json::{json, Value};
 
-use crate::support::binary::ChildServer;
+use crate::support::binary::{openai_config, ChildServer};
 use crate::support::client::last;
 use crate::support::fake_agent::{answer_with, sse_body, sse_deltas_only, Chunk, FakeAgent, Reply};
 use crate::support::{serve_on_loopback, spawn_server, TestServerHandle, WsClient};
@@ -96,11 +96,7 @@ async fn an_agent_streaming_without_end_does_not_grow_the_servers_memory() {
         let chunks = (0..768).map(|_| Chunk::Bytes(Duration::ZERO, sse_deltas_only(&[delta.as_str()]))).collect();
         Reply::Stream(chunks)
     }));
-    let config = format!(
-        "[channels.websocket.auth]\nenabled = false\n[agent]\nkind = \"openai\"\nurl = \"{}\"\n\
-         [store]\ndir = \"{{store}}\"\n[limits]\nmaxAnswerBytes = 1048576\n",
-        agent.url_v1()
-    );
+    let config = openai_config(&agent.url_v1(), "", "[limits]\nmaxAnswerBytes = 1048576\n");
     let child = ChildServer::start(&config, &[]).await;
     let (mut client, _) = WsClient::connect_welcomed(&child.ws_url("senderId=u")).await;
     let before = child.peak_rss_bytes();
@@ -184,11 +180,7 @@ async fn a_backend_error_body_never_reaches_a_client_or_the_log() {
     let echoed =
         r#"{"error":{"message":"invalid request: header Authorization: Bearer sk-live-4f9a8b7c6d5e was rejected"}}"#;
     let agent = FakeAgent::start(Arc::new(move |_, _| Reply::Status(400, echoed.to_string())));
-    let config = format!(
-        "[channels.websocket.auth]\nenabled = false\n[agent]\nkind = \"openai\"\nurl = \"{}\"\napiKey = \"sk-live-4f9a8b7c6d5e\"\n\
-         [store]\ndir = \"{{store}}\"\n",
-        agent.url_v1()
-    );
+    let config = openai_config(&agent.url_v1(), "apiKey = \"sk-live-4f9a8b7c6d5e\"\n", "");
     let child = ChildServer::start(&config, &[]).await;
     let (mut member, _) = WsClient::connect_welcomed(&child.ws_url("senderId=alice")).await;
     let (mut other, _) = WsClient::connect_welcomed(&child.ws_url("senderId=bob")).await;

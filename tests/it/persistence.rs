@@ -4,7 +4,7 @@
 use clawsocket::identity::{Chat, SessionTarget};
 use serde_json::{json, Value};
 
-use crate::support::binary::ChildServer;
+use crate::support::binary::{openai_config, ChildServer};
 use crate::support::client::last;
 use crate::support::fake_agent::{always, FakeAgent};
 use crate::support::server::spawn_server_on_store;
@@ -49,10 +49,7 @@ async fn a_turn_survives_a_restart_in_history_memory_and_idempotency() {
 async fn a_killed_process_loses_no_completed_turn() {
     let dir = tempfile::tempdir().unwrap();
     let agent = FakeAgent::start(always(&["stored ", "for good"]));
-    let config = format!(
-        "[channels.websocket.auth]\nenabled = false\n[agent]\nkind = \"openai\"\nurl = \"{}\"\n[store]\ndir = \"{{store}}\"\n",
-        agent.url_v1()
-    );
+    let config = openai_config(&agent.url_v1(), "", "");
     let child = ChildServer::start_in(dir.path(), &config, &[]).await;
     let (mut client, _) = WsClient::connect_welcomed(&child.ws_url("senderId=u1")).await;
     for turn in 1..=3 {

@@ -131,6 +131,16 @@ impl Drop for ChildServer {
     }
 }
 
+/// A child's TOML config: auth off, the `openai` backend at `agent_url` (with the
+/// `[agent]` lines of `agent_lines`, e.g. `apiKey = "…"`), the test's store, then `rest`
+/// (whole sections, e.g. `[limits]`).
+pub fn openai_config(agent_url: &str, agent_lines: &str, rest: &str) -> String {
+    format!(
+        "[channels.websocket.auth]\nenabled = false\n[agent]\nkind = \"openai\"\nurl = \"{agent_url}\"\n{agent_lines}\
+         [store]\ndir = \"{{store}}\"\n{rest}"
+    )
+}
+
 /// A port nothing listens on right now (bound, then released).
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
