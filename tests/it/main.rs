@@ -14,6 +14,7 @@ mod failures;
 mod foundation;
 mod integrity;
 mod persistence;
+mod redis_harness;
 mod resume;
 mod robust;
 mod sessions;

@@ -141,8 +141,8 @@ pub fn openai_config(agent_url: &str, agent_lines: &str, rest: &str) -> String {
     )
 }
 
-/// A port nothing listens on right now (bound, then released).
-fn free_port() -> u16 {
+/// A port nothing listens on right now (bound, then released); also the Redis helper's.
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     listener.local_addr().expect("bound address").port()
 }

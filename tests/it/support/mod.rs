@@ -1,5 +1,6 @@
 //! Test support: start the real server (in-process, or the binary as a child
-//! process), fake the services around it, talk to it over a real WebSocket.
+//! process), fake the services around it, talk to it over a real WebSocket; run a
+//! real Redis for the tests that need one.
 
 pub mod binary;
 pub mod client;
@@ -8,6 +9,7 @@ pub mod fake_auth;
 pub mod fake_groups;
 pub mod mount;
 pub mod raw;
+pub mod redis;
 pub mod server;
 
 use std::future::Future;
