@@ -8,8 +8,11 @@
 //! `Recipient` of a message the reporter defines.
 
 pub mod agent_bridge;
+pub mod cluster_node;
 pub mod connection;
 pub mod outbox;
 pub mod session;
 pub mod store_writer;
+pub mod stream_publisher;
+pub mod stream_reader;
 pub mod supervisor;

@@ -30,7 +30,7 @@ use super::agent_bridge::{
     AgentBridge, Attach, BridgeReports, DropSubscribers, SetSubscribers, StopTurn, TurnFinished, TurnSetup,
 };
 use super::outbox::{fan_out, Outbox};
-use super::store_writer::{AppendTurn, FindAnswer, LoadSession, ReadTail, StoreWriter};
+use super::store_writer::TranscriptStore;
 use crate::backend::prompt::{self, PromptInput};
 use crate::backend::{AgentBackend, TurnRequest};
 use crate::config::Settings;
@@ -38,7 +38,12 @@ use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget, UserTok
 use crate::metrics::{Metrics, TurnOutcome};
 use crate::protocol::{self, ErrorCode, Frame, Outbound, Role, SendMessage, TranscriptEntry};
 use crate::session_memory::SessionMemory;
-use crate::store::{self, StoreError};
+use crate::store;
+
+#[path = "session_cluster.rs"]
+mod cluster;
+use cluster::ClusterState;
+pub use cluster::{ClusterLink, Forwarded};
 
 /// One user message waiting for, or getting, an answer.
 pub struct Turn {
@@ -121,6 +126,10 @@ pub enum SessionCommand {
     Leave { from: Outbox },
     /// Stop the running turn (or remove a queued one, by messageId).
     Abort { from: Outbox, message_id: Option<String> },
+    /// Cluster mode: a `chat.send` or `chat.abort` from a connection on another node,
+    /// which subscribes nobody here (that node relays the session's stream); `reply`
+    /// reaches the sender.
+    Forwarded { reply: Outbox, forwarded: Forwarded, hops: u8 },
     /// Send `from` the last `limit` transcript entries.
     History { from: Outbox, limit: usize },
     /// A connection closed: forget it without acknowledging.
@@ -132,8 +141,7 @@ pub struct SessionSetup {
     pub key: SessionKey,
     pub agent_id: Arc<str>,
     pub target: SessionTarget,
-    /// Where this session's transcript lives.
-    pub transcript_path: PathBuf,
+
     /// The agent's workspace, whose `AGENTS.md` is its system prompt (`openai`).
     pub workspace: Option<PathBuf>,
     /// A just-created dynamic agent: its first turn waits this long for the gateway
@@ -143,10 +151,11 @@ pub struct SessionSetup {
     pub backend: Arc<dyn AgentBackend>,
     /// Where an idle session says so (the Supervisor).
     pub idle: Recipient<SessionIdle>,
-    /// This session's store thread: every read and append of its transcript runs
-    /// there, in order.
-    pub store: Addr<StoreWriter>,
+    /// Where its transcript lives: a file on its store thread, or Redis.
+    pub store: TranscriptStore,
     pub metrics: Arc<Metrics>,
+    /// Cluster mode: how to reach Redis, the stream reader and the owner.
+    pub cluster: Option<ClusterLink>,
 }
 
 /// The turn being answered.
@@ -184,12 +193,13 @@ pub struct SessionActor {
     load_failed: bool,
     /// Told when, draining, no turn is running or being stored any more.
     drained: Option<oneshot::Sender<()>>,
+    /// Cluster mode: whether this node runs the turns, and what it follows if not.
+    cluster: Option<ClusterState>,
 }
 
 impl SessionActor {
     pub fn new(setup: SessionSetup) -> Self {
         SessionActor {
-            setup,
             subscribers: HashMap::new(),
             snapshot: Arc::from(Vec::new()),
             queue: VecDeque::new(),
@@ -203,7 +213,15 @@ impl SessionActor {
             draining: false,
             load_failed: false,
             drained: None,
+            cluster: setup.cluster.clone().map(ClusterState::new),
+            setup,
         }
+    }
+
+    /// Whether this node runs the session's turns: always alone, as the lease holder
+    /// in a cluster.
+    fn runs_turns(&self) -> bool {
+        self.cluster.as_ref().is_none_or(ClusterState::is_owner)
     }
 }
 
@@ -213,49 +231,80 @@ impl Actor for SessionActor {
     // Everything reaches a session by `do_send`, which does not wait on the mailbox
     // bound: the bounds that matter are the turn queue and the senders' rate limits.
     fn started(&mut self, ctx: &mut Self::Context) {
-        let load = self.setup.store.send(LoadSession {
-            transcript: self.setup.transcript_path.clone(),
-            agents_md: self.setup.workspace.as_ref().map(|workspace| workspace.join("AGENTS.md")),
-            keep: self.memory_window(),
-            answers: self.setup.settings.store.idempotency_window,
-        });
-        // Waiting here (only here) holds every command until the memory is loaded.
-        ctx.wait(load.into_actor(self).map(|loaded, session, _ctx| match loaded.map_err(StoreError::from) {
-            Ok(Ok(loaded)) => {
-                let (window, answers) = (session.memory_window(), session.setup.settings.store.idempotency_window);
-                session.memory = SessionMemory::loaded(loaded.tail, window, answers);
-                session.system_prompt = loaded.system_prompt.filter(|prompt| !prompt.trim().is_empty());
-            }
-            Ok(Err(error)) | Err(error) => {
-                // Without its memory a session could run a retried turn again: it takes
-                // none, and retires when idle so that the next command loads it anew.
-                log::error!("session {}: could not load its transcript; refusing turns: {error}", session.setup.key);
-                session.load_failed = true;
-            }
-        }));
+        // In a cluster the memory is loaded when this node takes the lease.
+        if self.cluster.is_none() {
+            self.load_memory(ctx);
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.release_lease();
         log::debug!("session {} retired", self.setup.key);
+    }
+}
+
+impl SessionActor {
+    /// Loads the end of the transcript (and the agent's `AGENTS.md`) before any other
+    /// command is handled; then runs `then`.
+    fn load_memory_then(
+        &mut self,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, bool, &mut Context<Self>) + 'static,
+    ) {
+        let agents_md = self.setup.workspace.as_ref().map(|workspace| workspace.join("AGENTS.md"));
+        let load = self.setup.store.load(agents_md, self.memory_window(), self.setup.settings.store.idempotency_window);
+        // Waiting here holds every command until the memory is loaded.
+        ctx.wait(load.into_actor(self).map(|loaded, session, ctx| {
+            let ok = match loaded {
+                Ok(loaded) => {
+                    let (window, answers) = (session.memory_window(), session.setup.settings.store.idempotency_window);
+                    session.memory = SessionMemory::loaded(loaded.tail, window, answers);
+                    session.system_prompt = loaded.system_prompt.filter(|prompt| !prompt.trim().is_empty());
+                    true
+                }
+                Err(error) => {
+                    log::error!("session {}: could not load its transcript: {error}", session.setup.key);
+                    false
+                }
+            };
+            then(session, ok, ctx);
+        }));
+    }
+
+    /// Alone: the memory is loaded once, at start. Without it a session could run a
+    /// retried turn again: it takes none, and retires when idle so that the next
+    /// command loads it anew.
+    fn load_memory(&mut self, ctx: &mut Context<Self>) {
+        self.load_memory_then(ctx, |session, ok, _ctx| session.load_failed = !ok);
     }
 }
 
 /// The commands, one method each (counted by the one `Handler<SessionCommand>`).
 impl SessionActor {
-    fn submit(&mut self, from: Outbox, turn: Box<Turn>, ctx: &mut Context<Self>) {
+    /// Takes a turn (this node runs the session's turns); `subscribe`: its sender is
+    /// one of this node's connections, subscribed by sending.
+    fn submit(&mut self, from: Outbox, turn: Box<Turn>, subscribe: bool, ctx: &mut Context<Self>) {
+        if self.cluster_refuses(&from, Some(&turn.message_id)) {
+            return;
+        }
         if self.load_failed {
             let text = "this conversation could not be read from the store; try again later";
             self.setup.metrics.error(ErrorCode::Internal);
             from.deliver(&Outbound::error_frame(ErrorCode::Internal, text, Some(&turn.message_id)));
             return;
         }
-        self.subscribe(from.clone(), ctx);
+        if subscribe {
+            self.subscribe(from.clone(), ctx);
+        }
         if self.memory.is_answered(&turn.message_id) {
             return self.answer_again(&turn.message_id, from, ctx);
         }
         if let Some(running) = &self.running {
             if running.turn.message_id == turn.message_id {
-                running.bridge.do_send(Attach { from, after_seq: 0, subscribers: self.snapshot.clone() });
+                // A sender on another node follows the turn on the stream there.
+                if subscribe {
+                    running.bridge.do_send(Attach { from, after_seq: 0, subscribers: self.snapshot.clone() });
+                }
                 return;
             }
         }
@@ -282,6 +331,9 @@ impl SessionActor {
     }
 
     fn join(&mut self, from: Outbox, after_seq: u64, ctx: &mut Context<Self>) {
+        if !self.runs_turns() {
+            return self.join_following(from, after_seq, ctx);
+        }
         let in_flight = self.running.as_ref().map(|running| running.turn.message_id.clone());
         let joined = Outbound::Joined { session_key: self.setup.key.as_str(), in_flight: in_flight.as_deref() };
         from.deliver(&joined.to_frame());
@@ -330,20 +382,19 @@ impl SessionActor {
     }
 
     fn read_history(&mut self, from: Outbox, limit: usize, ctx: &mut Context<Self>) {
-        if let Some(recent) = self.memory.history(limit) {
+        // A follower has no memory: the shared transcript is read as it is.
+        if let Some(recent) = self.memory.history(limit).filter(|_| self.runs_turns()) {
             from.deliver(&self.history_frame(&recent));
             return;
         }
-        let read = self.setup.store.send(ReadTail { transcript: self.setup.transcript_path.clone(), limit });
-        ctx.spawn(read.into_actor(self).map(move |read, session, _ctx| {
-            match read.map_err(StoreError::from).and_then(|read| read) {
-                Ok(entries) => {
-                    from.deliver(&session.history_frame(&entries));
-                }
-                Err(error) => {
-                    log::error!("session {}: history not read: {error}", session.setup.key);
-                    from.deliver(&Outbound::error_frame(ErrorCode::Internal, "the history could not be read", None));
-                }
+        let read = self.setup.store.read_tail(limit);
+        ctx.spawn(read.into_actor(self).map(move |read, session, _ctx| match read {
+            Ok(entries) => {
+                from.deliver(&session.history_frame(&entries));
+            }
+            Err(error) => {
+                log::error!("session {}: history not read: {error}", session.setup.key);
+                from.deliver(&Outbound::error_frame(ErrorCode::Internal, "the history could not be read", None));
             }
         }));
     }
@@ -355,10 +406,22 @@ impl Handler<SessionCommand> for SessionActor {
     fn handle(&mut self, command: SessionCommand, ctx: &mut Self::Context) {
         self.commands_received += 1;
         match command {
-            SessionCommand::Submit { from, turn } => self.submit(from, turn, ctx),
+            SessionCommand::Submit { from, turn } if self.runs_turns() => self.submit(from, turn, true, ctx),
+            SessionCommand::Submit { from, turn } => {
+                // Following first: the sender must not miss the start of its own turn.
+                self.subscribe(from.clone(), ctx);
+                self.follow_then(ctx, |session, ctx| session.through_owner(from, Forwarded::Submit(turn), 0, ctx));
+            }
             SessionCommand::Join { from, after_seq } => self.join(from, after_seq, ctx),
             SessionCommand::Leave { from } => self.leave(from, ctx),
-            SessionCommand::Abort { message_id, .. } => self.abort(message_id, ctx),
+            SessionCommand::Abort { message_id, .. } if self.runs_turns() => self.abort(message_id, ctx),
+            SessionCommand::Abort { from, message_id } => {
+                self.through_owner(from, Forwarded::Abort { message_id }, 0, ctx)
+            }
+            SessionCommand::Forwarded { reply, forwarded, .. } if self.runs_turns() => {
+                self.run_forwarded(reply, forwarded, ctx)
+            }
+            SessionCommand::Forwarded { reply, forwarded, hops } => self.through_owner(reply, forwarded, hops, ctx),
             SessionCommand::History { from, limit } => self.read_history(from, limit, ctx),
             SessionCommand::Unsubscribe { id } => self.unsubscribe(&[id], ctx),
         }
@@ -461,7 +524,7 @@ impl SessionActor {
     }
 
     fn rebuild_snapshot(&mut self) {
-        self.snapshot = self.subscribers.values().cloned().collect();
+        self.snapshot = self.subscribers.values().chain(self.publisher()).cloned().collect();
     }
 
     fn push_snapshot(&self) {
@@ -492,8 +555,9 @@ impl SessionActor {
             reply_to_body: message.reply_to_body.as_deref(),
         }
         .to_frame();
-        let others = self.snapshot.iter().filter(|subscriber| subscriber.id != turn.origin);
+        let others = self.subscribers.values().filter(|subscriber| subscriber.id != turn.origin);
         let dropped = fan_out(others, &frame);
+        self.publish_except(&frame, &turn.origin);
         if !dropped.is_empty() {
             self.unsubscribe(&dropped, ctx);
         }
@@ -584,10 +648,10 @@ impl SessionActor {
             },
         ];
         self.persisting = Some(turn.message_id.clone());
-        let write = self.setup.store.send(AppendTurn { transcript: self.setup.transcript_path.clone(), entries });
+        let write = self.setup.store.append(entries, self.lease());
         ctx.spawn(write.into_actor(self).map(move |written, session, ctx| {
             session.persisting = None;
-            let entries = match written.map_err(StoreError::from).and_then(|written| written) {
+            let entries = match written {
                 Ok(entries) => entries,
                 Err(error) => {
                     log::error!("session {}: turn {} not stored: {error}", session.setup.key, turn.message_id);
@@ -618,15 +682,13 @@ impl SessionActor {
             to.deliver(&self.response_frame(message_id, &entry.content));
             return;
         }
-        let find = FindAnswer { transcript: self.setup.transcript_path.clone(), message_id: message_id.to_string() };
+        let find = self.setup.store.find_answer(message_id.to_string());
         let message_id = message_id.clone();
-        ctx.spawn(self.setup.store.send(find).into_actor(self).map(move |found, session, _ctx| {
-            match found.map_err(StoreError::from).and_then(|found| found) {
-                Ok(Some(entry)) => {
-                    to.deliver(&session.response_frame(&message_id, &entry.content));
-                }
-                Ok(None) | Err(_) => log::error!("session {}: answer {message_id} not found", session.setup.key),
+        ctx.spawn(find.into_actor(self).map(move |found, session, _ctx| match found {
+            Ok(Some(entry)) => {
+                to.deliver(&session.response_frame(&message_id, &entry.content));
             }
+            Ok(None) | Err(_) => log::error!("session {}: answer {message_id} not found", session.setup.key),
         }));
     }
 

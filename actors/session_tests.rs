@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::actors::outbox::{Outgoing, ToConnection};
-use crate::actors::store_writer::StoreThreads;
+use crate::actors::store_writer::{StoreThreads, TranscriptStore};
 use crate::config::{Environment, SettingValue};
 use crate::identity::{Chat, ConnectionId};
 use crate::limits::ByteBudget;
@@ -77,8 +77,11 @@ async fn a_session_runs_a_turn_for_a_test_subscriber_without_a_socket() {
     let key = target.key("main");
     let transcript_path = store::transcript_path(store.path(), &key);
     let session = SessionActor::new(SessionSetup {
-        store: StoreThreads::start(1).for_file(&transcript_path),
-        transcript_path: transcript_path.clone(),
+        store: TranscriptStore::File {
+            writer: StoreThreads::start(1).for_file(&transcript_path),
+            path: transcript_path.clone(),
+        },
+        cluster: None,
         key,
         agent_id: Arc::from("main"),
         target,

@@ -8,12 +8,21 @@
 //! hash of its path: every operation on one session's transcript runs in the order it
 //! was sent, never beside another (SPEC §6). A writer owns no state: each message
 //! names its file.
+//!
+//! [`TranscriptStore`] is the seam a session sees: its transcript as a file on these
+//! threads (one node alone), or as a Redis list written under the session's lease
+//! (cluster mode). Both keep the promise of SPEC §6: the answer goes out only after
+//! the append is durable (fsync; Redis's `appendfsync`).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
+use futures_util::future::{BoxFuture, FutureExt};
 
+use crate::cluster::Cluster;
+use crate::identity::SessionKey;
 use crate::protocol::TranscriptEntry;
 use crate::store::{self, StoreError};
 use crate::transcript;
@@ -85,6 +94,94 @@ pub struct AppendTurn {
     pub entries: Vec<TranscriptEntry>,
 }
 
+/// Where a session's transcript lives: the one interface a session uses for it.
+#[derive(Clone)]
+pub enum TranscriptStore {
+    /// A JSONL file, every operation on its store thread.
+    File { writer: Addr<StoreWriter>, path: PathBuf },
+    /// A Redis list shared by every node (cluster mode).
+    Redis { cluster: Arc<Cluster>, key: SessionKey },
+}
+
+impl TranscriptStore {
+    /// The end of the transcript and the agent's `AGENTS.md` (when given).
+    pub fn load(
+        &self,
+        agents_md: Option<PathBuf>,
+        keep: usize,
+        answers: usize,
+    ) -> BoxFuture<'static, Result<LoadedSession, StoreError>> {
+        match self.clone() {
+            TranscriptStore::File { writer, path } => {
+                let load = writer.send(LoadSession { transcript: path, agents_md, keep, answers });
+                async move { load.await? }.boxed()
+            }
+            TranscriptStore::Redis { cluster, key } => async move {
+                let tail = cluster.load_tail(&key, keep, answers).await?;
+                let system_prompt = match agents_md {
+                    Some(path) => store::off_thread(move || Ok(read_agents_md(path))).await?,
+                    None => None,
+                };
+                Ok(LoadedSession { tail, system_prompt })
+            }
+            .boxed(),
+        }
+    }
+
+    /// The last `limit` entries, oldest first.
+    pub fn read_tail(&self, limit: usize) -> BoxFuture<'static, Result<Vec<TranscriptEntry>, StoreError>> {
+        match self.clone() {
+            TranscriptStore::File { writer, path } => {
+                let read = writer.send(ReadTail { transcript: path, limit });
+                async move { read.await? }.boxed()
+            }
+            TranscriptStore::Redis { cluster, key } => async move { Ok(cluster.read_tail(&key, limit).await?) }.boxed(),
+        }
+    }
+
+    /// The stored answer to `message_id`.
+    pub fn find_answer(&self, message_id: String) -> BoxFuture<'static, Result<Option<TranscriptEntry>, StoreError>> {
+        match self.clone() {
+            TranscriptStore::File { writer, path } => {
+                let find = writer.send(FindAnswer { transcript: path, message_id });
+                async move { find.await? }.boxed()
+            }
+            TranscriptStore::Redis { cluster, key } => {
+                async move { Ok(cluster.find_answer(&key, &message_id).await?) }.boxed()
+            }
+        }
+    }
+
+    /// Appends a completed turn durably; `lease` (cluster mode) fences the write.
+    pub fn append(
+        &self,
+        entries: Vec<TranscriptEntry>,
+        lease: Option<Arc<str>>,
+    ) -> BoxFuture<'static, Result<Vec<TranscriptEntry>, StoreError>> {
+        match self.clone() {
+            TranscriptStore::File { writer, path } => {
+                let append = writer.send(AppendTurn { transcript: path, entries });
+                async move { append.await? }.boxed()
+            }
+            TranscriptStore::Redis { cluster, key } => async move {
+                let lease = lease.ok_or(crate::cluster::ClusterError::LeaseLost)?;
+                cluster.append(&key, &lease, &entries).await?;
+                Ok(entries)
+            }
+            .boxed(),
+        }
+    }
+}
+
+/// An agent's `AGENTS.md`: an unreadable one costs the agent its own prompt, not the
+/// conversation.
+fn read_agents_md(path: PathBuf) -> Option<String> {
+    store::read_optional_text(&path, MAX_AGENTS_MD_BYTES)
+        .inspect_err(|error| log::warn!("{error}; the agent's default system prompt is used"))
+        .ok()
+        .flatten()
+}
+
 /// One store thread.
 pub struct StoreWriter;
 
@@ -97,13 +194,7 @@ impl Handler<LoadSession> for StoreWriter {
 
     fn handle(&mut self, message: LoadSession, _ctx: &mut Self::Context) -> Self::Result {
         let tail = transcript::load_tail(&message.transcript, message.keep, message.answers)?;
-        // An unreadable AGENTS.md costs the agent its own prompt, not the conversation.
-        let system_prompt = message.agents_md.and_then(|path| {
-            store::read_optional_text(&path, MAX_AGENTS_MD_BYTES)
-                .inspect_err(|error| log::warn!("{error}; the agent's default system prompt is used"))
-                .ok()
-                .flatten()
-        });
+        let system_prompt = message.agents_md.and_then(read_agents_md);
         Ok(LoadedSession { tail, system_prompt })
     }
 }

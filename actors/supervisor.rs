@@ -23,14 +23,17 @@ use actix::{
     ResponseActFuture, WrapFuture,
 };
 
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Outgoing};
 use super::session::{
-    drain_sessions, shutting_down_frame, Drained, Retire, SessionActor, SessionCommand, SessionIdle, SessionSetup,
+    drain_sessions, shutting_down_frame, ClusterLink, Drained, Forwarded, Retire, SessionActor, SessionCommand,
+    SessionIdle, SessionSetup,
 };
-use super::store_writer::StoreThreads;
+use super::store_writer::{StoreThreads, TranscriptStore};
+use super::stream_reader::StreamReader;
 use crate::agent_roster::{AgentRoster, Lookup, Wait};
 use crate::agents::{self, AgentRecord, AgentRegistry};
 use crate::backend::AgentBackend;
+use crate::cluster::Cluster;
 use crate::config::{AgentKind, Settings};
 use crate::identity::{Chat, ConnectionId, SessionKey, SessionTarget, GUEST_PREFIX};
 use crate::metrics::Metrics;
@@ -60,6 +63,36 @@ pub struct Route {
     pub target: SessionTarget,
     pub arbiter: ArbiterHandle,
     pub command: SessionCommand,
+}
+
+/// Cluster mode: a command from a connection on another node, for a session this
+/// node owns (or should take): `reply` reaches that connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RouteForwarded {
+    pub target: SessionTarget,
+    pub agent_id: String,
+    pub agent_dir: PathBuf,
+    pub workspace: Option<PathBuf>,
+    pub reply: Outbox,
+    pub forwarded: Forwarded,
+    pub hops: u8,
+}
+
+/// Cluster mode: frames for one of this node's connections, from another node (the
+/// answer to a command it forwarded).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeliverToConnection {
+    pub connection: ConnectionId,
+    pub outgoing: Outgoing,
+}
+
+/// Cluster mode: what sessions share with the other nodes.
+#[derive(Clone)]
+pub struct ClusterWiring {
+    pub cluster: Arc<Cluster>,
+    pub reader: Addr<StreamReader>,
 }
 
 /// Shut down: refuse new turns, let running ones finish within `grace` (then cut them
@@ -127,6 +160,8 @@ pub struct SupervisorSetup {
     /// The store threads; each session gets the one its transcript belongs to.
     pub store: StoreThreads,
     pub metrics: Arc<Metrics>,
+    /// Cluster mode: Redis and the stream reader; `None` alone.
+    pub cluster: Option<ClusterWiring>,
 }
 
 /// The registries.
@@ -140,6 +175,7 @@ pub struct Supervisor {
     agents: AgentRoster<Route>,
     store: StoreThreads,
     metrics: Arc<Metrics>,
+    cluster: Option<ClusterWiring>,
     /// Set by `ShutDown`: every new turn is answered `shutting_down`.
     shutting_down: bool,
 }
@@ -157,6 +193,7 @@ impl Supervisor {
             agents: AgentRoster::new(setup.agents, max_agents, setup.unconfirmed),
             store: setup.store,
             metrics: setup.metrics,
+            cluster: setup.cluster,
             shutting_down: false,
         }
     }
@@ -203,7 +240,8 @@ impl Supervisor {
     /// one that waited for its user's agent): the sessions being drained are all there are.
     fn refused_by_shutdown(&self, route: &Route) -> bool {
         match (&route.command, self.shutting_down) {
-            (SessionCommand::Submit { from, turn }, true) => {
+            (SessionCommand::Submit { from, turn }, true)
+            | (SessionCommand::Forwarded { reply: from, forwarded: Forwarded::Submit(turn), .. }, true) => {
                 from.deliver(&shutting_down_frame(&turn.message_id));
                 true
             }
@@ -224,10 +262,10 @@ impl Supervisor {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(vacant) => {
                 let confirm = self.agents.take_unconfirmed(&binding.agent_id);
-                let transcript_path = store::transcript_path(&binding.agent_dir, &key);
+                let (store, cluster) = session_store(self.cluster.as_ref(), &self.store, &key, &binding);
                 let setup = SessionSetup {
-                    store: self.store.for_file(&transcript_path),
-                    transcript_path,
+                    store,
+                    cluster,
                     workspace: binding.workspace,
                     confirm_new_agent: confirm.then(|| Duration::from_millis(self.settings.agent.confirm_agent_ms)),
                     key,
@@ -311,6 +349,31 @@ impl Supervisor {
     }
 }
 
+/// Where a new session's transcript lives: Redis in a cluster (with the link to the
+/// other nodes), else its file on its store thread.
+fn session_store(
+    cluster: Option<&ClusterWiring>,
+    threads: &StoreThreads,
+    key: &SessionKey,
+    binding: &Binding,
+) -> (TranscriptStore, Option<ClusterLink>) {
+    match cluster {
+        Some(wiring) => {
+            let store = TranscriptStore::Redis { cluster: wiring.cluster.clone(), key: key.clone() };
+            let link = ClusterLink {
+                cluster: wiring.cluster.clone(),
+                reader: wiring.reader.clone(),
+                agent_dir: binding.agent_dir.clone(),
+            };
+            (store, Some(link))
+        }
+        None => {
+            let path = store::transcript_path(&binding.agent_dir, key);
+            (TranscriptStore::File { writer: threads.for_file(&path), path }, None)
+        }
+    }
+}
+
 /// A command other than `chat.send` from a user who has no agent (and so no
 /// conversation) yet: an empty history, a join acknowledged, nothing to leave or abort.
 fn answer_without_agent(route: Route, key: &SessionKey) {
@@ -325,7 +388,10 @@ fn answer_without_agent(route: Route, key: &SessionKey) {
         SessionCommand::Leave { from } => {
             from.deliver(&Outbound::Left { session_key }.to_frame());
         }
-        SessionCommand::Submit { .. } | SessionCommand::Abort { .. } | SessionCommand::Unsubscribe { .. } => {}
+        SessionCommand::Submit { .. }
+        | SessionCommand::Abort { .. }
+        | SessionCommand::Unsubscribe { .. }
+        | SessionCommand::Forwarded { .. } => {}
     }
 }
 
@@ -370,6 +436,32 @@ impl Handler<Route> for Supervisor {
                 self.wait_for_agent(&sender, route, ctx)
             }
             (None, Chat::Group(_)) => self.forward(route, self.default_binding(), ctx),
+        }
+    }
+}
+
+impl Handler<RouteForwarded> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, message: RouteForwarded, ctx: &mut Self::Context) {
+        let binding = Binding {
+            agent_id: Arc::from(message.agent_id.as_str()),
+            agent_dir: message.agent_dir,
+            workspace: message.workspace,
+        };
+        let command =
+            SessionCommand::Forwarded { reply: message.reply, forwarded: message.forwarded, hops: message.hops };
+        let route = Route { target: message.target, arbiter: actix::Arbiter::current(), command };
+        self.forward(route, binding, ctx);
+    }
+}
+
+impl Handler<DeliverToConnection> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, message: DeliverToConnection, _ctx: &mut Self::Context) {
+        if let Some(outbox) = self.connections.get(&message.connection) {
+            outbox.send(message.outgoing);
         }
     }
 }

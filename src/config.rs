@@ -60,6 +60,7 @@ pub struct Settings {
     pub agent: AgentSettings,
     pub store: StoreSettings,
     pub limits: Limits,
+    pub cluster: ClusterSettings,
     /// The user's home directory (`HOME`, read with the rest of the environment at
     /// load), for `~` in paths.
     #[serde(skip)]
@@ -212,6 +213,32 @@ pub struct StoreSettings {
     pub idempotency_window: usize,
 }
 
+/// `cluster.*`: several nodes on one Redis (SPEC §14); off while `redis.url` is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSettings {
+    pub redis: RedisSettings,
+    /// This node's name in leases and inboxes; empty: hostname and port.
+    pub node_id: String,
+    pub lease_ms: u64,
+    pub stream_max_len: u64,
+    pub stream_ttl_ms: u64,
+}
+
+/// `cluster.redis.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSettings {
+    pub url: String,
+}
+
+impl ClusterSettings {
+    /// Whether this node runs in a cluster (a Redis URL is set).
+    pub fn enabled(&self) -> bool {
+        !self.redis.url.trim().is_empty()
+    }
+}
+
 /// `limits.*`: every bound the service enforces.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -338,8 +365,19 @@ impl Settings {
         if self.agent.kind != AgentKind::Echo {
             check_url("agent.url", &self.agent.url, "")?;
         }
+        if self.cluster.enabled() {
+            check_redis_url(&self.cluster.redis.url)?;
+        }
+        if self.cluster.node_id.contains(char::is_whitespace) {
+            return invalid("cluster.nodeId", "must not contain spaces");
+        }
+        if self.cluster.lease_ms < 100 {
+            return invalid("cluster.leaseMs", "must be at least 100 (it is renewed every third of it)");
+        }
         let limits = &self.limits;
-        let positive: [(&'static str, u64); 16] = [
+        let positive: [(&'static str, u64); 18] = [
+            ("cluster.streamMaxLen", self.cluster.stream_max_len),
+            ("cluster.streamTtlMs", self.cluster.stream_ttl_ms),
             ("channels.websocket.auth.timeout", websocket.auth.timeout),
             ("channels.websocket.groups.timeout", websocket.groups.timeout),
             ("limits.maxMessageBytes", limits.max_message_bytes as u64),
@@ -420,6 +458,19 @@ fn check_url(key: &'static str, url: &str, when: &str) -> Result<(), ConfigError
     Err(ConfigError::Invalid {
         key,
         reason: format!("must be an http:// or https:// URL{when}, got {:?}{suggestion}", redact::url(url)),
+    })
+}
+
+/// Fails unless `url` is a `redis://` URL the Redis client accepts (credentials masked
+/// in the message).
+fn check_redis_url(url: &str) -> Result<(), ConfigError> {
+    let accepted = url.starts_with("redis://") && redis::Client::open(url).is_ok();
+    if accepted {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key: "cluster.redis.url",
+        reason: format!("must be a redis://host:port URL, got {:?}", redact::url(url)),
     })
 }
 

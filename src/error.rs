@@ -13,4 +13,6 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("the store cannot be read: {0}")]
     Store(crate::store::StoreError),
+    #[error("cluster.redis.url: {0}")]
+    Cluster(String),
 }

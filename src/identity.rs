@@ -11,6 +11,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The namespace of guests' ids: `guest:alice` is a guest calling itself alice, never
@@ -25,6 +26,12 @@ impl ConnectionId {
     /// A fresh random id.
     pub fn new() -> Self {
         ConnectionId(Arc::from(uuid::Uuid::new_v4().to_string()))
+    }
+
+    /// The id a node named one of its connections by (cluster mode: a reply to a
+    /// forwarded command goes back to it).
+    pub fn named(id: &str) -> Self {
+        ConnectionId(Arc::from(id))
     }
 
     pub fn as_str(&self) -> &str {
@@ -45,8 +52,9 @@ impl fmt::Display for ConnectionId {
 }
 
 /// A user's auth token, kept only when `agent.forwardUserToken` is on. Its `Debug`
-/// hides the value, so no log line can show it by accident.
-#[derive(Clone, PartialEq, Eq)]
+/// hides the value, so no log line can show it by accident. (Serialized only to
+/// forward a turn to the node that owns its session, through Redis.)
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserToken(Arc<str>);
 
 impl UserToken {
@@ -67,7 +75,7 @@ impl fmt::Debug for UserToken {
 }
 
 /// Who a connection speaks for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Identity {
     pub sender_id: String,
     pub sender_name: String,
@@ -139,14 +147,14 @@ fn namespaced(id: &str, guest: bool) -> String {
 }
 
 /// A conversation, before an agent is bound to it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SessionTarget {
     pub chat: Chat,
     pub thread_id: Option<String>,
 }
 
 /// The two kinds of conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Chat {
     /// One user and the agent; the string is the user's sender id.
     Direct(String),

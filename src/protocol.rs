@@ -105,7 +105,7 @@ impl Serialize for ErrorCode {
 }
 
 /// A direct conversation or a group chat (`chatType`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ChatType {
     #[default]
@@ -114,7 +114,8 @@ pub enum ChatType {
 }
 
 /// `chat.send`: one agent turn. Every field of the original plugin, plus `threadId`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// (Serialized only to forward a turn to the node that owns its session.)
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SendMessage {
     pub content: String,
@@ -509,6 +510,12 @@ impl Frame {
     /// Its size on the wire, bytes (for the outbound byte bound).
     pub fn byte_len(&self) -> usize {
         self.0.len()
+    }
+
+    /// A frame another node serialized and published (cluster mode): relayed as it
+    /// came, never serialized again.
+    pub fn relayed(text: ByteString) -> Frame {
+        Frame(text)
     }
 }
 

@@ -16,11 +16,14 @@ use actix_web::dev::Server;
 use actix_web::middleware::Logger;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
+use crate::actors::cluster_node::ClusterNode;
 use crate::actors::store_writer::StoreThreads;
-use crate::actors::supervisor::{Supervisor, SupervisorSetup};
+use crate::actors::stream_reader::StreamReader;
+use crate::actors::supervisor::{ClusterWiring, Supervisor, SupervisorSetup};
 use crate::agents::AgentRegistry;
 use crate::auth::{AnswerCache, Authenticator};
 use crate::backend::{self, AgentBackend};
+use crate::cluster::{self, Cluster};
 use crate::config::{GroupPolicy, Settings};
 use crate::error::StartError;
 use crate::groups::{self, GroupAccess};
@@ -52,6 +55,8 @@ pub(crate) struct AppState {
     pub users: Arc<UserConnections>,
     /// Unfinished fragmented messages, under `limits.maxPendingFragmentBytes`.
     pub fragments: Arc<ByteBudget>,
+    /// Cluster mode: Redis (its health is part of readiness).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// Binds the configured address, for `main`. A failure names the address and, for
@@ -95,6 +100,10 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     let metrics = Arc::new(Metrics::new());
     let agents = AgentRegistry::load(&settings.store.dir).map_err(StartError::Store)?;
     let written_back = openclaw_agents::repair_at_start(&settings, &agents);
+    let local_addr = listener.local_addr()?;
+    let cluster = join_cluster(&settings, local_addr.port())?;
+    let wiring =
+        cluster.clone().map(|cluster| ClusterWiring { reader: StreamReader::new(cluster.clone()).start(), cluster });
     let supervisor = Supervisor::new(SupervisorSetup {
         settings: settings.clone(),
         backend: backend.clone(),
@@ -103,9 +112,12 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         home: settings.home.clone(),
         store: StoreThreads::start(settings.store.threads),
         metrics: metrics.clone(),
+        cluster: wiring,
     })
     .start();
-    let local_addr = listener.local_addr()?;
+    if let Some(cluster) = &cluster {
+        ClusterNode::new(cluster.clone(), supervisor.clone(), settings.limits.outbound_bytes).start();
+    }
     let websocket = &settings.channels.websocket;
     if websocket.enabled {
         log::info!("ClawSocket listening on ws://{local_addr}{}", websocket.path);
@@ -125,6 +137,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         slots: slots.clone(),
         users: UserConnections::new(settings.limits.per_user.max_connections),
         fragments: ByteBudget::new(settings.limits.max_pending_fragment_bytes),
+        cluster,
     });
     let server = HttpServer::new(move || {
         let enabled = state.settings.channels.websocket.enabled;
@@ -172,6 +185,21 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     Ok(RunningServer { server, supervisor, local_addr, shutdown })
 }
 
+/// Cluster mode (a Redis URL set): the handle to Redis, not connected yet (a node
+/// that starts while Redis is down is not ready, and does not fail).
+fn join_cluster(settings: &Settings, port: u16) -> Result<Option<Arc<Cluster>>, StartError> {
+    let config = &settings.cluster;
+    if !config.enabled() {
+        return Ok(None);
+    }
+    let node_id = match config.node_id.trim() {
+        "" => cluster::default_node_id(port),
+        configured => configured.to_string(),
+    };
+    log::info!("cluster: node {node_id} on Redis {}", redact::url(&config.redis.url));
+    Cluster::new(config, node_id).map(Some).map_err(|error| StartError::Cluster(error.to_string()))
+}
+
 /// The web chat page, embedded so that running it needs no build step.
 const CHAT_PAGE: &str = include_str!("../web/index.html");
 
@@ -191,6 +219,11 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.slots.is_closed() {
         return HttpResponse::ServiceUnavailable().content_type("text/plain").body("not ready: shutting down\n");
     }
+    if state.cluster.as_ref().is_some_and(|cluster| !cluster.is_healthy()) {
+        return HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("not ready: the cluster's Redis cannot be reached\n");
+    }
     match state.backend.probe().await {
         Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
         Err(reason) => {
@@ -203,7 +236,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// whatever words, reaches a log line.
 fn remember_secrets(settings: &Settings) {
     let websocket = &settings.channels.websocket;
-    let urls = [&settings.agent.url, &websocket.auth.endpoint, &websocket.groups.endpoint];
+    let urls = [&settings.agent.url, &websocket.auth.endpoint, &websocket.groups.endpoint, &settings.cluster.redis.url];
     let passwords = urls.into_iter().filter_map(|url| redact::url_password(url));
     redact::remember([settings.agent.token.as_str(), settings.agent.api_key.as_str()].into_iter().chain(passwords));
 }

@@ -26,6 +26,9 @@ pub enum StoreError {
     Parse { path: PathBuf, detail: String },
     #[error("the store worker stopped")]
     WorkerGone,
+    /// The cluster's store (Redis) failed, or this node lost the session's lease.
+    #[error("cluster store: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 impl From<actix::MailboxError> for StoreError {

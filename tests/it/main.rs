@@ -8,6 +8,7 @@ mod attacks;
 mod auth;
 mod backends;
 mod bounds;
+mod cluster;
 mod config_mistakes;
 mod dynamic_agents;
 mod failures;

@@ -1,0 +1,394 @@
+//! The cluster's shared state on Redis (SPEC §14): session leases, the per-session
+//! event streams, node inboxes and the transcripts, one call each.
+//!
+//! A [`Cluster`] is created only when `cluster.redis.url` is set; the embedded single
+//! node never builds one. It talks to Redis through the `redis` crate's connection
+//! manager (created lazily: a node that starts while Redis is down is not ready, and
+//! becomes ready when Redis answers, without a restart). Every write a session's
+//! owner makes checks its lease in the same Lua script, so an owner that was paused
+//! past its lease (and replaced) cannot write after the fact: the lease value holds
+//! a fencing token that grows on every takeover.
+//!
+//! Keys (the `{…}` hash tag keeps one session's keys in one Redis Cluster slot):
+//! `cs:lease:{K}` (owner `node token`, expiring), `cs:fence:{K}` (the token counter),
+//! `cs:tx:{K}` (the transcript, a list of JSON entries), `cs:ev:{K}` (the event
+//! stream), and the pub/sub channel `cs:node:{node}` (a node's inbox).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Client, RedisError, Script};
+
+use crate::config::ClusterSettings;
+use crate::identity::SessionKey;
+use crate::protocol::{Role, TranscriptEntry};
+use crate::redact;
+use crate::transcript::Tail;
+
+/// How long one Redis command may take before it counts as Redis being down.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting to Redis may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a cluster operation failed; the text is for the log (passwords masked).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClusterError {
+    #[error("Redis is unreachable: {0}")]
+    Unreachable(String),
+    #[error("this node no longer holds the session's lease")]
+    LeaseLost,
+    #[error("Redis answered something unexpected: {0}")]
+    Unexpected(String),
+}
+
+impl From<RedisError> for ClusterError {
+    fn from(error: RedisError) -> Self {
+        ClusterError::Unreachable(redact::secrets(&error.to_string()))
+    }
+}
+
+/// What claiming a session's lease found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This node owns the session now; the lease value (`node token`) fences its writes.
+    Owner(Arc<str>),
+    /// Another node owns it.
+    HeldBy { node: String, lease: String },
+}
+
+/// One event of a session's stream, as a follower reads it.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    /// The stream entry id (orders the events).
+    pub id: String,
+    /// The owner's lease value when it was written.
+    pub lease: String,
+    /// The serialized frames, newline-separated (JSON text has no raw newline).
+    pub frames: bytes::Bytes,
+    /// A connection that must not get these frames (the sender of a group message).
+    pub except: Option<String>,
+}
+
+/// The cluster handle every actor that needs Redis shares.
+pub struct Cluster {
+    pub node_id: Arc<str>,
+    pub lease: Duration,
+    client: Client,
+    commands: ConnectionManager,
+    stream_max_len: u64,
+    stream_ttl_ms: u64,
+    /// The last health check's verdict (`/readyz`).
+    healthy: AtomicBool,
+    scripts: Scripts,
+}
+
+/// The Lua scripts: each check-and-write is atomic in Redis.
+struct Scripts {
+    acquire: Script,
+    renew: Script,
+    release: Script,
+    append: Script,
+    publish: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            // KEYS: lease, fence. ARGV: node, leaseMs. A lease of this same node is
+            // stale (one node runs one actor per session): it is taken over too.
+            acquire: Script::new(
+                r"local holder = redis.call('GET', KEYS[1])
+                if holder and string.sub(holder, 1, #ARGV[1] + 1) ~= ARGV[1] .. ' ' then
+                  return {0, holder}
+                end
+                local value = ARGV[1] .. ' ' .. redis.call('INCR', KEYS[2])
+                redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+                return {1, value}",
+            ),
+            renew: Script::new(
+                r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+                  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+                end
+                return 0",
+            ),
+            release: Script::new(
+                r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+                return 0",
+            ),
+            // KEYS: lease, transcript. ARGV: lease value, entries...
+            append: Script::new(
+                r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+                for i = 2, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+                return 1",
+            ),
+            // KEYS: lease, stream. ARGV: lease value, maxlen, ttl, then (frames, except)
+            // pairs ('' = no except). Returns the last id, or 0 without the lease.
+            publish: Script::new(
+                r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+                local id = ''
+                for i = 4, #ARGV, 2 do
+                  if ARGV[i + 1] == '' then
+                    id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'o', ARGV[1], 'f', ARGV[i])
+                  else
+                    id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'o', ARGV[1], 'f', ARGV[i], 'x', ARGV[i + 1])
+                  end
+                end
+                redis.call('PEXPIRE', KEYS[2], ARGV[3])
+                return id",
+            ),
+        }
+    }
+}
+
+/// The key of a session's lease.
+fn lease_key(key: &SessionKey) -> String {
+    format!("cs:lease:{{{key}}}")
+}
+
+fn fence_key(key: &SessionKey) -> String {
+    format!("cs:fence:{{{key}}}")
+}
+
+fn transcript_key(key: &SessionKey) -> String {
+    format!("cs:tx:{{{key}}}")
+}
+
+/// The key of a session's event stream.
+pub fn stream_key(key: &SessionKey) -> String {
+    format!("cs:ev:{{{key}}}")
+}
+
+/// The pub/sub channel of a node's inbox.
+pub fn inbox_channel(node: &str) -> String {
+    format!("cs:node:{node}")
+}
+
+impl Cluster {
+    /// The cluster handle for `settings` (not connected yet: the first command
+    /// connects). Fails only on a URL the client does not accept (config checks that).
+    pub fn new(settings: &ClusterSettings, node_id: String) -> Result<Arc<Cluster>, ClusterError> {
+        let client = Client::open(settings.redis.url.as_str())?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let commands = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        Ok(Arc::new(Cluster {
+            node_id: Arc::from(node_id),
+            lease: Duration::from_millis(settings.lease_ms),
+            client,
+            commands,
+            stream_max_len: settings.stream_max_len,
+            stream_ttl_ms: settings.stream_ttl_ms,
+            healthy: AtomicBool::new(false),
+            scripts: Scripts::new(),
+        }))
+    }
+
+    /// The client, for the connections that block (stream reads) or subscribe.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn commands(&self) -> ConnectionManager {
+        self.commands.clone()
+    }
+
+    /// Whether the last health check reached Redis.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Pings Redis and records the verdict; answers it.
+    pub async fn check_health(&self) -> Result<(), ClusterError> {
+        let pinged: Result<String, RedisError> = redis::cmd("PING").query_async(&mut self.commands()).await;
+        let verdict = pinged.map(drop).map_err(ClusterError::from);
+        let healthy = verdict.is_ok();
+        if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+            match &verdict {
+                Ok(()) => log::info!("cluster: Redis answers again; node {} is ready", self.node_id),
+                Err(error) => log::error!("cluster: node {} is not ready: {error}", self.node_id),
+            }
+        }
+        verdict
+    }
+
+    /// Claims `key` for this node unless another node holds it.
+    pub async fn claim(&self, key: &SessionKey) -> Result<Claim, ClusterError> {
+        let (won, value): (i64, String) = self
+            .scripts
+            .acquire
+            .key(lease_key(key))
+            .key(fence_key(key))
+            .arg(&*self.node_id)
+            .arg(self.lease_ms())
+            .invoke_async(&mut self.commands())
+            .await?;
+        if won == 1 {
+            return Ok(Claim::Owner(Arc::from(value)));
+        }
+        let node = value.split_once(' ').map_or(value.as_str(), |(node, _)| node).to_string();
+        Ok(Claim::HeldBy { node, lease: value })
+    }
+
+    /// Extends this node's lease on `key`; `false` when it is no longer this node's.
+    pub async fn renew(&self, key: &SessionKey, lease: &str) -> Result<bool, ClusterError> {
+        let renewed: i64 = self
+            .scripts
+            .renew
+            .key(lease_key(key))
+            .arg(lease)
+            .arg(self.lease_ms())
+            .invoke_async(&mut self.commands())
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Gives up this node's lease on `key` (a retired session).
+    pub async fn release(&self, key: &SessionKey, lease: &str) -> Result<(), ClusterError> {
+        let _: i64 = self.scripts.release.key(lease_key(key)).arg(lease).invoke_async(&mut self.commands()).await?;
+        Ok(())
+    }
+
+    /// Who holds `key` now (`node token`), if anyone.
+    pub async fn lease_holder(&self, key: &SessionKey) -> Result<Option<String>, ClusterError> {
+        Ok(self.commands().get(lease_key(key)).await?)
+    }
+
+    /// Publishes `payload` to `node`'s inbox; answers how many listeners got it (0: the
+    /// node is not running).
+    pub async fn send_to_node(&self, node: &str, payload: String) -> Result<usize, ClusterError> {
+        Ok(self.commands().publish(inbox_channel(node), payload).await?)
+    }
+
+    /// Appends a completed turn's entries, if this node still holds `lease`.
+    pub async fn append(&self, key: &SessionKey, lease: &str, entries: &[TranscriptEntry]) -> Result<(), ClusterError> {
+        let mut invocation = self.scripts.append.key(lease_key(key));
+        invocation.key(transcript_key(key)).arg(lease);
+        for entry in entries {
+            let line = serde_json::to_string(entry).map_err(|error| ClusterError::Unexpected(error.to_string()))?;
+            invocation.arg(line);
+        }
+        let appended: i64 = invocation.invoke_async(&mut self.commands()).await?;
+        if appended == 1 {
+            Ok(())
+        } else {
+            Err(ClusterError::LeaseLost)
+        }
+    }
+
+    /// Publishes events (serialized frames, each with the connection that must not get
+    /// them) to `key`'s stream, if this node still holds `lease`; answers the last id.
+    pub async fn publish(
+        &self,
+        key: &SessionKey,
+        lease: &str,
+        events: &[(bytes::Bytes, Option<String>)],
+    ) -> Result<String, ClusterError> {
+        let mut invocation = self.scripts.publish.key(lease_key(key));
+        invocation.key(stream_key(key)).arg(lease).arg(self.stream_max_len).arg(self.stream_ttl_ms);
+        for (frames, except) in events {
+            invocation.arg(frames.as_ref()).arg(except.as_deref().unwrap_or(""));
+        }
+        let published: redis::Value = invocation.invoke_async(&mut self.commands()).await?;
+        match published {
+            redis::Value::Int(0) => Err(ClusterError::LeaseLost),
+            other => redis::from_redis_value(other).map_err(|error| ClusterError::Unexpected(error.to_string())),
+        }
+    }
+
+    /// The newest events of `key`'s stream, newest first, at most `count`.
+    pub async fn latest_events(&self, key: &SessionKey, count: usize) -> Result<Vec<StreamEvent>, ClusterError> {
+        let reply: redis::streams::StreamRangeReply =
+            self.commands().xrevrange_count(stream_key(key), "+", "-", count).await?;
+        Ok(reply.ids.into_iter().filter_map(stream_event).collect())
+    }
+
+    /// The end of `key`'s transcript: the last `keep` entries and the ids of the last
+    /// `answers` answers (what a session that takes over loads).
+    pub async fn load_tail(&self, key: &SessionKey, keep: usize, answers: usize) -> Result<Tail, ClusterError> {
+        let reach = keep.max(answers.saturating_mul(2));
+        let lines: Vec<String> = self.commands().lrange(transcript_key(key), -(reach as isize), -1).await?;
+        let total: usize = self.commands().llen(transcript_key(key)).await?;
+        let entries: Vec<TranscriptEntry> = lines.iter().filter_map(|line| parse_entry(line)).collect();
+        let answered = entries
+            .iter()
+            .filter(|entry| entry.role == Role::Assistant)
+            .map(|entry| entry.message_id.clone())
+            .collect::<Vec<_>>();
+        let skip_answers = answered.len().saturating_sub(answers);
+        let recent: Vec<TranscriptEntry> = entries.into_iter().rev().take(keep).rev().collect();
+        Ok(Tail {
+            more_on_disk: total > recent.len(),
+            answered: answered.into_iter().skip(skip_answers).collect(),
+            recent,
+        })
+    }
+
+    /// The last `limit` entries of `key`'s transcript, oldest first.
+    pub async fn read_tail(&self, key: &SessionKey, limit: usize) -> Result<Vec<TranscriptEntry>, ClusterError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lines: Vec<String> = self.commands().lrange(transcript_key(key), -(limit as isize), -1).await?;
+        Ok(lines.iter().filter_map(|line| parse_entry(line)).collect())
+    }
+
+    /// The stored answer to `message_id`, searched from the end in pages.
+    pub async fn find_answer(
+        &self,
+        key: &SessionKey,
+        message_id: &str,
+    ) -> Result<Option<TranscriptEntry>, ClusterError> {
+        const PAGE: isize = 512;
+        let mut end: isize = -1;
+        loop {
+            let lines: Vec<String> = self.commands().lrange(transcript_key(key), end - PAGE + 1, end).await?;
+            let found = lines
+                .iter()
+                .rev()
+                .filter_map(|line| parse_entry(line))
+                .find(|entry| entry.role == Role::Assistant && entry.message_id == message_id);
+            if found.is_some() || (lines.len() as isize) < PAGE {
+                return Ok(found);
+            }
+            end -= PAGE;
+        }
+    }
+
+    fn lease_ms(&self) -> u64 {
+        self.lease.as_millis() as u64
+    }
+}
+
+/// One stored transcript line; a line that does not parse is skipped (logged).
+fn parse_entry(line: &str) -> Option<TranscriptEntry> {
+    serde_json::from_str(line)
+        .inspect_err(|error| log::warn!("cluster: a transcript entry in Redis is not valid ({error}); skipped"))
+        .ok()
+}
+
+/// A stream entry as a [`StreamEvent`]; an entry without frames is skipped.
+pub fn stream_event(entry: redis::streams::StreamId) -> Option<StreamEvent> {
+    let field = |name: &str| match entry.map.get(name) {
+        Some(redis::Value::BulkString(bytes)) => Some(bytes.clone()),
+        _ => None,
+    };
+    let frames = bytes::Bytes::from(field("f")?);
+    let lease = String::from_utf8(field("o").unwrap_or_default()).unwrap_or_default();
+    let except = field("x").and_then(|bytes| String::from_utf8(bytes).ok());
+    Some(StreamEvent { id: entry.id, lease, frames, except })
+}
+
+/// The default node id: this machine's hostname and the port.
+pub fn default_node_id(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "node".to_string());
+    format!("{host}:{port}")
+}

@@ -1,0 +1,275 @@
+//! Several nodes on one Redis act as one service (SPEC §14): real `redis-server`
+//! processes, two or three ClawSocket nodes on loopback (in-process, or the binary
+//! where a node must die by SIGKILL), real WebSocket clients on different nodes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::binary::{openai_config, ChildServer};
+use crate::support::client::{last, streamed_text};
+use crate::support::fake_agent::{slowly, FakeAgent};
+use crate::support::redis::RedisServer;
+use crate::support::server::{spawn_server, TestServer};
+use crate::support::{eventually, WsClient};
+
+/// An agent answering `count` words, `pause` apart.
+fn paced_agent(count: usize, pause: Duration) -> FakeAgent {
+    FakeAgent::start(Arc::new(move |_, _| {
+        let words: Vec<String> = (1..=count).map(|n| format!("w{n} ")).collect();
+        slowly(&words.iter().map(String::as_str).collect::<Vec<_>>(), pause)
+    }))
+}
+
+/// An in-process node `id` on `redis`, answering with `agent`.
+fn node(redis: &RedisServer, id: &str, agent: &FakeAgent) -> TestServer {
+    spawn_server(&[
+        ("agent.kind", "openai".into()),
+        ("agent.url", agent.url_v1().into()),
+        ("cluster.redis.url", redis.url().into()),
+        ("cluster.nodeId", id.into()),
+        ("cluster.leaseMs", 1000.into()),
+    ])
+}
+
+/// Starts `ids` as nodes and waits until each is ready (it reached Redis).
+async fn nodes(redis: &RedisServer, ids: &[&str], agent: &FakeAgent) -> Vec<TestServer> {
+    let nodes: Vec<TestServer> = ids.iter().map(|id| node(redis, id, agent)).collect();
+    for node in &nodes {
+        let url = node.http_url("/readyz");
+        eventually("the node is ready", || readyz_is(url.clone(), 200)).await;
+    }
+    nodes
+}
+
+async fn readyz_is(url: String, status: u16) -> bool {
+    let answer = awc::Client::new().get(url).send().await;
+    answer.is_ok_and(|answer| answer.status().as_u16() == status)
+}
+
+fn of_turn<'a>(frames: &'a [Value], message_id: &str) -> Vec<&'a Value> {
+    frames.iter().filter(|frame| frame["messageId"] == message_id).collect()
+}
+
+fn seqs(frames: &[&Value]) -> Vec<u64> {
+    frames.iter().filter(|frame| frame["type"] == "chat.stream").filter_map(|frame| frame["seq"].as_u64()).collect()
+}
+
+async fn join(client: &mut WsClient, selector: Value) -> Value {
+    let mut join = json!({"type": "chat.join"});
+    join.as_object_mut().unwrap().extend(selector.as_object().unwrap().clone());
+    client.send_json(join).await;
+    loop {
+        let frame = client.recv().await;
+        if frame["type"] == "chat.joined" {
+            return frame;
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn two_tabs_on_two_nodes_get_every_delta_of_a_turn_once_in_order() {
+    let redis = RedisServer::start();
+    let agent = paced_agent(20, Duration::from_millis(5));
+    let nodes = nodes(&redis, &["a", "b"], &agent).await;
+    let mut tab_a = WsClient::connect_welcomed(&nodes[0].ws_url("senderId=alice")).await.0;
+    let mut tab_b = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=alice")).await.0;
+    join(&mut tab_b, json!({})).await;
+
+    let on_a = tab_a.chat("m1", "hello").await;
+    let on_b = tab_b.turn("m1").await;
+
+    let expected: Vec<u64> = (1..=20).collect();
+    for frames in [&on_a, &on_b] {
+        let turn = of_turn(frames, "m1");
+        assert_eq!(turn[0]["type"], "chat.typing", "{frames:?}");
+        assert_eq!(seqs(&turn), expected, "every delta once, in order: {frames:?}");
+        assert_eq!(last(frames)["type"], "chat.response");
+        assert_eq!(last(frames)["content"], streamed_text(frames));
+    }
+    assert_eq!(agent.requests().len(), 1, "one turn ran, on one node");
+}
+
+#[actix_rt::test]
+async fn a_group_spans_three_nodes() {
+    let redis = RedisServer::start();
+    let agent = paced_agent(5, Duration::from_millis(5));
+    let nodes = nodes(&redis, &["a", "b", "c"], &agent).await;
+    let mut members = Vec::new();
+    for (node, user) in nodes.iter().zip(["u1", "u2", "u3"]) {
+        let mut member = WsClient::connect_welcomed(&node.ws_url(&format!("senderId={user}"))).await.0;
+        let joined = join(&mut member, json!({"groupId": "dev"})).await;
+        assert_eq!(joined["sessionKey"], "agent:main:websocket:group:dev");
+        members.push(member);
+    }
+    let send = json!({"type": "chat.send", "content": "hi all", "chatType": "group", "groupId": "dev",
+        "messageId": "g1"});
+    members[0].send_json(send).await;
+    let sender = members[0].turn("g1").await;
+    assert!(!sender.iter().any(|frame| frame["type"] == "chat.message"), "the sender is not echoed: {sender:?}");
+    for member in &mut members[1..] {
+        let frames = member.turn("g1").await;
+        let relayed: Vec<&Value> = frames.iter().filter(|frame| frame["type"] == "chat.message").collect();
+        assert_eq!(relayed.len(), 1, "{frames:?}");
+        assert_eq!((&relayed[0]["senderId"], &relayed[0]["content"]), (&json!("u1"), &json!("hi all")));
+        assert_eq!(seqs(&of_turn(&frames, "g1")), (1..=5).collect::<Vec<_>>());
+        assert_eq!(last(&frames)["content"], "w1 w2 w3 w4 w5 ");
+    }
+}
+
+#[actix_rt::test]
+async fn quick_sends_from_three_nodes_run_one_at_a_time_in_one_order() {
+    let redis = RedisServer::start();
+    let agent = paced_agent(5, Duration::from_millis(10));
+    let nodes = nodes(&redis, &["a", "b", "c"], &agent).await;
+    let mut tabs = Vec::new();
+    for node in &nodes {
+        let mut tab = WsClient::connect_welcomed(&node.ws_url("senderId=alice")).await.0;
+        join(&mut tab, json!({})).await;
+        tabs.push(tab);
+    }
+    for (index, tab) in tabs.iter_mut().enumerate() {
+        tab.send_json(json!({"type": "chat.send", "content": format!("q{index}"), "messageId": format!("m{index}")}))
+            .await;
+    }
+    let mut orders = Vec::new();
+    for tab in &mut tabs {
+        let mut answered = Vec::new();
+        while answered.len() < 3 {
+            let frame = tab.recv().await;
+            assert_ne!(frame["type"], "chat.error", "{frame}");
+            if frame["type"] == "chat.response" {
+                answered.push(frame["messageId"].as_str().unwrap().to_string());
+            }
+        }
+        orders.push(answered);
+    }
+    assert_eq!(agent.most_at_once(), 1, "turns of one session never overlap at the agent");
+    assert_eq!(agent.requests().len(), 3);
+    assert!(orders.iter().all(|order| order == &orders[0]), "every tab saw one order: {orders:?}");
+    let mut sorted = orders[0].clone();
+    sorted.sort();
+    assert_eq!(sorted, ["m0", "m1", "m2"]);
+}
+
+#[actix_rt::test]
+async fn a_retry_on_another_node_is_answered_from_the_record() {
+    let redis = RedisServer::start();
+    let agent = paced_agent(3, Duration::from_millis(1));
+    let nodes = nodes(&redis, &["a", "b"], &agent).await;
+    let mut on_a = WsClient::connect_welcomed(&nodes[0].ws_url("senderId=alice")).await.0;
+    let first = on_a.chat("m1", "hello").await;
+    let mut on_b = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=alice")).await.0;
+    let retry = on_b.chat("m1", "hello").await;
+    assert_eq!(last(&retry)["type"], "chat.response", "{retry:?}");
+    assert_eq!(last(&retry)["content"], last(&first)["content"]);
+    assert_eq!(agent.requests().len(), 1, "the retry did not run again");
+}
+
+#[actix_rt::test]
+async fn history_written_on_one_node_is_read_on_another() {
+    let redis = RedisServer::start();
+    let agent = paced_agent(2, Duration::from_millis(1));
+    let nodes = nodes(&redis, &["a", "b"], &agent).await;
+    let mut on_a = WsClient::connect_welcomed(&nodes[0].ws_url("senderId=alice")).await.0;
+    on_a.chat("m1", "first question").await;
+    on_a.chat("m2", "second question").await;
+    let mut on_b = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=alice")).await.0;
+    on_b.send_json(json!({"type": "chat.history"})).await;
+    let history = on_b.recv().await;
+    assert_eq!(history["type"], "chat.history", "{history}");
+    let contents: Vec<&str> =
+        history["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(contents, ["first question", "w1 w2 ", "second question", "w1 w2 "]);
+}
+
+#[actix_rt::test]
+async fn a_late_joiner_on_another_node_resumes_after_its_last_seq() {
+    let redis = RedisServer::start();
+    let agent = paced_agent(30, Duration::from_millis(20));
+    let nodes = nodes(&redis, &["a", "b"], &agent).await;
+    let mut phone = WsClient::connect_welcomed(&nodes[0].ws_url("senderId=alice")).await.0;
+    phone.send_json(json!({"type": "chat.send", "content": "tell me", "messageId": "m1"})).await;
+    loop {
+        let frame = phone.recv().await;
+        if frame["type"] == "chat.stream" && frame["seq"].as_u64() >= Some(5) {
+            break;
+        }
+    }
+    let mut laptop = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=alice")).await.0;
+    let joined = join(&mut laptop, json!({"afterSeq": 5})).await;
+    assert_eq!(joined["inFlight"], "m1", "{joined}");
+    let rest = laptop.turn("m1").await;
+    let turn = of_turn(&rest, "m1");
+    assert_eq!(turn[0]["type"], "chat.typing");
+    assert_eq!(seqs(&turn), (6..=30).collect::<Vec<_>>(), "the rest, once, in order");
+    assert_eq!(last(&rest)["content"], (1..=30).map(|n| format!("w{n} ")).collect::<String>());
+}
+
+/// A child node `id` on `redis` with a 1 s lease.
+async fn child_node(redis: &RedisServer, id: &str, agent: &FakeAgent) -> ChildServer {
+    let cluster = format!("[cluster]\nnodeId = \"{id}\"\nleaseMs = 1000\n[cluster.redis]\nurl = \"{}\"\n", redis.url());
+    let node = ChildServer::start(&openai_config(&agent.url_v1(), "", &cluster), &[]).await;
+    let url = format!("http://{}/readyz", node.addr);
+    eventually("the node is ready", || readyz_is(url.clone(), 200)).await;
+    node
+}
+
+#[actix_rt::test]
+async fn the_owner_killed_mid_turn_ends_the_turn_and_another_node_takes_over() {
+    let redis = RedisServer::start();
+    let agent = paced_agent(200, Duration::from_millis(20));
+    let owner = child_node(&redis, "a", &agent).await;
+    let survivor = child_node(&redis, "b", &agent).await;
+    let mut on_a = WsClient::connect_welcomed(&owner.ws_url("senderId=alice")).await.0;
+    let mut on_b = WsClient::connect_welcomed(&survivor.ws_url("senderId=alice")).await.0;
+    join(&mut on_b, json!({})).await;
+    on_a.send_json(json!({"type": "chat.send", "content": "a long one", "messageId": "m1"})).await;
+    loop {
+        let frame = on_b.recv().await;
+        if frame["type"] == "chat.stream" && frame["seq"].as_u64() >= Some(3) {
+            break;
+        }
+    }
+    owner.kill();
+
+    let ended = on_b.turn("m1").await;
+    let end = last(&ended);
+    assert_eq!((&end["type"], &end["code"]), (&json!("chat.error"), &json!("agent_unavailable")), "{end}");
+    let next = on_b.chat("m2", "still there?").await;
+    assert_eq!(last(&next)["type"], "chat.response", "{next:?}");
+    assert_eq!(of_turn(&next, "m2").iter().filter(|frame| frame["type"] == "chat.stream").count(), 200);
+}
+
+#[actix_rt::test]
+async fn redis_killed_and_restarted_is_survived_without_restarting_nodes() {
+    let mut redis = RedisServer::start();
+    let agent = paced_agent(3, Duration::from_millis(1));
+    let nodes = nodes(&redis, &["a", "b"], &agent).await;
+    let mut on_a = WsClient::connect_welcomed(&nodes[0].ws_url("senderId=alice")).await.0;
+    let mut on_b = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=bob")).await.0;
+    assert_eq!(last(&on_a.chat("m1", "before").await)["type"], "chat.response");
+
+    redis.kill();
+    for node in &nodes {
+        let url = node.http_url("/readyz");
+        eventually("not ready without Redis", || readyz_is(url.clone(), 503)).await;
+    }
+    let refused = on_b.chat("b1", "while Redis is down").await;
+    let error = last(&refused);
+    assert_eq!((&error["type"], &error["code"]), (&json!("chat.error"), &json!("agent_unavailable")), "{error}");
+    assert!(error["error"].as_str().unwrap().contains("Redis"), "{error}");
+
+    redis.restart();
+    for node in &nodes {
+        let url = node.http_url("/readyz");
+        eventually("ready again", || readyz_is(url.clone(), 200)).await;
+    }
+    assert_eq!(last(&on_b.chat("b2", "after").await)["type"], "chat.response");
+    let after = on_a.chat("m2", "after").await;
+    assert_eq!(last(&after)["type"], "chat.response", "{after:?}");
+    on_a.send_json(json!({"type": "chat.history"})).await;
+    let history = on_a.recv().await;
+    assert_eq!(history["messages"].as_array().unwrap().len(), 4, "the turn before survived: {history}");
+}
