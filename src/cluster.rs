@@ -193,7 +193,8 @@ impl Cluster {
         &self.client
     }
 
-    fn commands(&self) -> ConnectionManager {
+    /// A handle on the shared (multiplexed) connection, for one kind of shared state.
+    pub(crate) fn commands(&self) -> ConnectionManager {
         self.commands.clone()
     }
 
