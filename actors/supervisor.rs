@@ -18,6 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+
 use actix::{
     Actor, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message, MessageResult,
     ResponseActFuture, WrapFuture,
@@ -33,7 +35,7 @@ use super::stream_reader::StreamReader;
 use crate::agent_roster::{AgentRoster, Lookup, Wait};
 use crate::agents::{self, AgentRecord, AgentRegistry};
 use crate::backend::AgentBackend;
-use crate::cluster::Cluster;
+use crate::cluster::{AgentReservation, Cluster};
 use crate::config::{AgentKind, Settings};
 use crate::identity::{Chat, ConnectionId, SessionKey, SessionTarget, GUEST_PREFIX};
 use crate::metrics::Metrics;
@@ -130,7 +132,16 @@ pub struct RegistryCounts {
 #[rtype(result = "()")]
 struct AgentCreated {
     sender_id: String,
-    created: Result<AgentRecord, StoreError>,
+    created: Result<Provisioned, StoreError>,
+}
+
+/// What a creation (or, in a cluster, a lookup) found.
+enum Provisioned {
+    Agent(AgentRecord),
+    /// The shared registry (cluster mode) is at `maxAgents`.
+    AtLimit,
+    /// A lookup (cluster mode): no node created an agent for the user yet.
+    NoAgent,
 }
 
 /// A live session and how many commands were forwarded to it.
@@ -291,22 +302,26 @@ impl Supervisor {
     fn wait_for_agent(&mut self, sender_id: &str, route: Route, ctx: &mut Context<Self>) {
         let how = match &route.command {
             SessionCommand::Submit { turn, .. } => Wait::Provision { user_data: turn.identity.auth_data.clone() },
+            _ if self.cluster.is_some() => Wait::Lookup,
             _ => Wait::IfUnderWay,
         };
         match self.agents.wait(sender_id, route, how) {
             Ok(()) => self.create_next_agent(ctx),
-            Err(route) => {
-                // A user whose agent could not be created talks in the default agent's
-                // session: its commands go there.
-                let fallback = route.target.key(&self.settings.agent.id);
-                if self.sessions.contains_key(&fallback) {
-                    return self.forward(route, self.default_binding(), ctx);
-                }
-                // The key the user's first chat.send will give its conversation.
-                let key = route.target.key(&agents::agent_id_for(sender_id, |_| false));
-                answer_without_agent(route, &key);
-            }
+            Err(route) => self.answer_unbound(sender_id, route, ctx),
         }
+    }
+
+    /// A command of a user without an agent that is not a `chat.send`.
+    fn answer_unbound(&mut self, sender_id: &str, route: Route, ctx: &mut Context<Self>) {
+        // A user whose agent could not be created talks in the default agent's
+        // session: its commands go there.
+        let fallback = route.target.key(&self.settings.agent.id);
+        if self.sessions.contains_key(&fallback) {
+            return self.forward(route, self.default_binding(), ctx);
+        }
+        // The key the user's first chat.send will give its conversation.
+        let key = route.target.key(&agents::agent_id_for(sender_id, |_| false));
+        answer_without_agent(route, &key);
     }
 
     /// Starts the next queued creation, off this thread, if none is running. The
@@ -317,35 +332,102 @@ impl Supervisor {
         let dynamic = &self.settings.channels.websocket.dynamic_agent_creation;
         let now = store::now_millis();
         let sender = creation.sender_id.as_str();
-        let record = agents::plan_agent(sender, creation.agent_id, dynamic, &self.home, now);
         // If the gateway's file already has the plain id (an agent of the operator's
         // own), the user gets the hashed one instead of taking that agent over.
+        let plain = agents::plan_agent(sender, creation.agent_id, dynamic, &self.home, now);
         let hashed = agents::plan_agent(sender, agents::hashed_agent_id(sender), dynamic, &self.home, now);
-        let plans = [record, hashed].map(|record| {
-            let bytes = self.agents.registry_bytes_with(sender, &record);
-            (record, bytes)
-        });
-        let registry_path = AgentRegistry::path(&self.settings.store.dir);
-        let openclaw_file = (self.settings.agent.kind == AgentKind::Openclaw)
-            .then(|| PathBuf::from(&self.settings.agent.openclaw_config_path));
-        let (sender_id, user_data) = (creation.sender_id, creation.user_data);
-        let sender = sender_id.clone();
-        let job = store::off_thread(move || {
-            let [plain, hashed] = plans;
-            let (record, registry_bytes) = match &openclaw_file {
-                Some(path) if openclaw_agents::names_agent(path, &plain.0.agent_id)? => hashed,
-                _ => plain,
-            };
-            agents::create_agent_files(&record, &sender, user_data.as_deref())?;
-            if let Some(path) = openclaw_file {
-                openclaw_agents::ensure_agents(&path, [&record])?;
+        let files = AgentFiles {
+            sender_id: creation.sender_id.clone(),
+            user_data: creation.user_data,
+            openclaw_file: (self.settings.agent.kind == AgentKind::Openclaw)
+                .then(|| PathBuf::from(&self.settings.agent.openclaw_config_path)),
+        };
+        let job = match &self.cluster {
+            None => {
+                let registry = (
+                    AgentRegistry::path(&self.settings.store.dir),
+                    self.agents.registry_bytes_with(sender, &plain),
+                    self.agents.registry_bytes_with(sender, &hashed),
+                );
+                store::off_thread(move || files.create_alone([plain, hashed], registry).map(Provisioned::Agent))
+                    .boxed_local()
             }
-            store::write_atomically(&registry_path, &registry_bytes)?;
-            Ok(record)
-        });
+            Some(wiring) if creation.lookup_only => files.find_shared(wiring.cluster.clone()).boxed_local(),
+            Some(wiring) => {
+                files.create_shared([plain, hashed], wiring.cluster.clone(), dynamic.max_agents as usize).boxed_local()
+            }
+        };
+        let sender_id = creation.sender_id;
         ctx.spawn(job.into_actor(self).map(move |created, _supervisor, ctx| {
             ctx.notify(AgentCreated { sender_id, created });
         }));
+    }
+}
+
+/// What creating a user's agent writes on this node: its directories and profile,
+/// and its entry in the gateway's agents file.
+struct AgentFiles {
+    sender_id: String,
+    user_data: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    openclaw_file: Option<PathBuf>,
+}
+
+impl AgentFiles {
+    /// Which plan the gateway's file leaves free: the plain id, unless the file names it.
+    fn choose(&self, [plain, hashed]: [AgentRecord; 2]) -> Result<(AgentRecord, AgentRecord), StoreError> {
+        match &self.openclaw_file {
+            Some(path) if openclaw_agents::names_agent(path, &plain.agent_id)? => Ok((hashed.clone(), hashed)),
+            _ => Ok((plain, hashed)),
+        }
+    }
+
+    /// Writes `record`'s files: directories and profile, then the gateway's file.
+    fn write(&self, record: &AgentRecord) -> Result<(), StoreError> {
+        agents::create_agent_files(record, &self.sender_id, self.user_data.as_deref())?;
+        if let Some(path) = &self.openclaw_file {
+            openclaw_agents::ensure_agents(path, [record])?;
+        }
+        Ok(())
+    }
+
+    /// One node alone: the files, then the registry file (with the chosen plan's bytes).
+    fn create_alone(
+        &self,
+        plans: [AgentRecord; 2],
+        (registry_path, plain_bytes, hashed_bytes): (PathBuf, Vec<u8>, Vec<u8>),
+    ) -> Result<AgentRecord, StoreError> {
+        let plain_id = plans[0].agent_id.clone();
+        let (record, _) = self.choose(plans)?;
+        let bytes = if record.agent_id == plain_id { plain_bytes } else { hashed_bytes };
+        self.write(&record)?;
+        store::write_atomically(&registry_path, &bytes)?;
+        Ok(record)
+    }
+
+    /// Cluster mode: the shared registry decides (the user's agent from any node, or
+    /// none past `maxAgents` on all nodes together), then this node writes the files
+    /// (again, harmlessly, for an agent another node created). `None`: at the limit.
+    async fn create_shared(
+        self,
+        plans: [AgentRecord; 2],
+        cluster: Arc<Cluster>,
+        max_agents: usize,
+    ) -> Result<Provisioned, StoreError> {
+        let files = Arc::new(self);
+        let chooser = files.clone();
+        let (planned, fallback) = store::off_thread(move || chooser.choose(plans)).await?;
+        let record = match cluster.reserve_agent(&files.sender_id, &planned, &fallback, max_agents).await? {
+            AgentReservation::Agent(record) => record,
+            AgentReservation::AtLimit => return Ok(Provisioned::AtLimit),
+        };
+        store::off_thread(move || files.write(&record).map(|()| Provisioned::Agent(record))).await
+    }
+
+    /// Cluster mode, a command other than `chat.send`: the user's agent if another
+    /// node created it (its files written here too), else none.
+    async fn find_shared(self, cluster: Arc<Cluster>) -> Result<Provisioned, StoreError> {
+        let Some(record) = cluster.find_agent(&self.sender_id).await? else { return Ok(Provisioned::NoAgent) };
+        store::off_thread(move || self.write(&record).map(|()| Provisioned::Agent(record))).await
     }
 }
 
@@ -470,20 +552,35 @@ impl Handler<AgentCreated> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, message: AgentCreated, ctx: &mut Self::Context) {
-        let record = match message.created {
-            Ok(record) => {
-                log::info!("dynamic agent {} created for sender {:?}", record.agent_id, message.sender_id);
-                Some(record)
+        let sender = message.sender_id.as_str();
+        let waiting = match message.created {
+            Ok(Provisioned::Agent(record)) => {
+                log::info!("dynamic agent {} created for sender {sender:?}", record.agent_id);
+                self.agents.created(sender, Some(record))
+            }
+            Ok(Provisioned::NoAgent) => {
+                // A chat.send that came meanwhile provisions anew; the rest is answered.
+                for route in self.agents.created(sender, None) {
+                    match route.command {
+                        SessionCommand::Submit { .. } => self.handle(route, ctx),
+                        _ => self.answer_unbound(sender, route, ctx),
+                    }
+                }
+                return self.create_next_agent(ctx);
+            }
+            Ok(Provisioned::AtLimit) => {
+                let limit = self.settings.channels.websocket.dynamic_agent_creation.max_agents;
+                log::warn!("dynamicAgentCreation.maxAgents ({limit}) reached across the cluster: sender {sender:?} uses the default agent");
+                self.metrics.dynamic_agent_fallbacks.inc();
+                self.agents.refused(sender)
             }
             Err(error) => {
                 log::error!(
-                    "could not create the agent of sender {:?}; it uses the default agent this time: {error}",
-                    message.sender_id
+                    "could not create the agent of sender {sender:?}; it uses the default agent this time: {error}"
                 );
-                None
+                self.agents.created(sender, None)
             }
         };
-        let waiting = self.agents.created(&message.sender_id, record);
         self.metrics.dynamic_agents.set(self.agents.agent_count() as i64);
         for route in waiting {
             let binding = self.binding(&route.target).unwrap_or_else(|| self.default_binding());

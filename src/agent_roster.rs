@@ -37,6 +37,9 @@ pub enum Wait {
     Provision { user_data: Option<Arc<Map<String, Value>>> },
     /// Anything else: it waits only behind a creation already under way.
     IfUnderWay,
+    /// Anything else, in a cluster: the user may have an agent another node created;
+    /// it is looked up in the shared registry (never created).
+    Lookup,
 }
 
 /// A creation to run: everything the job needs, computed here.
@@ -46,6 +49,8 @@ pub struct Creation {
     pub agent_id: String,
     /// The auth service's data, for `user-profile.md`.
     pub user_data: Option<Arc<Map<String, Value>>>,
+    /// Only find an agent that exists (cluster mode, no `chat.send` waits for it).
+    pub lookup_only: bool,
 }
 
 /// The dynamic agents and their creations; `W` is what waits for one (a command).
@@ -59,6 +64,9 @@ pub struct AgentRoster<W> {
     creating: bool,
     unconfirmed: HashSet<String>,
     fallen_back: HashSet<String>,
+    /// Users the shared registry (cluster mode) refused an agent: `maxAgents` was
+    /// reached on all nodes together.
+    refused: HashSet<String>,
 }
 
 impl<W> AgentRoster<W> {
@@ -73,6 +81,7 @@ impl<W> AgentRoster<W> {
             creating: false,
             unconfirmed: unconfirmed.into_iter().collect(),
             fallen_back: HashSet::new(),
+            refused: HashSet::new(),
         }
     }
 
@@ -83,6 +92,9 @@ impl<W> AgentRoster<W> {
         }
         if self.waiting.contains_key(sender_id) {
             return Lookup::Missing;
+        }
+        if self.refused.contains(sender_id) {
+            return Lookup::AtLimit { first_time: false };
         }
         let limit = self.max_agents;
         if limit > 0 && self.registry.agents.len() + self.waiting.len() >= limit {
@@ -100,12 +112,23 @@ impl<W> AgentRoster<W> {
     pub fn wait(&mut self, sender_id: &str, item: W, how: Wait) -> Result<(), W> {
         if let Some(waiting) = self.waiting.get_mut(sender_id) {
             waiting.push(item);
+            if let Wait::Provision { user_data } = how {
+                // A queued lookup becomes a creation (one that runs already cannot).
+                if let Some(queued) = self.queue.iter_mut().find(|queued| queued.sender_id == sender_id) {
+                    queued.lookup_only = false;
+                    queued.user_data = user_data;
+                }
+            }
             return Ok(());
         }
-        let Wait::Provision { user_data } = how else { return Err(item) };
+        let (user_data, lookup_only) = match how {
+            Wait::Provision { user_data } => (user_data, false),
+            Wait::Lookup => (None, true),
+            Wait::IfUnderWay => return Err(item),
+        };
         let agent_id = agents::agent_id_for(sender_id, |id| self.is_taken(id));
         self.waiting.insert(sender_id.to_string(), vec![item]);
-        self.queue.push_back(Creation { sender_id: sender_id.to_string(), agent_id, user_data });
+        self.queue.push_back(Creation { sender_id: sender_id.to_string(), agent_id, user_data, lookup_only });
         Ok(())
     }
 
@@ -139,6 +162,17 @@ impl<W> AgentRoster<W> {
             self.unconfirmed.insert(record.agent_id.clone());
             self.registry.agents.insert(sender_id.to_string(), record);
         }
+        self.waiting.remove(sender_id).unwrap_or_default()
+    }
+
+    /// A creation ended with the shared registry (cluster mode) at `maxAgents`: the
+    /// user keeps the default agent; what waited is handed back.
+    pub fn refused(&mut self, sender_id: &str) -> Vec<W> {
+        self.creating = false;
+        if self.refused.len() >= MAX_TOLD {
+            self.refused.clear(); // asked again, rather than remembered without end
+        }
+        self.refused.insert(sender_id.to_string());
         self.waiting.remove(sender_id).unwrap_or_default()
     }
 

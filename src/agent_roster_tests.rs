@@ -61,3 +61,14 @@ fn an_agent_id_being_created_is_not_given_twice() {
     roster.wait("x", 1, Wait::Provision { user_data: None }).unwrap();
     assert_eq!(roster.next_creation().unwrap().agent_id, "ws-x");
 }
+
+#[test]
+fn in_a_cluster_a_lookup_queued_becomes_a_creation_when_a_send_comes() {
+    let mut roster: AgentRoster<&str> = AgentRoster::new(AgentRegistry::default(), 0, Vec::new());
+    assert_eq!(roster.wait("bob", "history", Wait::Lookup), Ok(()), "the shared registry is asked");
+    assert_eq!(roster.wait("bob", "send", Wait::Provision { user_data: None }), Ok(()));
+    let creation = roster.next_creation().expect("one creation");
+    assert!(!creation.lookup_only, "the send made it a creation");
+    assert_eq!(roster.refused("bob"), ["history", "send"]);
+    assert!(matches!(roster.lookup("bob"), Lookup::AtLimit { first_time: false }), "refused across the cluster");
+}

@@ -21,6 +21,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, RedisError, Script};
 
+use crate::agents::AgentRecord;
 use crate::config::ClusterSettings;
 use crate::identity::SessionKey;
 use crate::protocol::{Role, TranscriptEntry};
@@ -91,6 +92,7 @@ struct Scripts {
     release: Script,
     append: Script,
     publish: Script,
+    reserve_agent: Script,
 }
 
 impl Scripts {
@@ -138,6 +140,7 @@ impl Scripts {
                 redis.call('PEXPIRE', KEYS[2], ARGV[3])
                 return id",
             ),
+            reserve_agent: Script::new(RESERVE_AGENT),
         }
     }
 }
@@ -392,4 +395,72 @@ pub fn default_node_id(port: u16) -> String {
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "node".to_string());
     format!("{host}:{port}")
+}
+
+/// What reserving a user's agent in the shared registry found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentReservation {
+    /// The user has this agent (reserved now, or created earlier by any node).
+    Agent(AgentRecord),
+    /// `maxAgents` agents exist: the user talks to the default agent.
+    AtLimit,
+}
+
+/// The shared dynamic-agent registry: sender id → record, and the agent ids given.
+const AGENTS_KEY: &str = "cs:{agents}";
+const AGENT_IDS_KEY: &str = "cs:{agents}:ids";
+
+/// KEYS: registry, ids. ARGV: sender, record, its id, fallback record, its id, max.
+/// The fallback (the hashed id) is taken when the first id is already given.
+const RESERVE_AGENT: &str = r"local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if existing then return existing end
+local max = tonumber(ARGV[6])
+if max > 0 and redis.call('HLEN', KEYS[1]) >= max then return '' end
+local record, id = ARGV[2], ARGV[3]
+if redis.call('SISMEMBER', KEYS[2], string.lower(id)) == 1 then record, id = ARGV[4], ARGV[5] end
+redis.call('HSET', KEYS[1], ARGV[1], record)
+redis.call('SADD', KEYS[2], string.lower(id))
+return record";
+
+impl Cluster {
+    /// Gives `sender` its agent in the shared registry, atomically across nodes:
+    /// the one it has, else `planned` (or `fallback` when `planned`'s id is given),
+    /// unless `max_agents` (0 = no limit) agents exist.
+    pub async fn reserve_agent(
+        &self,
+        sender: &str,
+        planned: &AgentRecord,
+        fallback: &AgentRecord,
+        max_agents: usize,
+    ) -> Result<AgentReservation, ClusterError> {
+        let json = |record: &AgentRecord| serde_json::to_string(record).unwrap_or_default();
+        let reply: String = self
+            .scripts
+            .reserve_agent
+            .key(AGENTS_KEY)
+            .key(AGENT_IDS_KEY)
+            .arg(sender)
+            .arg(json(planned))
+            .arg(&planned.agent_id)
+            .arg(json(fallback))
+            .arg(&fallback.agent_id)
+            .arg(max_agents)
+            .invoke_async(&mut self.commands())
+            .await?;
+        if reply.is_empty() {
+            return Ok(AgentReservation::AtLimit);
+        }
+        let record = serde_json::from_str(&reply).map_err(|error| ClusterError::Unexpected(error.to_string()))?;
+        Ok(AgentReservation::Agent(record))
+    }
+}
+
+impl Cluster {
+    /// `sender`'s agent in the shared registry, if any node created one.
+    pub async fn find_agent(&self, sender: &str) -> Result<Option<AgentRecord>, ClusterError> {
+        let found: Option<String> = self.commands().hget(AGENTS_KEY, sender).await?;
+        found
+            .map(|json| serde_json::from_str(&json).map_err(|error| ClusterError::Unexpected(error.to_string())))
+            .transpose()
+    }
 }

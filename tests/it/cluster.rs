@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use clawsocket::config::SettingValue;
 use serde_json::{json, Value};
 
+use crate::dynamic_agents::dynamic;
 use crate::support::binary::{openai_config, ChildServer};
 use crate::support::client::{last, streamed_text};
 use crate::support::fake_agent::{slowly, FakeAgent};
@@ -22,20 +24,32 @@ fn paced_agent(count: usize, pause: Duration) -> FakeAgent {
     }))
 }
 
-/// An in-process node `id` on `redis`, answering with `agent`.
-fn node(redis: &RedisServer, id: &str, agent: &FakeAgent) -> TestServer {
-    spawn_server(&[
+/// An in-process node `id` on `redis`, answering with `agent`, with `extra` settings.
+fn node(redis: &RedisServer, id: &str, agent: &FakeAgent, extra: &[(&str, SettingValue)]) -> TestServer {
+    let mut settings: Vec<(&str, SettingValue)> = vec![
         ("agent.kind", "openai".into()),
         ("agent.url", agent.url_v1().into()),
         ("cluster.redis.url", redis.url().into()),
         ("cluster.nodeId", id.into()),
         ("cluster.leaseMs", 1000.into()),
-    ])
+    ];
+    settings.extend(extra.iter().cloned());
+    spawn_server(&settings)
 }
 
 /// Starts `ids` as nodes and waits until each is ready (it reached Redis).
 async fn nodes(redis: &RedisServer, ids: &[&str], agent: &FakeAgent) -> Vec<TestServer> {
-    let nodes: Vec<TestServer> = ids.iter().map(|id| node(redis, id, agent)).collect();
+    nodes_with(redis, ids, agent, &[]).await
+}
+
+/// As `nodes`, with `extra` settings on every node.
+async fn nodes_with(
+    redis: &RedisServer,
+    ids: &[&str],
+    agent: &FakeAgent,
+    extra: &[(&str, SettingValue)],
+) -> Vec<TestServer> {
+    let nodes: Vec<TestServer> = ids.iter().map(|id| node(redis, id, agent, extra)).collect();
     for node in &nodes {
         let url = node.http_url("/readyz");
         eventually("the node is ready", || readyz_is(url.clone(), 200)).await;
@@ -272,4 +286,36 @@ async fn redis_killed_and_restarted_is_survived_without_restarting_nodes() {
     on_a.send_json(json!({"type": "chat.history"})).await;
     let history = on_a.recv().await;
     assert_eq!(history["messages"].as_array().unwrap().len(), 4, "the turn before survived: {history}");
+}
+
+/// The agent id a user's first `chat.send` on `node` is answered by.
+async fn agent_on(node: &TestServer, user: &str) -> String {
+    let mut client = WsClient::connect_welcomed(&node.ws_url(&format!("senderId={user}"))).await.0;
+    let answer = last(&client.chat(&format!("{user}-1"), "hello").await).clone();
+    assert_eq!(answer["type"], "chat.response", "{answer}");
+    answer["agentId"].as_str().unwrap().to_string()
+}
+
+#[actix_rt::test]
+async fn max_agents_holds_across_nodes_and_a_user_keeps_one_agent_everywhere() {
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let agent = paced_agent(2, Duration::from_millis(1));
+    let limit = [("channels.websocket.dynamicAgentCreation.maxAgents", SettingValue::from(2))];
+    let nodes = nodes_with(&redis, &["a", "b"], &agent, &dynamic(root.path(), &limit)).await;
+
+    assert_eq!(agent_on(&nodes[0], "u1").await, "ws-u1");
+    assert_eq!(agent_on(&nodes[1], "u2").await, "ws-u2");
+    assert_eq!(agent_on(&nodes[0], "u3").await, "main", "the third user across the cluster gets the default");
+    assert_eq!(agent_on(&nodes[1], "u4").await, "main");
+    assert_eq!(redis.command(&["HLEN", "cs:{agents}"]), "2");
+
+    // u1's agent, created on a, answers u1 on b; its history there is a's.
+    let mut on_b = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=u1")).await.0;
+    on_b.send_json(json!({"type": "chat.history"})).await;
+    let history = on_b.recv().await;
+    assert_eq!(history["sessionKey"], "agent:ws-u1:websocket:direct:u1", "{history}");
+    assert_eq!(history["messages"].as_array().unwrap().len(), 2, "{history}");
+    let answer = last(&on_b.chat("u1-2", "again").await).clone();
+    assert_eq!(answer["agentId"], "ws-u1", "{answer}");
 }
