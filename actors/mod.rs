@@ -5,7 +5,9 @@
 //! turn; streams from the backend and fans deltas out to the session's connections)
 //! → `outbox` (how frames reach a connection). Imports run in that direction only:
 //! what an actor reports back (to its session, to the Supervisor) goes through a
-//! `Recipient` of a message the reporter defines.
+//! `Recipient` of a message the reporter defines. In cluster mode `cluster_node`
+//! (the node's inbox and health) sits beside `connection`, above the Supervisor;
+//! `stream_reader` and `stream_publisher` sit below `session`.
 
 pub mod agent_bridge;
 pub mod cluster_node;

@@ -44,6 +44,8 @@ pub struct StreamPublisher {
     queue: Vec<(Bytes, Option<String>, usize)>,
     writing: bool,
     mailbox: usize,
+    /// The last write failed (logged once per run of failures).
+    failing: bool,
 }
 
 impl StreamPublisher {
@@ -65,6 +67,7 @@ impl StreamPublisher {
             queue: Vec::new(),
             writing: false,
             mailbox,
+            failing: false,
         }
         .start();
         (Outbox::new(ConnectionId::new(), publisher.clone().recipient(), waiting), publisher)
@@ -91,8 +94,13 @@ impl StreamPublisher {
         ctx.spawn(write.into_actor(self).map(move |written, publisher, ctx| {
             publisher.waiting.release(bytes);
             publisher.writing = false;
-            if let Err(error) = written {
-                log::warn!("cluster: session {}: events not published to other nodes: {error}", publisher.key);
+            match written {
+                Err(error) if !publisher.failing => {
+                    log::warn!("cluster: session {}: events not published to other nodes: {error}", publisher.key);
+                    publisher.failing = true;
+                }
+                Err(_) => {}
+                Ok(_) => publisher.failing = false,
             }
             publisher.write_next(ctx);
         }));

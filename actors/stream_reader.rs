@@ -64,11 +64,13 @@ pub struct StreamReader {
     /// By stream key.
     streams: HashMap<String, Followed>,
     reading: bool,
+    /// The last read failed (logged once per run of failures).
+    failing: bool,
 }
 
 impl StreamReader {
     pub fn new(cluster: Arc<Cluster>) -> StreamReader {
-        StreamReader { cluster, connection: None, streams: HashMap::new(), reading: false }
+        StreamReader { cluster, connection: None, streams: HashMap::new(), reading: false, failing: false }
     }
 
     /// Starts the next read unless one is running or nothing is followed.
@@ -108,11 +110,14 @@ impl StreamReader {
             match result {
                 Ok((connection, reply)) => {
                     reader.connection = Some(connection);
+                    reader.failing = false;
                     reader.dispatch(reply.map(|reply| reply.keys).unwrap_or_default());
                     reader.read_next(ctx);
                 }
                 Err(error) => {
-                    log::warn!("cluster: reading session streams failed; retrying: {error}");
+                    if !std::mem::replace(&mut reader.failing, true) {
+                        log::warn!("cluster: reading session streams failed; retrying every {RETRY:?}: {error}");
+                    }
                     ctx.run_later(RETRY, |reader, ctx| reader.read_next(ctx));
                 }
             }

@@ -213,7 +213,7 @@ impl Cluster {
         let healthy = verdict.is_ok();
         if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
             match &verdict {
-                Ok(()) => log::info!("cluster: Redis answers again; node {} is ready", self.node_id),
+                Ok(()) => log::info!("cluster: Redis answers; node {} is ready", self.node_id),
                 Err(error) => log::error!("cluster: node {} is not ready: {error}", self.node_id),
             }
         }
