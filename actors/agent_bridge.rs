@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::outbox::{fan_out_all, Delivery, Outbox, Outgoing};
+use super::outbox::{fan_out_all, Outbox, Outgoing};
 use crate::backend::{AgentBackend, BackendError, TurnRequest};
 use crate::config::StreamMode;
 use crate::identity::{ConnectionId, SessionKey};
@@ -190,14 +190,11 @@ impl Handler<Attach> for AgentBridge {
 
     fn handle(&mut self, message: Attach, _ctx: &mut Self::Context) {
         self.subscribers = message.subscribers;
-        if message.from.deliver(&self.typing_frame()) != Delivery::Queued {
-            return;
-        }
-        for frame in self.replay_frames(message.after_seq) {
-            if message.from.deliver(&frame) != Delivery::Queued {
-                return;
-            }
-        }
+        // One batch (one mailbox slot): a replay of many deltas must not look like a
+        // reader too slow for `limits.outboundQueue`.
+        let mut frames = vec![self.typing_frame()];
+        frames.extend(self.replay_frames(message.after_seq));
+        message.from.send(Outgoing::Batch(frames.into()));
     }
 }
 

@@ -28,10 +28,6 @@ use crate::followed_turn::{split_frames, FollowedTurns};
 use crate::identity::ConnectionId;
 use crate::protocol::{ErrorCode, Frame, Outbound};
 
-/// How many recent stream events a follower reads when it starts following (to find
-/// the turn in flight).
-const EVENTS_AT_FOLLOW: usize = 1024;
-
 /// What a session in a cluster is started with.
 #[derive(Clone)]
 pub struct ClusterLink {
@@ -306,7 +302,8 @@ impl SessionActor {
         let Some(state) = self.cluster.as_mut().filter(|_| needed) else { return then(self, ctx) };
         state.following = true;
         let (cluster, key) = (state.link.cluster.clone(), self.setup.key.clone());
-        let latest = async move { cluster.latest_events(&key, EVENTS_AT_FOLLOW).await };
+        let max_bytes = self.followed_bytes();
+        let latest = async move { cluster.latest_turn_events(&key, max_bytes).await };
         ctx.wait(latest.into_actor(self).map(move |latest, session, ctx| {
             match latest {
                 Ok(events) => session.start_following(events, ctx),
@@ -324,7 +321,7 @@ impl SessionActor {
 
     /// Takes in the newest events (newest first) and reads the stream after them.
     fn start_following(&mut self, events: Vec<StreamEvent>, ctx: &mut Context<Self>) {
-        let max_bytes = self.setup.settings.limits.max_answer_bytes.saturating_mul(2) + 64 * 1024;
+        let max_bytes = self.followed_bytes();
         let Some(state) = &mut self.cluster else { return };
         state.followed = FollowedTurns::new(max_bytes);
         let after = events.first().map_or_else(|| "0-0".to_string(), |event| event.id.clone());
@@ -337,6 +334,12 @@ impl SessionActor {
         state.link.reader.do_send(Follow { key: self.setup.key.clone(), after, to });
         let every = state.link.cluster.lease / 2;
         state.watch = Some(ctx.run_interval(every, |session, ctx| session.watch_owner(ctx)));
+    }
+
+    /// The most of a turn's frames a follower keeps: twice the largest answer (a
+    /// frame's JSON around its text) and some.
+    fn followed_bytes(&self) -> usize {
+        self.setup.settings.limits.max_answer_bytes.saturating_mul(2) + 64 * 1024
     }
 
     fn stop_following(&mut self, ctx: &mut Context<Self>) {
@@ -391,10 +394,9 @@ impl SessionActor {
             let joined = Outbound::Joined { session_key: session.setup.key.as_str(), in_flight: in_flight.as_deref() };
             from.deliver(&joined.to_frame());
             match &session.cluster {
+                // One batch: one mailbox slot however many deltas were missed.
                 Some(state) if in_flight.is_some() => {
-                    for frame in state.followed.replay(after_seq) {
-                        from.deliver(&frame);
-                    }
+                    from.send(Outgoing::Batch(state.followed.replay(after_seq).into()));
                 }
                 _ if after_seq > 0 => session.send_last_stored_answer(from, ctx),
                 _ => {}

@@ -23,6 +23,7 @@ use redis::{AsyncCommands, Client, RedisError, Script};
 
 use crate::agents::AgentRecord;
 use crate::config::ClusterSettings;
+use crate::followed_turn;
 use crate::identity::SessionKey;
 use crate::protocol::{Role, TranscriptEntry};
 use crate::redact;
@@ -304,11 +305,37 @@ impl Cluster {
         }
     }
 
-    /// The newest events of `key`'s stream, newest first, at most `count`.
-    pub async fn latest_events(&self, key: &SessionKey, count: usize) -> Result<Vec<StreamEvent>, ClusterError> {
-        let reply: redis::streams::StreamRangeReply =
-            self.commands().xrevrange_count(stream_key(key), "+", "-", count).await?;
-        Ok(reply.ids.into_iter().filter_map(stream_event).collect())
+    /// The newest events of `key`'s stream back to the start of the latest turn,
+    /// newest first: pages of `PAGE` events until a turn's first frame, the stream's
+    /// start, or `max_bytes` of frames (a follower needs no more of a turn).
+    pub async fn latest_turn_events(
+        &self,
+        key: &SessionKey,
+        max_bytes: usize,
+    ) -> Result<Vec<StreamEvent>, ClusterError> {
+        const PAGE: usize = 512;
+        let mut events: Vec<StreamEvent> = Vec::new();
+        let mut bytes = 0;
+        let mut end = "+".to_string();
+        loop {
+            let reply: redis::streams::StreamRangeReply =
+                self.commands().xrevrange_count(stream_key(key), &end, "-", PAGE).await?;
+            let page_len = reply.ids.len();
+            if let Some(oldest) = reply.ids.last() {
+                end = format!("({}", oldest.id);
+            }
+            for event in reply.ids.into_iter().filter_map(stream_event) {
+                bytes += event.frames.len();
+                let starts_turn = followed_turn::starts_turn(&event.frames);
+                events.push(event);
+                if starts_turn || bytes > max_bytes {
+                    return Ok(events);
+                }
+            }
+            if page_len < PAGE {
+                return Ok(events);
+            }
+        }
     }
 
     /// The end of `key`'s transcript: the last `keep` entries and the ids of the last

@@ -105,6 +105,11 @@ impl FollowedTurns {
     }
 }
 
+/// Whether a stream event's frames begin a turn (its `chat.typing`).
+pub fn starts_turn(frames: &[u8]) -> bool {
+    frames.starts_with(TYPING)
+}
+
 /// Splits a stream event's newline-joined frames back into frames (no copy).
 pub fn split_frames(joined: bytes::Bytes) -> Vec<Frame> {
     let mut frames = Vec::new();

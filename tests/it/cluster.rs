@@ -319,3 +319,68 @@ async fn max_agents_holds_across_nodes_and_a_user_keeps_one_agent_everywhere() {
     let answer = last(&on_b.chat("u1-2", "again").await).clone();
     assert_eq!(answer["agentId"], "ws-u1", "{answer}");
 }
+
+#[actix_rt::test]
+async fn a_node_started_while_redis_is_down_is_not_ready_then_works_when_redis_comes() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let agent = paced_agent(2, Duration::from_millis(1));
+    let node = node(&redis, "a", &agent, &[]);
+    let url = node.http_url("/readyz");
+    eventually("not ready without Redis", || readyz_is(url.clone(), 503)).await;
+    let mut client = WsClient::connect_welcomed(&node.ws_url("senderId=alice")).await.0;
+    let refused = client.chat("m1", "anyone?").await;
+    assert_eq!(last(&refused)["code"], "agent_unavailable", "{refused:?}");
+
+    redis.restart();
+    eventually("ready once Redis answers", || readyz_is(url.clone(), 200)).await;
+    assert_eq!(last(&client.chat("m2", "now?").await)["type"], "chat.response");
+}
+
+#[actix_rt::test]
+async fn an_abort_from_another_node_stops_the_turn_on_the_owner() {
+    let redis = RedisServer::start();
+    let agent = paced_agent(500, Duration::from_millis(10));
+    let nodes = nodes(&redis, &["a", "b"], &agent).await;
+    let mut on_a = WsClient::connect_welcomed(&nodes[0].ws_url("senderId=alice")).await.0;
+    let mut on_b = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=alice")).await.0;
+    join(&mut on_b, json!({})).await;
+    on_a.send_json(json!({"type": "chat.send", "content": "go on and on", "messageId": "m1"})).await;
+    loop {
+        let frame = on_b.recv().await;
+        if frame["type"] == "chat.stream" {
+            break;
+        }
+    }
+    on_b.send_json(json!({"type": "chat.abort", "messageId": "m1"})).await;
+    for client in [&mut on_a, &mut on_b] {
+        let frames = client.turn("m1").await;
+        assert_eq!(last(&frames)["code"], "aborted", "{:?}", last(&frames));
+    }
+    eventually("the agent call was dropped", || {
+        let cancelled = agent.cancelled();
+        async move { cancelled == 1 }
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_late_joiner_resumes_a_turn_longer_than_a_page_of_events() {
+    let redis = RedisServer::start();
+    let agent = paced_agent(1500, Duration::from_millis(1));
+    let nodes = nodes(&redis, &["a", "b"], &agent).await;
+    let mut phone = WsClient::connect_welcomed(&nodes[0].ws_url("senderId=alice")).await.0;
+    phone.send_json(json!({"type": "chat.send", "content": "a long one", "messageId": "m1"})).await;
+    let mut seen = 0;
+    while seen < 1200 {
+        let frame = phone.recv().await;
+        if frame["type"] == "chat.stream" {
+            seen = frame["seq"].as_u64().unwrap();
+        }
+    }
+    let mut laptop = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=alice")).await.0;
+    let joined = join(&mut laptop, json!({"afterSeq": 100})).await;
+    assert_eq!(joined["inFlight"], "m1", "the turn's start was found however far back: {joined}");
+    let rest = laptop.turn("m1").await;
+    assert_eq!(seqs(&of_turn(&rest, "m1")), (101..=1500).collect::<Vec<_>>());
+}

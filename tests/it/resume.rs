@@ -191,3 +191,20 @@ async fn a_rejoin_after_the_turn_ended_gets_the_stored_answer() {
     assert_eq!((answer["type"].as_str(), answer["messageId"].as_str()), (Some("chat.response"), Some("m1")));
     assert_eq!(answer["content"], words(6).concat());
 }
+
+#[actix_rt::test]
+async fn a_joiner_that_missed_more_deltas_than_the_outbound_queue_holds_is_replayed_not_dropped() {
+    let store = tempfile::tempdir().unwrap();
+    // 1500 short deltas: a replay of 1400 frames is more than `limits.outboundQueue`
+    // (256) messages, though far less than one catch-up frame's 64 KiB of text.
+    let agent = paced_agent(1500, Duration::from_millis(1));
+    let server = spawn_server_on_store(store.path(), &openai(&agent));
+    let (mut phone, _) = WsClient::connect_welcomed(&server.ws_url("senderId=u1")).await;
+    phone.send_json(json!({"type": "chat.send", "content": "a long one", "messageId": "m1"})).await;
+    read_until_seq(&mut phone, "m1", 1200).await;
+    let (mut laptop, _) = WsClient::connect_welcomed(&server.ws_url("senderId=u1")).await;
+    laptop.send_json(json!({"type": "chat.join", "afterSeq": 100})).await;
+    assert_eq!(laptop.recv().await["inFlight"], "m1");
+    let rest = laptop.turn("m1").await;
+    assert_eq!(seqs(&rest), (101..=1500).collect::<Vec<u64>>());
+}
