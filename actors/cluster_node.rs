@@ -21,6 +21,7 @@ use crate::cluster_inbox::{ForwardedAction, ForwardedCommand, InboxMessage};
 use crate::followed_turn::split_frames;
 use crate::identity::ConnectionId;
 use crate::limits::ByteBudget;
+use crate::metrics::Metrics;
 
 /// How often Redis is pinged.
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
@@ -38,16 +39,28 @@ pub struct ClusterNode {
     supervisor: Addr<Supervisor>,
     /// `limits.outboundBytes`: what a reply to another node may hold.
     outbound_bytes: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl ClusterNode {
-    pub fn new(cluster: Arc<Cluster>, supervisor: Addr<Supervisor>, outbound_bytes: usize) -> ClusterNode {
-        ClusterNode { cluster, supervisor, outbound_bytes }
+    pub fn new(
+        cluster: Arc<Cluster>,
+        supervisor: Addr<Supervisor>,
+        outbound_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> ClusterNode {
+        ClusterNode { cluster, supervisor, outbound_bytes, metrics }
     }
 
     fn check_health(&self, ctx: &mut Context<Self>) {
-        let cluster = self.cluster.clone();
-        ctx.spawn(async move { drop(cluster.check_health().await) }.into_actor(self));
+        let (cluster, metrics) = (self.cluster.clone(), self.metrics.clone());
+        let check = async move {
+            let up = cluster.check_health().await.is_ok();
+            if let Some(cluster) = &metrics.cluster {
+                cluster.redis_up.set(i64::from(up));
+            }
+        };
+        ctx.spawn(check.into_actor(self));
     }
 
     /// Subscribes to the inbox, and again each time the subscription ends, while

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use prometheus::IntCounter;
 
 use super::{SessionActor, Turn};
 use crate::actors::agent_bridge::StopTurn;
@@ -26,6 +27,7 @@ use crate::cluster::{Claim, Cluster, ClusterError, StreamEvent};
 use crate::cluster_inbox::{ForwardedAction, ForwardedCommand, InboxMessage, MAX_HOPS};
 use crate::followed_turn::{split_frames, FollowedTurns};
 use crate::identity::ConnectionId;
+use crate::metrics::ClusterMetrics;
 use crate::protocol::{ErrorCode, Frame, Outbound};
 
 /// What a session in a cluster is started with.
@@ -79,6 +81,13 @@ enum Routed {
 }
 
 impl SessionActor {
+    /// Bumps one of the cluster counters.
+    fn count(&self, which: impl Fn(&ClusterMetrics) -> &IntCounter) {
+        if let Some(metrics) = &self.setup.metrics.cluster {
+            which(metrics).inc();
+        }
+    }
+
     /// The lease this node writes under (cluster owner), if any.
     pub(super) fn lease(&self) -> Option<Arc<str>> {
         match &self.cluster.as_ref()?.role {
@@ -150,7 +159,7 @@ impl SessionActor {
         // Waiting keeps this node's commands for the session in order.
         ctx.wait(route.into_actor(self).map(move |routed: Result<Routed, ClusterError>, session, ctx| match routed {
             Ok(Routed::Owner(lease)) => session.become_owner(lease, reply, command, ctx),
-            Ok(Routed::Forwarded) => {}
+            Ok(Routed::Forwarded) => session.count(|metrics| &metrics.commands_forwarded),
             Ok(Routed::OwnerSilent) => {
                 session.setup.metrics.error(ErrorCode::AgentUnavailable);
                 let text = "the node running this conversation does not answer; try again in a moment";
@@ -189,6 +198,7 @@ impl SessionActor {
     /// This node took the lease: publish from now on, stop following, load the
     /// transcript, then run `command`.
     fn become_owner(&mut self, lease: Arc<str>, reply: Outbox, command: Forwarded, ctx: &mut Context<Self>) {
+        self.count(|metrics| &metrics.leases_taken);
         let Some(state) = &mut self.cluster else { return };
         log::info!("cluster: node {} runs session {} ({lease})", state.link.cluster.node_id, self.setup.key);
         let limits = &self.setup.settings.limits;
@@ -198,6 +208,7 @@ impl SessionActor {
             lease.clone(),
             limits.outbound_bytes,
             limits.outbound_queue,
+            self.setup.metrics.clone(),
         );
         let renew_every = state.link.cluster.lease / 3;
         let renewal = ctx.run_interval(renew_every, |session, ctx| session.renew_lease(ctx));
@@ -426,6 +437,9 @@ impl Handler<StreamEvents> for SessionActor {
             return;
         }
         let mut dropped = Vec::new();
+        if let Some(metrics) = &self.setup.metrics.cluster {
+            metrics.events_relayed.inc_by(message.0.len() as u64);
+        }
         for event in message.0 {
             let mut frames = split_frames(event.frames);
             for frame in &frames {

@@ -18,6 +18,7 @@ use super::outbox::{Outbox, Outgoing, ToConnection};
 use crate::cluster::Cluster;
 use crate::identity::{ConnectionId, SessionKey};
 use crate::limits::ByteBudget;
+use crate::metrics::Metrics;
 use crate::protocol::Frame;
 
 /// The publisher may hold this many times a connection's `limits.outboundBytes`.
@@ -46,6 +47,7 @@ pub struct StreamPublisher {
     mailbox: usize,
     /// The last write failed (logged once per run of failures).
     failing: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl StreamPublisher {
@@ -57,6 +59,7 @@ impl StreamPublisher {
         lease: Arc<str>,
         outbound_bytes: usize,
         mailbox: usize,
+        metrics: Arc<Metrics>,
     ) -> (Outbox, Addr<StreamPublisher>) {
         let waiting = ByteBudget::new(outbound_bytes.saturating_mul(PUBLISH_BYTES_FACTOR));
         let publisher = StreamPublisher {
@@ -68,6 +71,7 @@ impl StreamPublisher {
             writing: false,
             mailbox,
             failing: false,
+            metrics,
         }
         .start();
         (Outbox::new(ConnectionId::new(), publisher.clone().recipient(), waiting), publisher)
@@ -87,6 +91,7 @@ impl StreamPublisher {
         let take = self.queue.len().min(EVENTS_PER_CALL);
         let batch: Vec<(Bytes, Option<String>, usize)> = self.queue.drain(..take).collect();
         let bytes: usize = batch.iter().map(|(_, _, bytes)| bytes).sum();
+        let count = batch.len();
         let events: Vec<(Bytes, Option<String>)> =
             batch.into_iter().map(|(frames, except, _)| (frames, except)).collect();
         let (cluster, key, lease) = (self.cluster.clone(), self.key.clone(), self.lease.clone());
@@ -100,7 +105,12 @@ impl StreamPublisher {
                     publisher.failing = true;
                 }
                 Err(_) => {}
-                Ok(_) => publisher.failing = false,
+                Ok(_) => {
+                    publisher.failing = false;
+                    if let Some(metrics) = &publisher.metrics.cluster {
+                        metrics.events_published.inc_by(count as u64);
+                    }
+                }
             }
             publisher.write_next(ctx);
         }));

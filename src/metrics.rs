@@ -92,9 +92,51 @@ pub struct Metrics {
     /// Users who got the default agent because `maxAgents` was reached.
     pub dynamic_agent_fallbacks: IntCounter,
     limit_hits: Vec<IntCounter>,
+    /// Cluster mode only: registered by [`Metrics::with_cluster`].
+    pub cluster: Option<ClusterMetrics>,
+}
+
+/// What a node in a cluster counts (SPEC §14), beside the single node's series.
+pub struct ClusterMetrics {
+    /// 1 while the last health check reached Redis.
+    pub redis_up: IntGauge,
+    /// Commands sent to the node that owns their session.
+    pub commands_forwarded: IntCounter,
+    /// Session leases this node took (a new owner, or a takeover).
+    pub leases_taken: IntCounter,
+    /// Events this node published to session streams (one per frame or batch).
+    pub events_published: IntCounter,
+    /// Events this node read from session streams and relayed to its connections.
+    pub events_relayed: IntCounter,
 }
 
 impl Metrics {
+    /// As `new`, with the cluster series (`clawsocket_cluster_*`).
+    pub fn with_cluster() -> Metrics {
+        let mut metrics = Metrics::new();
+        let registry = &metrics.registry;
+        metrics.cluster = Some(ClusterMetrics {
+            redis_up: gauge(registry, "clawsocket_cluster_redis_up", "1 while this node reaches Redis"),
+            commands_forwarded: counter(
+                registry,
+                "clawsocket_cluster_commands_forwarded_total",
+                "Commands sent to the node that runs their session",
+            ),
+            leases_taken: counter(registry, "clawsocket_cluster_leases_taken_total", "Session leases this node took"),
+            events_published: counter(
+                registry,
+                "clawsocket_cluster_events_published_total",
+                "Events published to session streams",
+            ),
+            events_relayed: counter(
+                registry,
+                "clawsocket_cluster_events_relayed_total",
+                "Stream events relayed to this node's connections",
+            ),
+        });
+        metrics
+    }
+
     /// A fresh registry with every series registered.
     pub fn new() -> Metrics {
         let registry = Registry::new();
@@ -131,6 +173,7 @@ impl Metrics {
                 "Users sent to the default agent because maxAgents was reached",
             ),
             limit_hits: series(&limits_vec, LimitHit::ALL, LimitHit::label),
+            cluster: None,
             registry,
         }
     }

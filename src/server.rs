@@ -97,7 +97,7 @@ impl RunningServer {
 pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServer, StartError> {
     remember_secrets(&settings);
     let backend = backend::from_settings(&settings);
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(if settings.cluster.enabled() { Metrics::with_cluster() } else { Metrics::new() });
     let agents = AgentRegistry::load(&settings.store.dir).map_err(StartError::Store)?;
     let written_back = openclaw_agents::repair_at_start(&settings, &agents);
     let local_addr = listener.local_addr()?;
@@ -116,7 +116,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     })
     .start();
     if let Some(cluster) = &cluster {
-        ClusterNode::new(cluster.clone(), supervisor.clone(), settings.limits.outbound_bytes).start();
+        ClusterNode::new(cluster.clone(), supervisor.clone(), settings.limits.outbound_bytes, metrics.clone()).start();
     }
     let websocket = &settings.channels.websocket;
     if websocket.enabled {

@@ -103,6 +103,16 @@ async fn two_tabs_on_two_nodes_get_every_delta_of_a_turn_once_in_order() {
         assert_eq!(last(frames)["content"], streamed_text(frames));
     }
     assert_eq!(agent.requests().len(), 1, "one turn ran, on one node");
+    let (on_a, on_b) = (metrics_of(&nodes[0]).await, metrics_of(&nodes[1]).await);
+    assert!(on_a.contains("clawsocket_cluster_redis_up 1"), "{on_a}");
+    assert!(on_a.contains("clawsocket_cluster_leases_taken_total 1"), "{on_a}");
+    assert!(!on_a.contains("clawsocket_cluster_events_published_total 0"), "{on_a}");
+    assert!(!on_b.contains("clawsocket_cluster_events_relayed_total 0"), "{on_b}");
+}
+
+async fn metrics_of(node: &TestServer) -> String {
+    let mut answer = awc::Client::new().get(node.http_url("/metrics")).send().await.expect("metrics");
+    String::from_utf8(answer.body().await.expect("metrics body").to_vec()).expect("text")
 }
 
 #[actix_rt::test]
