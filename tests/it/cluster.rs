@@ -394,3 +394,42 @@ async fn a_late_joiner_resumes_a_turn_longer_than_a_page_of_events() {
     let rest = laptop.turn("m1").await;
     assert_eq!(seqs(&of_turn(&rest, "m1")), (101..=1500).collect::<Vec<_>>());
 }
+
+#[actix_rt::test]
+async fn an_owner_paused_past_its_lease_cannot_write_after_another_node_took_over() {
+    let redis = RedisServer::start();
+    let agent = paced_agent(100, Duration::from_millis(20));
+    let paused = child_node(&redis, "a", &agent).await;
+    let survivor = child_node(&redis, "b", &agent).await;
+    let mut on_a = WsClient::connect_welcomed(&paused.ws_url("senderId=alice")).await.0;
+    let mut on_b = WsClient::connect_welcomed(&survivor.ws_url("senderId=alice")).await.0;
+    join(&mut on_b, json!({})).await;
+    on_a.send_json(json!({"type": "chat.send", "content": "slow one", "messageId": "m1"})).await;
+    loop {
+        let frame = on_b.recv().await;
+        if frame["type"] == "chat.stream" {
+            break;
+        }
+    }
+    paused.signal("STOP");
+    actix_rt::time::sleep(Duration::from_millis(1500)).await; // past the 1 s lease
+
+    let lost = on_b.turn("m1").await;
+    assert_eq!(last(&lost)["code"], "agent_unavailable", "{:?}", last(&lost));
+    let taken_over = on_b.chat("m2", "are you there?").await;
+    assert_eq!(last(&taken_over)["type"], "chat.response", "{taken_over:?}");
+
+    paused.signal("CONT");
+    // The old owner's turn goes on streaming to its own client, then cannot be stored.
+    let refused = on_a.turn("m1").await;
+    let end = last(&refused);
+    assert_eq!(end["type"], "chat.error", "{end}");
+    assert!(["internal", "agent_unavailable"].contains(&end["code"].as_str().unwrap()), "{end}");
+    // Nothing of m1 reached b after the takeover, and the transcript holds m2 only.
+    assert!(on_b.recv_within(Duration::from_millis(300)).await.is_none());
+    on_b.send_json(json!({"type": "chat.history"})).await;
+    let history = on_b.recv().await;
+    let ids: Vec<&str> =
+        history["messages"].as_array().unwrap().iter().map(|m| m["messageId"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["m2", "m2"], "{history}");
+}

@@ -96,9 +96,15 @@ impl ChildServer {
 
     /// Sends SIGTERM, as a service manager or `docker stop` does.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends `signal` (`TERM`, `STOP`, `CONT`…): `STOP` freezes the process as a long
+    /// pause would (a VM migration, a swap storm), `CONT` thaws it.
+    pub fn signal(&self, signal: &str) {
         let status =
-            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill -TERM");
-        assert!(status.success(), "kill -TERM {} failed", self.child.id());
+            Command::new("kill").args([format!("-{signal}"), self.child.id().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -{signal} {} failed", self.child.id());
     }
 
     /// Waits for the process to exit by itself and returns its status and output;
