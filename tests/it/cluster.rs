@@ -82,14 +82,21 @@ async fn join(client: &mut WsClient, selector: Value) -> Value {
     }
 }
 
+/// Alice connected at `on_a` and at `on_b`, where she joined her conversation.
+async fn alice_on_both(on_a: String, on_b: String) -> (WsClient, WsClient) {
+    let tab_a = WsClient::connect_welcomed(&on_a).await.0;
+    let mut tab_b = WsClient::connect_welcomed(&on_b).await.0;
+    join(&mut tab_b, json!({})).await;
+    (tab_a, tab_b)
+}
+
 #[actix_rt::test]
 async fn two_tabs_on_two_nodes_get_every_delta_of_a_turn_once_in_order() {
     let redis = RedisServer::start();
     let agent = paced_agent(20, Duration::from_millis(5));
     let nodes = nodes(&redis, &["a", "b"], &agent).await;
-    let mut tab_a = WsClient::connect_welcomed(&nodes[0].ws_url("senderId=alice")).await.0;
-    let mut tab_b = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=alice")).await.0;
-    join(&mut tab_b, json!({})).await;
+    let (mut tab_a, mut tab_b) =
+        alice_on_both(nodes[0].ws_url("senderId=alice"), nodes[1].ws_url("senderId=alice")).await;
 
     let on_a = tab_a.chat("m1", "hello").await;
     let on_b = tab_b.turn("m1").await;
@@ -240,22 +247,33 @@ async fn child_node(redis: &RedisServer, id: &str, agent: &FakeAgent) -> ChildSe
     node
 }
 
-#[actix_rt::test]
-async fn the_owner_killed_mid_turn_ends_the_turn_and_another_node_takes_over() {
-    let redis = RedisServer::start();
-    let agent = paced_agent(200, Duration::from_millis(20));
-    let owner = child_node(&redis, "a", &agent).await;
-    let survivor = child_node(&redis, "b", &agent).await;
-    let mut on_a = WsClient::connect_welcomed(&owner.ws_url("senderId=alice")).await.0;
-    let mut on_b = WsClient::connect_welcomed(&survivor.ws_url("senderId=alice")).await.0;
-    join(&mut on_b, json!({})).await;
+/// Two child nodes, alice on each; alice's turn m1 (sent on a, so a owns the
+/// session) has streamed its first deltas to b.
+struct OwnerMidTurn {
+    owner: ChildServer,
+    survivor: ChildServer,
+    on_a: WsClient,
+    on_b: WsClient,
+}
+
+async fn owner_mid_turn(redis: &RedisServer, agent: &FakeAgent) -> OwnerMidTurn {
+    let owner = child_node(redis, "a", agent).await;
+    let survivor = child_node(redis, "b", agent).await;
+    let (mut on_a, mut on_b) = alice_on_both(owner.ws_url("senderId=alice"), survivor.ws_url("senderId=alice")).await;
     on_a.send_json(json!({"type": "chat.send", "content": "a long one", "messageId": "m1"})).await;
     loop {
         let frame = on_b.recv().await;
         if frame["type"] == "chat.stream" && frame["seq"].as_u64() >= Some(3) {
-            break;
+            return OwnerMidTurn { owner, survivor, on_a, on_b };
         }
     }
+}
+
+#[actix_rt::test]
+async fn the_owner_killed_mid_turn_ends_the_turn_and_another_node_takes_over() {
+    let redis = RedisServer::start();
+    let agent = paced_agent(200, Duration::from_millis(20));
+    let OwnerMidTurn { owner, mut on_b, survivor: _survivor, .. } = owner_mid_turn(&redis, &agent).await;
     owner.kill();
 
     let ended = on_b.turn("m1").await;
@@ -352,9 +370,8 @@ async fn an_abort_from_another_node_stops_the_turn_on_the_owner() {
     let redis = RedisServer::start();
     let agent = paced_agent(500, Duration::from_millis(10));
     let nodes = nodes(&redis, &["a", "b"], &agent).await;
-    let mut on_a = WsClient::connect_welcomed(&nodes[0].ws_url("senderId=alice")).await.0;
-    let mut on_b = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=alice")).await.0;
-    join(&mut on_b, json!({})).await;
+    let (mut on_a, mut on_b) =
+        alice_on_both(nodes[0].ws_url("senderId=alice"), nodes[1].ws_url("senderId=alice")).await;
     on_a.send_json(json!({"type": "chat.send", "content": "go on and on", "messageId": "m1"})).await;
     loop {
         let frame = on_b.recv().await;
@@ -399,18 +416,7 @@ async fn a_late_joiner_resumes_a_turn_longer_than_a_page_of_events() {
 async fn an_owner_paused_past_its_lease_cannot_write_after_another_node_took_over() {
     let redis = RedisServer::start();
     let agent = paced_agent(100, Duration::from_millis(20));
-    let paused = child_node(&redis, "a", &agent).await;
-    let survivor = child_node(&redis, "b", &agent).await;
-    let mut on_a = WsClient::connect_welcomed(&paused.ws_url("senderId=alice")).await.0;
-    let mut on_b = WsClient::connect_welcomed(&survivor.ws_url("senderId=alice")).await.0;
-    join(&mut on_b, json!({})).await;
-    on_a.send_json(json!({"type": "chat.send", "content": "slow one", "messageId": "m1"})).await;
-    loop {
-        let frame = on_b.recv().await;
-        if frame["type"] == "chat.stream" {
-            break;
-        }
-    }
+    let OwnerMidTurn { owner: paused, mut on_a, mut on_b, survivor: _survivor } = owner_mid_turn(&redis, &agent).await;
     paused.signal("STOP");
     actix_rt::time::sleep(Duration::from_millis(1500)).await; // past the 1 s lease
 
