@@ -1,7 +1,8 @@
 //! `ClusterNode`: this node's presence in the cluster (cluster mode only).
 //!
 //! It checks Redis every `HEALTH_EVERY` (the verdict is `/readyz`'s and decides
-//! whether new turns are taken), and listens on this node's inbox: commands other
+//! whether new turns are taken; the same tick keeps this node's alive key, on which
+//! its share of the per-user connection counts depends), and listens on this node's inbox: commands other
 //! nodes forward to the sessions this node owns go to the Supervisor
 //! (`RouteForwarded`, with a [`RemoteConnection`] as the way back to the sender),
 //! frames for this node's connections go to them (`DeliverToConnection`). The inbox
@@ -20,7 +21,7 @@ use crate::cluster::{inbox_channel, Cluster};
 use crate::cluster_inbox::{ForwardedAction, ForwardedCommand, InboxMessage};
 use crate::followed_turn::split_frames;
 use crate::identity::ConnectionId;
-use crate::limits::ByteBudget;
+use crate::limits::{ByteBudget, UserConnections};
 use crate::metrics::Metrics;
 
 /// How often Redis is pinged.
@@ -40,6 +41,8 @@ pub struct ClusterNode {
     /// `limits.outboundBytes`: what a reply to another node may hold.
     outbound_bytes: usize,
     metrics: Arc<Metrics>,
+    /// The per-user connection counts, told of every health check.
+    users: UserConnections,
 }
 
 impl ClusterNode {
@@ -48,17 +51,19 @@ impl ClusterNode {
         supervisor: Addr<Supervisor>,
         outbound_bytes: usize,
         metrics: Arc<Metrics>,
+        users: UserConnections,
     ) -> ClusterNode {
-        ClusterNode { cluster, supervisor, outbound_bytes, metrics }
+        ClusterNode { cluster, supervisor, outbound_bytes, metrics, users }
     }
 
     fn check_health(&self, ctx: &mut Context<Self>) {
-        let (cluster, metrics) = (self.cluster.clone(), self.metrics.clone());
+        let (cluster, metrics, users) = (self.cluster.clone(), self.metrics.clone(), self.users.clone());
         let check = async move {
             let up = cluster.check_health().await.is_ok();
             if let Some(cluster) = &metrics.cluster {
                 cluster.redis_up.set(i64::from(up));
             }
+            users.heartbeat(up).await;
         };
         ctx.spawn(check.into_actor(self));
     }

@@ -10,7 +10,8 @@
 //! Every failure is an [`AuthError`]: a reason word and a fixed sentence for the client,
 //! a detail for the log. The token never reaches a log line: [`Credentials`] has no
 //! `Debug`, errors never carry a request or response body, and the answer cache keys
-//! on a keyed hash of the parameters, not on the token itself.
+//! on a keyed hash of the parameters, not on the token itself (in Redis, in cluster
+//! mode, on their SHA-256).
 
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
@@ -21,6 +22,8 @@ use std::time::{Duration, Instant};
 use awc::error::{ConnectError, SendRequestError};
 use serde_json::{Map, Value};
 
+use crate::cluster::Cluster;
+use crate::cluster_shared::{self, SharedAnswers};
 use crate::config::AuthSettings;
 use crate::identity::{ConnectionId, UserToken, GUEST_PREFIX};
 use crate::metrics::Metrics;
@@ -39,6 +42,9 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Most answers the cache holds; past it the oldest go first (a reconnect storm of
 /// distinct tokens cannot grow it without bound).
 const CACHE_CAPACITY: usize = 10_000;
+/// What the digest naming a shared answer in Redis is of (changing how answers are
+/// stored changes this, so that nodes of two versions never read each other's).
+const SHARED_ANSWER_CONTEXT: &[u8] = b"clawsocket auth answer v1";
 
 /// Why a connection could not be authenticated. The client sees [`AuthError::code`] and
 /// [`AuthError::client_message`] (which holds [`AuthError::reason`]); the `Display`
@@ -158,10 +164,70 @@ fn bearer_token(header: &str) -> Option<&str> {
 }
 
 /// Verified answers, reused for `auth.cacheTtl` so that a reconnect storm does not
-/// flatten the auth service (one [`TtlCache`] for all workers). Keys are 128 bits of
-/// SipHash, keyed with this process's random keys, over the parameters: the token
-/// itself is never stored, and a collision cannot be searched for offline.
-pub struct AnswerCache {
+/// flatten the auth service: one cache for all workers, and the one type the
+/// [`Authenticator`] uses. Where answers are found is chosen once, in `server.rs` (see
+/// `cluster_shared.rs` for the seam). Only successes are cached.
+pub enum AnswerCache {
+    /// This process's answers only: the embedded node.
+    Local(LocalAnswers),
+    /// This process's answers first, then those every node stored in Redis, each for
+    /// the rest of its `auth.cacheTtl` (cluster mode). Redis unreachable is a miss.
+    Cluster { local: LocalAnswers, shared: SharedAnswers },
+}
+
+impl AnswerCache {
+    /// The cache `auth.cacheTtl` asks for, or `None` when it is 0 (off); shared through
+    /// Redis when the node is in a cluster.
+    pub fn for_settings(settings: &AuthSettings, cluster: Option<&Arc<Cluster>>) -> Option<Arc<AnswerCache>> {
+        if settings.cache_ttl == 0 {
+            return None;
+        }
+        let ttl = Duration::from_millis(settings.cache_ttl);
+        let local = LocalAnswers::new(ttl);
+        Some(Arc::new(match cluster {
+            None => AnswerCache::Local(local),
+            Some(cluster) => AnswerCache::Cluster { local, shared: SharedAnswers::new(cluster.clone(), ttl) },
+        }))
+    }
+
+    fn local(&self) -> &LocalAnswers {
+        match self {
+            AnswerCache::Local(local) | AnswerCache::Cluster { local, .. } => local,
+        }
+    }
+
+    /// A fresh answer for `credentials` (whose local key is `key`): this process's,
+    /// else (cluster mode) one another node stored, kept here for the rest of its life.
+    async fn get(&self, key: &CacheKey, credentials: &Credentials) -> Option<VerifiedUser> {
+        let local = self.local();
+        if let Some(user) = local.answers.get(key, Instant::now()) {
+            return Some(user);
+        }
+        let AnswerCache::Cluster { shared, .. } = self else {
+            return None;
+        };
+        let (stored, life) = shared.get(&shared_digest(credentials)).await?;
+        let user = stored_answer(&stored)?;
+        local.answers.put_for(*key, user.clone(), Instant::now(), life);
+        Some(user)
+    }
+
+    /// Keeps the auth service's answer here and (cluster mode) for every node.
+    async fn put(&self, key: CacheKey, credentials: &Credentials, user: &VerifiedUser) {
+        self.local().answers.put(key, user.clone(), Instant::now());
+        if let AnswerCache::Cluster { shared, .. } = self {
+            match serde_json::to_string(&*user.data) {
+                Ok(stored) => shared.put(&shared_digest(credentials), stored).await,
+                Err(error) => log::warn!("an auth answer could not be shared with the cluster: {error}"),
+            }
+        }
+    }
+}
+
+/// This process's answers. Keys are 128 bits of SipHash, keyed with this process's
+/// random keys, over the parameters: the token itself is never stored, and a
+/// collision cannot be searched for offline.
+pub struct LocalAnswers {
     hasher: RandomState,
     answers: TtlCache<CacheKey, VerifiedUser>,
 }
@@ -170,14 +236,9 @@ pub struct AnswerCache {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct CacheKey([u64; 2]);
 
-impl AnswerCache {
-    /// The cache `auth.cacheTtl` asks for, or `None` when it is 0 (off).
-    pub fn for_settings(settings: &AuthSettings) -> Option<Arc<AnswerCache>> {
-        (settings.cache_ttl > 0).then(|| Arc::new(AnswerCache::new(Duration::from_millis(settings.cache_ttl))))
-    }
-
-    fn new(ttl: Duration) -> AnswerCache {
-        AnswerCache { hasher: RandomState::new(), answers: TtlCache::new(ttl, CACHE_CAPACITY) }
+impl LocalAnswers {
+    fn new(ttl: Duration) -> LocalAnswers {
+        LocalAnswers { hasher: RandomState::new(), answers: TtlCache::new(ttl, CACHE_CAPACITY) }
     }
 
     fn key(&self, credentials: &Credentials) -> CacheKey {
@@ -189,6 +250,26 @@ impl AnswerCache {
         };
         CacheKey([half(0), half(1)])
     }
+}
+
+/// The name of `credentials`' answer in Redis: the SHA-256 (hex) of every parameter,
+/// the token among them, so that every node computes the same one (the local key is
+/// keyed per process) and no key holds the token.
+fn shared_digest(credentials: &Credentials) -> String {
+    let parts: Vec<&[u8]> =
+        credentials.params.iter().flat_map(|(name, value)| [name.as_bytes(), value.as_bytes()]).collect();
+    cluster_shared::sha256_hex(SHARED_ANSWER_CONTEXT, &parts)
+}
+
+/// An answer another node stored (the auth service's `data`, as JSON), checked as the
+/// auth service's own; `None` (a miss, logged) when it does not pass.
+fn stored_answer(stored: &str) -> Option<VerifiedUser> {
+    let data = serde_json::from_str::<Map<String, Value>>(stored).map_err(|error| error.to_string());
+    data.and_then(|data| verified_user(data).map_err(|error| error.to_string()))
+        .inspect_err(|error| {
+            log::warn!("a shared auth answer in Redis is not usable ({error}); asking the auth service")
+        })
+        .ok()
 }
 
 /// Verifies connections against the auth service. One per server worker: awc's
@@ -249,13 +330,13 @@ impl Authenticator {
         let Some(cache) = &self.cache else {
             return self.ask(credentials).await;
         };
-        let key = cache.key(credentials);
-        if let Some(user) = cache.answers.get(&key, Instant::now()) {
+        let key = cache.local().key(credentials);
+        if let Some(user) = cache.get(&key, credentials).await {
             log::debug!("auth answer for user {:?} reused from the cache", user.user_id);
             return Ok(user);
         }
         let user = self.ask(credentials).await?;
-        cache.answers.put(key, user.clone(), Instant::now());
+        cache.put(key, credentials, &user).await;
         Ok(user)
     }
 
@@ -329,6 +410,12 @@ fn interpret(status: u16, body: &[u8]) -> Result<VerifiedUser, AuthError> {
     let Some(Value::Object(data)) = answer.remove("data") else {
         return Err(bad("`success` without a `data` object"));
     };
+    verified_user(data)
+}
+
+/// The user a `data` object vouches for: a usable `data.userId` outside `guest:`.
+fn verified_user(data: Map<String, Value>) -> Result<VerifiedUser, AuthError> {
+    let bad = |detail: &str| AuthError::BadResponse(detail.to_string());
     let user_id = match data.get("userId") {
         Some(Value::String(id)) if protocol::is_valid_id(id) => id.clone(),
         Some(Value::Number(number)) => number.to_string(),

@@ -94,7 +94,7 @@ fn codes_and_client_sentences() {
 
 #[test]
 fn the_cache_answers_the_same_parameters_until_the_ttl() {
-    let cache = AnswerCache::new(Duration::from_secs(60));
+    let cache = LocalAnswers::new(Duration::from_secs(60));
     let now = Instant::now();
     let key = cache.key(&credentials("a"));
     assert_eq!(key, cache.key(&credentials("a")));
@@ -115,8 +115,10 @@ fn the_cache_is_off_at_zero_and_bounded_otherwise() {
         required: true,
         cache_ttl,
     };
-    assert!(AnswerCache::for_settings(&settings(0)).is_none());
-    let cache = AnswerCache::for_settings(&settings(60_000)).expect("a cache");
+    assert!(AnswerCache::for_settings(&settings(0), None).is_none());
+    let cache = AnswerCache::for_settings(&settings(60_000), None).expect("a cache");
+    assert!(matches!(*cache, AnswerCache::Local(_)), "no cluster: this process's answers only");
+    let cache = cache.local();
     let now = Instant::now();
     for index in 0..CACHE_CAPACITY + 10 {
         cache.answers.put(cache.key(&credentials(&index.to_string())), user("u"), now);
@@ -128,7 +130,7 @@ fn the_cache_is_off_at_zero_and_bounded_otherwise() {
 
 #[test]
 fn expired_answers_leave_the_cache_and_a_renewed_one_stays() {
-    let cache = AnswerCache::new(Duration::from_secs(1));
+    let cache = LocalAnswers::new(Duration::from_secs(1));
     let start = Instant::now();
     let (a, b) = (cache.key(&credentials("a")), cache.key(&credentials("b")));
     cache.answers.put(a, user("alice"), start);
@@ -138,4 +140,42 @@ fn expired_answers_leave_the_cache_and_a_renewed_one_stays() {
     assert!(cache.answers.get(&a, start + Duration::from_millis(1400)).is_some());
     cache.answers.put(b, user("bob"), start + Duration::from_millis(1600));
     assert_eq!(cache.answers.count(), 1, "a has expired");
+}
+
+#[test]
+fn the_shared_name_of_an_answer_is_the_same_on_every_node_and_holds_no_token() {
+    let digest = shared_digest(&credentials("secret-token-1"));
+    assert_eq!(digest, shared_digest(&credentials("secret-token-1")), "no per-process key");
+    assert_eq!(digest.len(), 64);
+    assert!(digest.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{digest}");
+    assert!(!digest.contains("secret"));
+    assert_ne!(digest, shared_digest(&credentials("secret-token-2")));
+    let typed = Credentials::from_request("token=secret-token-1&tokenType=jwt", None).expect("a token");
+    assert_ne!(digest, shared_digest(&typed), "every parameter counts");
+    let shifted = Credentials::from_request("token=secret-token-&tokenType=1local", None).expect("a token");
+    assert_ne!(digest, shared_digest(&shifted), "parameters do not run into each other");
+}
+
+#[test]
+fn a_stored_answer_is_checked_like_the_auth_service_s() {
+    let user = stored_answer(r#"{"userId": 42, "username": "Alice", "plan": "pro"}"#).expect("usable");
+    assert_eq!((user.user_id.as_str(), user.username.as_str()), ("42", "Alice"));
+    assert_eq!(user.data["plan"], "pro");
+    let stored = serde_json::to_string(&*user.data).expect("JSON");
+    assert_eq!(stored_answer(&stored).map(|again| again.user_id), Some("42".to_string()), "it round-trips");
+    assert!(stored_answer(r#"{"userId": "guest:x"}"#).is_none(), "never a guest");
+    assert!(stored_answer(r#"{"username": "no id"}"#).is_none());
+    assert!(stored_answer("not json").is_none());
+}
+
+#[test]
+fn an_answer_from_another_node_is_kept_only_for_the_rest_of_its_life() {
+    let cache = LocalAnswers::new(Duration::from_secs(60));
+    let now = Instant::now();
+    let key = cache.key(&credentials("a"));
+    cache.answers.put_for(key, user("alice"), now, Duration::from_secs(5));
+    assert!(cache.answers.get(&key, now + Duration::from_millis(4999)).is_some());
+    assert!(cache.answers.get(&key, now + Duration::from_secs(5)).is_none());
+    cache.answers.put_for(key, user("alice"), now, Duration::from_secs(600));
+    assert!(cache.answers.get(&key, now + Duration::from_secs(60)).is_none(), "never past the TTL");
 }

@@ -7,7 +7,8 @@
 //! socket's messages, is started only for an admitted identity. A socket refused by
 //! auth gets no actor at all: its whole life is two frames encoded here, the
 //! `chat.error` and the 4401 close, and nothing ever reads what it sends. A user over
-//! `limits.perUser.maxConnections` gets HTTP 429 instead of the upgrade.
+//! `limits.perUser.maxConnections` (on all nodes, in cluster mode) gets HTTP 429
+//! instead of the upgrade.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -98,7 +99,7 @@ pub(crate) async fn websocket_handshake(
             return Ok(response.streaming(refusal(&error)));
         }
     };
-    let Some(user_connection) = state.users.try_acquire(&identity.sender_id) else {
+    let Some(user_connection) = state.users.try_acquire(&identity.sender_id).await else {
         return Ok(too_many_user_connections(&state, &identity));
     };
     let max_bytes = state.settings.limits.max_message_bytes;

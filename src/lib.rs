@@ -16,6 +16,7 @@ pub mod auth;
 pub mod backend;
 pub mod cluster;
 pub mod cluster_inbox;
+pub mod cluster_shared;
 pub mod config;
 pub mod error;
 pub mod followed_turn;

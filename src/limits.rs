@@ -9,12 +9,17 @@
 //! `ConnectionActor` (checked on every inbound message, before it is parsed), and
 //! [`ConnectionSlots`] is one atomic counter shared by every worker (taken in the
 //! handshake, before the auth service is asked anything). Nothing here knows a socket,
-//! an actor or the wire format.
+//! an actor or the wire format. Each user's count is the exception that may leave the
+//! process: in cluster mode it is every node's ([`UserConnections::Cluster`], whose
+//! Redis side is `cluster_shared.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::cluster::Cluster;
+use crate::cluster_shared::{ClusterUserConnection, ClusterUserConnections};
 
 /// A token is counted in this many grains, so that refilling `messagesPerMinute`
 /// tokens per 60 000 ms is exactly `messagesPerMinute` grains per millisecond: integer
@@ -228,50 +233,134 @@ impl ByteBudget {
 }
 
 /// Open connections per user, under `limits.perUser.maxConnections` (0 = no limit).
-/// Taken in the handshake once the user is known, held by the connection.
-#[derive(Debug)]
-pub struct UserConnections {
-    open: Mutex<HashMap<String, usize>>,
-    max: usize,
+/// Taken in the handshake once the user is known, held by the connection. The one
+/// type the handshake uses; where the counts live is chosen once, in `server.rs`
+/// (see `cluster_shared.rs` for the seam).
+#[derive(Clone)]
+pub enum UserConnections {
+    /// This node's connections only (the embedded node, or no limit): one map, one
+    /// lock, no await.
+    Local(Arc<LocalUserConnections>),
+    /// Every node's connections, counted in Redis (cluster mode with a limit).
+    Cluster(Arc<ClusterUserConnections>),
 }
 
 impl UserConnections {
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(UserConnections { open: Mutex::new(HashMap::new()), max })
+    /// Counts in Redis when the node is in a cluster and there is a limit to count
+    /// for; in this process otherwise.
+    pub fn for_settings(max: usize, cluster: Option<&Arc<Cluster>>) -> UserConnections {
+        match cluster {
+            Some(cluster) if max > 0 => UserConnections::Cluster(ClusterUserConnections::new(cluster.clone(), max)),
+            _ => UserConnections::Local(LocalUserConnections::new(max)),
+        }
     }
 
     /// Takes one of `user`'s connections, or `None` when the user has `max` open.
-    pub fn try_acquire(self: &Arc<Self>, user: &str) -> Option<UserConnection> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = open.entry(user.to_string()).or_insert(0);
-        if self.max > 0 && *count >= self.max {
-            return None;
+    pub async fn try_acquire(&self, user: &str) -> Option<UserConnection> {
+        match self {
+            UserConnections::Local(users) => users.try_acquire(user).map(UserConnection::Local),
+            UserConnections::Cluster(users) => users.try_acquire(user).await.map(UserConnection::Cluster),
         }
-        *count += 1;
-        Some(UserConnection { users: self.clone(), user: user.to_string() })
     }
 
+    /// The limit, for the 429's text.
     pub fn max(&self) -> usize {
-        self.max
+        match self {
+            UserConnections::Local(users) => users.max(),
+            UserConnections::Cluster(users) => users.max(),
+        }
+    }
+
+    /// One cluster health tick (see `ClusterUserConnections::heartbeat`); nothing to
+    /// do for local counts.
+    pub async fn heartbeat(&self, redis_answered: bool) {
+        if let UserConnections::Cluster(users) = self {
+            users.heartbeat(redis_answered).await;
+        }
     }
 }
 
 /// One of a user's open connections; dropping it gives the place back.
 #[derive(Debug)]
-pub struct UserConnection {
-    users: Arc<UserConnections>,
+pub enum UserConnection {
+    /// Counted in this process.
+    Local(LocalUserConnection),
+    /// Counted in Redis too; given back there on a task.
+    Cluster(ClusterUserConnection),
+}
+
+/// Each user's open connections on this node: one map behind one lock, held for one
+/// map operation. The embedded limit, and cluster mode's local truth.
+#[derive(Debug, Default)]
+pub struct UserCounts {
+    open: Mutex<HashMap<String, usize>>,
+}
+
+impl UserCounts {
+    /// Counts one more of `user`'s connections unless the user has `max` (0: no limit).
+    pub fn try_add(&self, user: &str, max: usize) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(user.to_string()).or_insert(0);
+        if max > 0 && *count >= max {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Counts one of `user`'s connections less.
+    pub fn remove(&self, user: &str) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(user) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(user);
+            }
+        }
+    }
+
+    /// Every user with connections, and how many.
+    pub fn snapshot(&self) -> Vec<(String, usize)> {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.iter().map(|(user, count)| (user.clone(), *count)).collect()
+    }
+}
+
+/// Open connections per user on this node alone: the embedded limit, unchanged by
+/// cluster mode (one lock, no await).
+#[derive(Debug)]
+pub struct LocalUserConnections {
+    counts: UserCounts,
+    max: usize,
+}
+
+impl LocalUserConnections {
+    /// Room for `max` connections per user (0 = no limit).
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(LocalUserConnections { counts: UserCounts::default(), max })
+    }
+
+    /// Takes one of `user`'s connections, or `None` when the user has `max` open.
+    pub fn try_acquire(self: &Arc<Self>, user: &str) -> Option<LocalUserConnection> {
+        self.counts.try_add(user, self.max).then(|| LocalUserConnection { users: self.clone(), user: user.to_string() })
+    }
+
+    /// The limit, for the 429's text.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+/// One of a user's open connections on this node; dropping it gives the place back.
+#[derive(Debug)]
+pub struct LocalUserConnection {
+    users: Arc<LocalUserConnections>,
     user: String,
 }
 
-impl Drop for UserConnection {
+impl Drop for LocalUserConnection {
     fn drop(&mut self) {
-        let mut open = self.users.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&self.user) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.user);
-            }
-        }
+        self.users.counts.remove(&self.user);
     }
 }
 

@@ -145,14 +145,41 @@ fn a_byte_budget_takes_what_fits_and_gets_it_back() {
 
 #[test]
 fn a_user_gets_max_connections_and_each_closed_one_back() {
-    let users = UserConnections::new(2);
+    let users = LocalUserConnections::new(2);
     let first = users.try_acquire("alice").unwrap();
     let _second = users.try_acquire("alice").unwrap();
     assert!(users.try_acquire("alice").is_none());
     assert!(users.try_acquire("bob").is_some(), "another user is not affected");
     drop(first);
     assert!(users.try_acquire("alice").is_some());
-    let unlimited = UserConnections::new(0);
+    let unlimited = LocalUserConnections::new(0);
     let held: Vec<_> = (0..50).filter_map(|_| unlimited.try_acquire("x")).collect();
     assert_eq!(held.len(), 50);
+}
+
+#[test]
+fn user_counts_add_under_a_limit_remove_and_forget_users_at_zero() {
+    let counts = UserCounts::default();
+    assert!(counts.try_add("alice", 2) && counts.try_add("alice", 2));
+    assert!(!counts.try_add("alice", 2), "at the limit");
+    assert!(counts.try_add("alice", 0), "0 is no limit (a connection Redis admitted)");
+    assert!(counts.try_add("bob", 2));
+    let mut snapshot = counts.snapshot();
+    snapshot.sort();
+    assert_eq!(snapshot, [("alice".to_string(), 3), ("bob".to_string(), 1)]);
+    counts.remove("bob");
+    counts.remove("nobody");
+    assert_eq!(counts.snapshot(), [("alice".to_string(), 3)], "a user at zero is forgotten");
+}
+
+#[actix_rt::test]
+async fn without_a_cluster_the_counts_are_this_process_s() {
+    let users = UserConnections::for_settings(1, None);
+    assert!(matches!(users, UserConnections::Local(_)));
+    assert_eq!(users.max(), 1);
+    let first = users.try_acquire("alice").await.expect("a place");
+    assert!(users.try_acquire("alice").await.is_none());
+    users.heartbeat(false).await;
+    drop(first);
+    assert!(users.try_acquire("alice").await.is_some());
 }

@@ -52,7 +52,7 @@ pub(crate) struct AppState {
     /// Open connections under `limits.maxConnections`; closed at shutdown.
     pub slots: Arc<ConnectionSlots>,
     /// Each user's open connections, under `limits.perUser.maxConnections`.
-    pub users: Arc<UserConnections>,
+    pub users: UserConnections,
     /// Unfinished fragmented messages, under `limits.maxPendingFragmentBytes`.
     pub fragments: Arc<ByteBudget>,
     /// Cluster mode: Redis (its health is part of readiness).
@@ -115,8 +115,14 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         cluster: wiring,
     })
     .start();
+    // The state nodes share besides sessions, chosen once here: in this process alone,
+    // through Redis in a cluster (one more kind: see `cluster_shared.rs`).
+    let users = UserConnections::for_settings(settings.limits.per_user.max_connections, cluster.as_ref());
+    // One cache for all workers; each worker builds its own Authenticator (awc is per thread).
+    let answer_cache = AnswerCache::for_settings(&settings.channels.websocket.auth, cluster.as_ref());
     if let Some(cluster) = &cluster {
-        ClusterNode::new(cluster.clone(), supervisor.clone(), settings.limits.outbound_bytes, metrics.clone()).start();
+        let outbound_bytes = settings.limits.outbound_bytes;
+        ClusterNode::new(cluster.clone(), supervisor.clone(), outbound_bytes, metrics.clone(), users.clone()).start();
     }
     let websocket = &settings.channels.websocket;
     if websocket.enabled {
@@ -125,8 +131,6 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         log::warn!("channels.websocket.enabled is false: no WebSocket and no chat page; serving /healthz, /readyz and /metrics only on {local_addr}");
     }
     log_auth_mode(&settings);
-    // One cache for all workers; each worker builds its own Authenticator (awc is per thread).
-    let answer_cache = AnswerCache::for_settings(&settings.channels.websocket.auth);
     let verdict_cache = groups::verdict_cache(&settings.channels.websocket.groups);
     let slots = ConnectionSlots::new(settings.limits.max_connections);
     let state = web::Data::new(AppState {
@@ -135,7 +139,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         backend,
         metrics: metrics.clone(),
         slots: slots.clone(),
-        users: UserConnections::new(settings.limits.per_user.max_connections),
+        users,
         fragments: ByteBudget::new(settings.limits.max_pending_fragment_bytes),
         cluster,
     });

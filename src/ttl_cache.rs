@@ -3,9 +3,11 @@
 //! (`auth.cacheTtl`) and the groups service's (`groups.cacheTtl`) are kept in one.
 //!
 //! One `std::sync::Mutex`, taken only on the connect path (never on the delta path),
-//! held for one map operation and never across an `.await`. Every entry lives exactly
-//! `ttl`, so insertion order is expiry order: `order` is a queue whose front expires
-//! first, and a full cache drops its oldest.
+//! held for one map operation and never across an `.await`. An entry lives `ttl`, so
+//! insertion order is expiry order: `order` is a queue whose front expires first, and
+//! a full cache drops its oldest. The one exception, [`TtlCache::put_for`] (an answer
+//! another node cached earlier, kept only for the rest of its life), may wait in the
+//! queue past its expiry: `get` never answers it, and it counts against `capacity`.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -39,8 +41,13 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     /// Keeps `value` for `ttl` from `now`, dropping expired entries and, at capacity,
     /// the oldest.
     pub fn put(&self, key: K, value: V, now: Instant) {
+        self.put_for(key, value, now, self.ttl);
+    }
+
+    /// As `put`, for `life` from `now` (at most `ttl`).
+    pub fn put_for(&self, key: K, value: V, now: Instant, life: Duration) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let expires = now + self.ttl;
+        let expires = now + life.min(self.ttl);
         entries.values.insert(key.clone(), (expires, value));
         entries.order.push_back((key, expires));
         while let Some((oldest, oldest_expiry)) = entries.order.front().cloned() {

@@ -11,9 +11,10 @@ use serde_json::{json, Value};
 use crate::dynamic_agents::dynamic;
 use crate::support::binary::{openai_config, ChildServer};
 use crate::support::client::{last, streamed_text};
+use crate::support::cluster::{cluster_toml, node, ready_child, ready_nodes, wait_for_readyz};
 use crate::support::fake_agent::{slowly, FakeAgent};
 use crate::support::redis::RedisServer;
-use crate::support::server::{spawn_server, TestServer};
+use crate::support::server::TestServer;
 use crate::support::{eventually, WsClient};
 
 /// An agent answering `count` words, `pause` apart.
@@ -24,20 +25,7 @@ fn paced_agent(count: usize, pause: Duration) -> FakeAgent {
     }))
 }
 
-/// An in-process node `id` on `redis`, answering with `agent`, with `extra` settings.
-fn node(redis: &RedisServer, id: &str, agent: &FakeAgent, extra: &[(&str, SettingValue)]) -> TestServer {
-    let mut settings: Vec<(&str, SettingValue)> = vec![
-        ("agent.kind", "openai".into()),
-        ("agent.url", agent.url_v1().into()),
-        ("cluster.redis.url", redis.url().into()),
-        ("cluster.nodeId", id.into()),
-        ("cluster.leaseMs", 1000.into()),
-    ];
-    settings.extend(extra.iter().cloned());
-    spawn_server(&settings)
-}
-
-/// Starts `ids` as nodes and waits until each is ready (it reached Redis).
+/// Starts `ids` as nodes answering with `agent` and waits until each is ready.
 async fn nodes(redis: &RedisServer, ids: &[&str], agent: &FakeAgent) -> Vec<TestServer> {
     nodes_with(redis, ids, agent, &[]).await
 }
@@ -49,17 +37,10 @@ async fn nodes_with(
     agent: &FakeAgent,
     extra: &[(&str, SettingValue)],
 ) -> Vec<TestServer> {
-    let nodes: Vec<TestServer> = ids.iter().map(|id| node(redis, id, agent, extra)).collect();
-    for node in &nodes {
-        let url = node.http_url("/readyz");
-        eventually("the node is ready", || readyz_is(url.clone(), 200)).await;
-    }
-    nodes
-}
-
-async fn readyz_is(url: String, status: u16) -> bool {
-    let answer = awc::Client::new().get(url).send().await;
-    answer.is_ok_and(|answer| answer.status().as_u16() == status)
+    let mut settings: Vec<(&str, SettingValue)> =
+        vec![("agent.kind", "openai".into()), ("agent.url", agent.url_v1().into())];
+    settings.extend(extra.iter().cloned());
+    ready_nodes(redis, ids, &settings).await
 }
 
 fn of_turn<'a>(frames: &'a [Value], message_id: &str) -> Vec<&'a Value> {
@@ -238,13 +219,9 @@ async fn a_late_joiner_on_another_node_resumes_after_its_last_seq() {
     assert_eq!(last(&rest)["content"], (1..=30).map(|n| format!("w{n} ")).collect::<String>());
 }
 
-/// A child node `id` on `redis` with a 1 s lease.
+/// A child node `id` on `redis` with a 1 s lease, answering with `agent`.
 async fn child_node(redis: &RedisServer, id: &str, agent: &FakeAgent) -> ChildServer {
-    let cluster = format!("[cluster]\nnodeId = \"{id}\"\nleaseMs = 1000\n[cluster.redis]\nurl = \"{}\"\n", redis.url());
-    let node = ChildServer::start(&openai_config(&agent.url_v1(), "", &cluster), &[]).await;
-    let url = format!("http://{}/readyz", node.addr);
-    eventually("the node is ready", || readyz_is(url.clone(), 200)).await;
-    node
+    ready_child(&openai_config(&agent.url_v1(), "", &cluster_toml(redis, id))).await
 }
 
 /// Two child nodes, alice on each; alice's turn m1 (sent on a, so a owns the
@@ -295,8 +272,7 @@ async fn redis_killed_and_restarted_is_survived_without_restarting_nodes() {
 
     redis.kill();
     for node in &nodes {
-        let url = node.http_url("/readyz");
-        eventually("not ready without Redis", || readyz_is(url.clone(), 503)).await;
+        wait_for_readyz(&node.http_url("/readyz"), 503).await;
     }
     let refused = on_b.chat("b1", "while Redis is down").await;
     let error = last(&refused);
@@ -305,8 +281,7 @@ async fn redis_killed_and_restarted_is_survived_without_restarting_nodes() {
 
     redis.restart();
     for node in &nodes {
-        let url = node.http_url("/readyz");
-        eventually("ready again", || readyz_is(url.clone(), 200)).await;
+        wait_for_readyz(&node.http_url("/readyz"), 200).await;
     }
     assert_eq!(last(&on_b.chat("b2", "after").await)["type"], "chat.response");
     let after = on_a.chat("m2", "after").await;
@@ -353,15 +328,15 @@ async fn a_node_started_while_redis_is_down_is_not_ready_then_works_when_redis_c
     let mut redis = RedisServer::start();
     redis.kill();
     let agent = paced_agent(2, Duration::from_millis(1));
-    let node = node(&redis, "a", &agent, &[]);
+    let node = node(&redis, "a", &[("agent.kind", "openai".into()), ("agent.url", agent.url_v1().into())]);
     let url = node.http_url("/readyz");
-    eventually("not ready without Redis", || readyz_is(url.clone(), 503)).await;
+    wait_for_readyz(&url, 503).await;
     let mut client = WsClient::connect_welcomed(&node.ws_url("senderId=alice")).await.0;
     let refused = client.chat("m1", "anyone?").await;
     assert_eq!(last(&refused)["code"], "agent_unavailable", "{refused:?}");
 
     redis.restart();
-    eventually("ready once Redis answers", || readyz_is(url.clone(), 200)).await;
+    wait_for_readyz(&url, 200).await;
     assert_eq!(last(&client.chat("m2", "now?").await)["type"], "chat.response");
 }
 

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod client;
+pub mod cluster;
 pub mod fake_agent;
 pub mod fake_auth;
 pub mod fake_groups;
