@@ -45,6 +45,16 @@ pub enum Forwarded {
     Abort { message_id: Option<String> },
 }
 
+impl Forwarded {
+    /// The message id an error about this command names.
+    fn message_id(&self) -> Option<String> {
+        match self {
+            Forwarded::Submit(turn) => Some(turn.message_id.to_string()),
+            Forwarded::Abort { message_id } => message_id.clone(),
+        }
+    }
+}
+
 /// Whether this node runs the turns.
 enum Role {
     Follower,
@@ -125,15 +135,15 @@ impl SessionActor {
     /// A command this node cannot run (it does not hold the lease): take the lease
     /// if nobody holds it, else send the command to the node that does.
     pub(super) fn through_owner(&mut self, reply: Outbox, command: Forwarded, hops: u8, ctx: &mut Context<Self>) {
-        let message_id = match &command {
-            Forwarded::Submit(turn) => Some(turn.message_id.to_string()),
-            Forwarded::Abort { message_id } => message_id.clone(),
-        };
+        let message_id = command.message_id();
         let Some(state) = &self.cluster else { return };
-        if hops >= MAX_HOPS || self.cluster_refuses(&reply, message_id.as_deref()) {
-            if hops >= MAX_HOPS {
-                reply.deliver(&unavailable_frame(message_id.as_deref()));
-            }
+        if hops >= MAX_HOPS {
+            self.setup.metrics.error(ErrorCode::AgentUnavailable);
+            let text = "this conversation is moving between nodes; try again in a moment";
+            reply.deliver(&Outbound::error_frame(ErrorCode::AgentUnavailable, text, message_id.as_deref()));
+            return;
+        }
+        if self.cluster_refuses(&reply, message_id.as_deref()) {
             return;
         }
         let cluster = state.link.cluster.clone();
@@ -223,11 +233,7 @@ impl SessionActor {
             if !loaded {
                 session.give_up_lease(ctx);
                 session.setup.metrics.error(ErrorCode::AgentUnavailable);
-                let message_id = match &command {
-                    Forwarded::Submit(turn) => Some(turn.message_id.to_string()),
-                    Forwarded::Abort { message_id } => message_id.clone(),
-                };
-                reply.deliver(&unavailable_frame(message_id.as_deref()));
+                reply.deliver(&unavailable_frame(command.message_id().as_deref()));
                 return;
             }
             session.run_forwarded(reply, command, ctx);
