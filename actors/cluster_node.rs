@@ -97,6 +97,17 @@ impl ClusterNode {
         });
     }
 
+    /// Tells the sender of `command` that it arrived (without waiting).
+    fn acknowledge(&self, command: &ForwardedCommand) {
+        let (cluster, node) = (self.cluster.clone(), command.from_node.clone());
+        let ack = InboxMessage::Ack { id: command.id.clone() }.to_json();
+        actix::spawn(async move {
+            if let Err(error) = cluster.send_to_node(&node, ack).await {
+                log::debug!("cluster: an acknowledgement to node {node} was lost: {error}");
+            }
+        });
+    }
+
     fn take_command(&self, command: ForwardedCommand) {
         let reply = RemoteConnection::start(
             self.cluster.clone(),
@@ -141,7 +152,11 @@ impl Handler<InboxPayload> for ClusterNode {
 
     fn handle(&mut self, message: InboxPayload, _ctx: &mut Self::Context) {
         match serde_json::from_str::<InboxMessage>(&message.0) {
-            Ok(InboxMessage::Command(command)) => self.take_command(*command),
+            Ok(InboxMessage::Command(command)) => {
+                self.acknowledge(&command);
+                self.take_command(*command);
+            }
+            Ok(InboxMessage::Ack { id }) => self.cluster.acknowledged(&id),
             Ok(InboxMessage::Reply { connection, frames }) => {
                 let mut frames = split_frames(bytes::Bytes::from(frames));
                 let outgoing = match frames.len() {

@@ -237,7 +237,8 @@ impl Actor for SessionActor {
         }
     }
 
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.stop_following(ctx);
         self.release_lease();
         log::debug!("session {} retired", self.setup.key);
     }
@@ -405,6 +406,7 @@ impl Handler<SessionCommand> for SessionActor {
 
     fn handle(&mut self, command: SessionCommand, ctx: &mut Self::Context) {
         self.commands_received += 1;
+        self.check_lease(ctx);
         match command {
             SessionCommand::Submit { from, turn } if self.runs_turns() => self.submit(from, turn, true, ctx),
             SessionCommand::Submit { from, turn } => {
@@ -648,7 +650,7 @@ impl SessionActor {
             },
         ];
         self.persisting = Some(turn.message_id.clone());
-        let write = self.setup.store.append(entries, self.lease());
+        let write = self.setup.store.append(entries, self.lease(), self.setup.settings.store.idempotency_window);
         ctx.spawn(write.into_actor(self).map(move |written, session, ctx| {
             session.persisting = None;
             let entries = match written {

@@ -58,7 +58,18 @@ impl Forwarded {
 /// Whether this node runs the turns.
 enum Role {
     Follower,
-    Owner { lease: Arc<str>, publisher: Outbox, publisher_address: Addr<StreamPublisher>, renewal: SpawnHandle },
+    Owner {
+        lease: Arc<str>,
+        publisher: Outbox,
+        publisher_address: Addr<StreamPublisher>,
+        renewal: SpawnHandle,
+        /// Until when this node may be sure no other holds the lease: its last
+        /// successful claim or renewal (the time it asked) plus the lease, less a
+        /// margin. Past it the node stops running turns, whether Redis refused the
+        /// renewal or could not be asked.
+        valid_until: Instant,
+        expiry: SpawnHandle,
+    },
 }
 
 /// A session's cluster state.
@@ -82,12 +93,28 @@ impl ClusterState {
 
 /// Where routing a command through the owner ended.
 enum Routed {
-    /// This node took the lease.
-    Owner(Arc<str>),
-    /// The owner has it.
+    /// This node took the lease (asked for it at that instant).
+    Owner(Arc<str>, Instant),
+    /// The owner acknowledged it.
     Forwarded,
-    /// A node holds the lease but does not listen (it died): its lease runs out soon.
+    /// A node holds the lease but does not acknowledge (it died, is paused or cut off):
+    /// its lease did not run out in time either.
     OwnerSilent,
+    /// An abort with nobody holding the lease: nothing runs, nothing to do.
+    NothingRuns,
+}
+
+/// Why a node stops running a session's turns.
+enum LeaseEnd {
+    /// Redis refused the renewal: another node holds the lease.
+    Lost,
+    /// It could not be renewed in time (Redis unreachable): another node may hold it.
+    RanOut,
+}
+
+/// How much of a lease a node does not count on (clocks, the time a reply travels).
+fn lease_margin(lease: Duration) -> Duration {
+    lease / 10
 }
 
 impl SessionActor {
@@ -147,29 +174,36 @@ impl SessionActor {
             return;
         }
         let cluster = state.link.cluster.clone();
-        let payload = InboxMessage::Command(Box::new(self.forwarded_command(&reply.id, &command, hops + 1))).to_json();
+        let id = uuid::Uuid::new_v4().to_string();
+        let is_abort = matches!(command, Forwarded::Abort { .. });
+        let payload =
+            InboxMessage::Command(Box::new(self.forwarded_command(&id, &reply.id, &command, hops + 1))).to_json();
         let key = self.setup.key.clone();
         let route = async move {
             let deadline = Instant::now() + cluster.lease * 2;
             loop {
-                match cluster.claim(&key).await? {
-                    Claim::Owner(lease) => return Ok(Routed::Owner(lease)),
-                    Claim::HeldBy { node, .. } => {
-                        if cluster.send_to_node(&node, payload.clone()).await? > 0 {
-                            return Ok(Routed::Forwarded);
-                        }
-                        if Instant::now() > deadline {
-                            return Ok(Routed::OwnerSilent);
-                        }
-                        tokio::time::sleep(cluster.lease / 4).await;
-                    }
+                let asked = Instant::now();
+                let claim = if is_abort { cluster.holder_of(&key).await? } else { Some(cluster.claim(&key).await?) };
+                let node = match claim {
+                    None => return Ok(Routed::NothingRuns),
+                    Some(Claim::Owner(lease)) => return Ok(Routed::Owner(lease, asked)),
+                    Some(Claim::HeldBy { node, .. }) => node,
+                };
+                let ack = cluster.expect_ack(&id);
+                if cluster.send_to_node(&node, payload.clone()).await? > 0 && ack.within(cluster.lease / 4).await {
+                    return Ok(Routed::Forwarded);
                 }
+                if Instant::now() > deadline {
+                    return Ok(Routed::OwnerSilent);
+                }
+                tokio::time::sleep(cluster.lease / 4).await;
             }
         };
         // Waiting keeps this node's commands for the session in order.
         ctx.wait(route.into_actor(self).map(move |routed: Result<Routed, ClusterError>, session, ctx| match routed {
-            Ok(Routed::Owner(lease)) => session.become_owner(lease, reply, command, ctx),
+            Ok(Routed::Owner(lease, asked)) => session.become_owner(lease, asked, reply, command, ctx),
             Ok(Routed::Forwarded) => session.count(|metrics| &metrics.commands_forwarded),
+            Ok(Routed::NothingRuns) => {}
             Ok(Routed::OwnerSilent) => {
                 session.setup.metrics.error(ErrorCode::AgentUnavailable);
                 let text = "the node running this conversation does not answer; try again in a moment";
@@ -183,7 +217,7 @@ impl SessionActor {
         }));
     }
 
-    fn forwarded_command(&self, reply_to: &ConnectionId, command: &Forwarded, hops: u8) -> ForwardedCommand {
+    fn forwarded_command(&self, id: &str, reply_to: &ConnectionId, command: &Forwarded, hops: u8) -> ForwardedCommand {
         let link = self.cluster.as_ref().map(|state| &state.link);
         let action = match command {
             Forwarded::Submit(turn) => ForwardedAction::Submit {
@@ -194,6 +228,7 @@ impl SessionActor {
             Forwarded::Abort { message_id } => ForwardedAction::Abort { message_id: message_id.clone() },
         };
         ForwardedCommand {
+            id: id.to_string(),
             target: self.setup.target.clone(),
             agent_id: self.setup.agent_id.to_string(),
             agent_dir: link.map(|link| link.agent_dir.clone()).unwrap_or_default(),
@@ -207,7 +242,14 @@ impl SessionActor {
 
     /// This node took the lease: publish from now on, stop following, load the
     /// transcript, then run `command`.
-    fn become_owner(&mut self, lease: Arc<str>, reply: Outbox, command: Forwarded, ctx: &mut Context<Self>) {
+    fn become_owner(
+        &mut self,
+        lease: Arc<str>,
+        asked: Instant,
+        reply: Outbox,
+        command: Forwarded,
+        ctx: &mut Context<Self>,
+    ) {
         self.count(|metrics| &metrics.leases_taken);
         let Some(state) = &mut self.cluster else { return };
         log::info!("cluster: node {} runs session {} ({lease})", state.link.cluster.node_id, self.setup.key);
@@ -220,9 +262,11 @@ impl SessionActor {
             limits.outbound_queue,
             self.setup.metrics.clone(),
         );
-        let renew_every = state.link.cluster.lease / 3;
-        let renewal = ctx.run_interval(renew_every, |session, ctx| session.renew_lease(ctx));
-        state.role = Role::Owner { lease, publisher, publisher_address, renewal };
+        let length = state.link.cluster.lease;
+        let renewal = ctx.run_interval(length / 3, |session, ctx| session.renew_lease(ctx));
+        let valid_until = asked + length - lease_margin(length);
+        let expiry = ctx.run_later(valid_until.saturating_duration_since(Instant::now()), Self::lease_ran_out);
+        state.role = Role::Owner { lease, publisher, publisher_address, renewal, valid_until, expiry };
         let lost = state.followed.forget();
         self.stop_following(ctx);
         if let Some(turn) = lost {
@@ -231,7 +275,7 @@ impl SessionActor {
         self.rebuild_snapshot();
         self.load_memory_then(ctx, move |session, loaded, ctx| {
             if !loaded {
-                session.give_up_lease(ctx);
+                session.give_up_lease(LeaseEnd::RanOut, ctx);
                 session.setup.metrics.error(ErrorCode::AgentUnavailable);
                 reply.deliver(&unavailable_frame(command.message_id().as_deref()));
                 return;
@@ -254,28 +298,68 @@ impl SessionActor {
     fn renew_lease(&mut self, ctx: &mut Context<Self>) {
         let (Some(state), Some(lease)) = (&self.cluster, self.lease()) else { return };
         let (cluster, key) = (state.link.cluster.clone(), self.setup.key.clone());
+        let asked = Instant::now();
         let renew = async move { cluster.renew(&key, &lease).await };
-        ctx.spawn(renew.into_actor(self).map(|renewed, session, ctx| match renewed {
-            Ok(true) => {}
+        ctx.spawn(renew.into_actor(self).map(move |renewed, session, ctx| match renewed {
+            Ok(true) => session.lease_renewed(asked, ctx),
             Ok(false) => {
                 log::warn!("cluster: session {}: this node lost its lease; its turns end", session.setup.key);
-                session.give_up_lease(ctx);
+                session.give_up_lease(LeaseEnd::Lost, ctx);
             }
-            // Redis unreachable: the turn in flight finishes here (its answer cannot be
-            // stored, and says so); the lease runs out if Redis stays away.
+            // Redis unreachable: the turn in flight goes on while the lease surely
+            // holds (`lease_ran_out` ends it then: another node may take over).
             Err(error) => log::debug!("cluster: session {}: lease not renewed: {error}", session.setup.key),
         }));
     }
 
+    /// The lease holds until `asked` + its length (less the margin): reschedule the end.
+    fn lease_renewed(&mut self, asked: Instant, ctx: &mut Context<Self>) {
+        let Some(state) = &mut self.cluster else { return };
+        let length = state.link.cluster.lease;
+        let Role::Owner { valid_until, expiry, .. } = &mut state.role else { return };
+        *valid_until = asked + length - lease_margin(length);
+        ctx.cancel_future(*expiry);
+        *expiry = ctx.run_later(valid_until.saturating_duration_since(Instant::now()), Self::lease_ran_out);
+    }
+
+    /// The lease could not be renewed in time: this node can no longer be sure it is
+    /// the only one running the session's turns.
+    fn lease_ran_out(&mut self, ctx: &mut Context<Self>) {
+        if self.lease_expired() {
+            log::warn!("cluster: session {}: the lease could not be renewed in time; its turns end", self.setup.key);
+            self.give_up_lease(LeaseEnd::RanOut, ctx);
+        }
+    }
+
+    /// Whether this node owns the session on a lease it can no longer count on
+    /// (checked before every command: a node thawed after a pause learns it here).
+    pub(super) fn lease_expired(&self) -> bool {
+        match self.cluster.as_ref().map(|state| &state.role) {
+            Some(Role::Owner { valid_until, .. }) => Instant::now() >= *valid_until,
+            _ => false,
+        }
+    }
+
+    /// Gives the lease up if it ran out (before a command is handled).
+    pub(super) fn check_lease(&mut self, ctx: &mut Context<Self>) {
+        if self.lease_expired() {
+            self.give_up_lease(LeaseEnd::RanOut, ctx);
+        }
+    }
+
     /// Stops being the owner: the running and queued turns end with an error for this
     /// node's connections, and the session follows the stream again.
-    fn give_up_lease(&mut self, ctx: &mut Context<Self>) {
+    fn give_up_lease(&mut self, why: LeaseEnd, ctx: &mut Context<Self>) {
         let Some(state) = &mut self.cluster else { return };
-        if let Role::Owner { renewal, .. } = std::mem::replace(&mut state.role, Role::Follower) {
+        if let Role::Owner { renewal, expiry, .. } = std::mem::replace(&mut state.role, Role::Follower) {
             ctx.cancel_future(renewal);
+            ctx.cancel_future(expiry);
         }
         self.rebuild_snapshot();
-        let text = "this conversation moved to another node; send the message again";
+        let text = match why {
+            LeaseEnd::Lost => "this conversation moved to another node; send the message again",
+            LeaseEnd::RanOut => "this node lost touch with the cluster's shared store (Redis); send the message again",
+        };
         let mut ended: Vec<Arc<str>> = self.queue.drain(..).map(|turn| turn.message_id.clone()).collect();
         if let Some(running) = self.running.take() {
             running.bridge.do_send(StopTurn);
@@ -359,7 +443,8 @@ impl SessionActor {
         self.setup.settings.limits.max_answer_bytes.saturating_mul(2) + 64 * 1024
     }
 
-    fn stop_following(&mut self, ctx: &mut Context<Self>) {
+    /// Stops reading the session's stream (an owner now, or retired).
+    pub(super) fn stop_following(&mut self, ctx: &mut Context<Self>) {
         let Some(state) = &mut self.cluster else { return };
         if let Some(watch) = state.watch.take() {
             ctx.cancel_future(watch);
@@ -391,9 +476,8 @@ impl SessionActor {
 
     /// Ends, for this node's connections only, a turn whose node stopped.
     fn end_lost_turn(&mut self, message_id: &str, ctx: &mut Context<Self>) {
-        let text = "the node running this turn stopped; send the message again";
         self.setup.metrics.error(ErrorCode::AgentUnavailable);
-        let frame = Outbound::error_frame(ErrorCode::AgentUnavailable, text, Some(message_id));
+        let frame = lost_turn_frame(message_id);
         let dropped = fan_out(self.subscribers.values(), &frame);
         if !dropped.is_empty() {
             self.unsubscribe(&dropped, ctx);
@@ -447,9 +531,13 @@ impl Handler<StreamEvents> for SessionActor {
             metrics.events_relayed.inc_by(message.0.len() as u64);
         }
         for event in message.0 {
-            let mut frames = split_frames(event.frames);
-            for frame in &frames {
-                state.followed.observe(frame, &event.lease);
+            let mut frames = Vec::new();
+            for frame in split_frames(event.frames) {
+                if let Some(lost) = state.followed.observe(&frame, &event.lease) {
+                    self.setup.metrics.error(ErrorCode::AgentUnavailable);
+                    frames.push(lost_turn_frame(&lost.message_id));
+                }
+                frames.push(frame);
             }
             let outgoing = match frames.len() {
                 0 => continue,
@@ -464,6 +552,12 @@ impl Handler<StreamEvents> for SessionActor {
             self.unsubscribe(&dropped, ctx);
         }
     }
+}
+
+/// The end of a turn whose node stopped before it ended it.
+fn lost_turn_frame(message_id: &str) -> Frame {
+    let text = "the node running this turn stopped; send the message again";
+    Outbound::error_frame(ErrorCode::AgentUnavailable, text, Some(message_id))
 }
 
 /// The answer to a command while Redis cannot be reached.

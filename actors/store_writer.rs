@@ -152,11 +152,13 @@ impl TranscriptStore {
         }
     }
 
-    /// Appends a completed turn durably; `lease` (cluster mode) fences the write.
+    /// Appends a completed turn durably; `lease` (cluster mode) fences the write, and
+    /// the last `answers` answers' ids are kept apart for a node taking over.
     pub fn append(
         &self,
         entries: Vec<TranscriptEntry>,
         lease: Option<Arc<str>>,
+        answers: usize,
     ) -> BoxFuture<'static, Result<Vec<TranscriptEntry>, StoreError>> {
         match self.clone() {
             TranscriptStore::File { writer, path } => {
@@ -165,7 +167,7 @@ impl TranscriptStore {
             }
             TranscriptStore::Redis { cluster, key } => async move {
                 let lease = lease.ok_or(crate::cluster::ClusterError::LeaseLost)?;
-                cluster.append(&key, &lease, &entries).await?;
+                cluster.append(&key, &lease, &entries, answers).await?;
                 Ok(entries)
             }
             .boxed(),

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use redis::aio::MultiplexedConnection;
-use redis::streams::StreamReadReply;
 use redis::AsyncConnectionConfig;
 
 use crate::cluster::{self, Cluster, ClusterError, StreamEvent};
 use crate::identity::SessionKey;
+use crate::stream_entries::{self, StreamRead};
 
 /// How long one read waits for new events, milliseconds (also how long a newly
 /// followed stream may wait to be included).
@@ -75,6 +75,8 @@ impl StreamReader {
 
     /// Starts the next read unless one is running or nothing is followed.
     fn read_next(&mut self, ctx: &mut Context<Self>) {
+        // A session that stopped (retired) is read no more.
+        self.streams.retain(|_, followed| followed.to.connected());
         if self.reading || self.streams.is_empty() {
             return;
         }
@@ -93,7 +95,7 @@ impl StreamReader {
                     client.get_multiplexed_async_connection_with_config(&config).await?
                 }
             };
-            let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+            let reply: redis::Value = redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(EVENTS_PER_READ)
                 .arg("BLOCK")
@@ -111,7 +113,7 @@ impl StreamReader {
                 Ok((connection, reply)) => {
                     reader.connection = Some(connection);
                     reader.failing = false;
-                    reader.dispatch(reply.map(|reply| reply.keys).unwrap_or_default());
+                    reader.dispatch(stream_entries::parse_xread(reply));
                     reader.read_next(ctx);
                 }
                 Err(error) => {
@@ -124,19 +126,15 @@ impl StreamReader {
         }));
     }
 
-    fn dispatch(&mut self, keys: Vec<redis::streams::StreamKey>) {
-        for stream in keys {
-            let Some(followed) = self.streams.get_mut(&stream.key) else { continue };
-            if let Some(last) = stream.ids.last() {
-                followed.last_id = last.id.clone();
+    fn dispatch(&mut self, reads: Vec<StreamRead>) {
+        for read in reads {
+            let Some(followed) = self.streams.get_mut(&read.key) else { continue };
+            if let Some(last_id) = read.last_id {
+                followed.last_id = last_id;
             }
-            let events: Vec<StreamEvent> = stream.ids.into_iter().filter_map(cluster::stream_event).collect();
-            if !followed.to.connected() {
-                // The session is gone: it follows again if it comes back.
-                self.streams.remove(&stream.key);
-            } else if !events.is_empty() {
+            if !read.events.is_empty() {
                 // Not bounded by the session's mailbox: one read's events at a time.
-                followed.to.do_send(StreamEvents(events));
+                followed.to.do_send(StreamEvents(read.events));
             }
         }
     }

@@ -14,12 +14,14 @@
 //! `cs:tx:{K}` (the transcript, a list of JSON entries), `cs:ev:{K}` (the event
 //! stream), and the pub/sub channel `cs:node:{node}` (a node's inbox).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, RedisError, Script};
+use tokio::sync::oneshot;
 
 use crate::agents::AgentRecord;
 use crate::config::ClusterSettings;
@@ -27,6 +29,7 @@ use crate::followed_turn;
 use crate::identity::SessionKey;
 use crate::protocol::{Role, TranscriptEntry};
 use crate::redact;
+use crate::stream_entries;
 use crate::transcript::Tail;
 
 /// How long one Redis command may take before it counts as Redis being down.
@@ -84,6 +87,28 @@ pub struct Cluster {
     /// The last health check's verdict (`/readyz`).
     healthy: AtomicBool,
     scripts: Scripts,
+    /// Commands this node forwarded and waits to hear were received, by id.
+    acks: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+}
+
+/// A forwarded command's acknowledgement, awaited; dropping it forgets the command.
+pub struct PendingAck {
+    acks: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    id: String,
+    received: oneshot::Receiver<()>,
+}
+
+impl PendingAck {
+    /// Whether the acknowledgement came within `wait`.
+    pub async fn within(mut self, wait: Duration) -> bool {
+        matches!(tokio::time::timeout(wait, &mut self.received).await, Ok(Ok(())))
+    }
+}
+
+impl Drop for PendingAck {
+    fn drop(&mut self) {
+        self.acks.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.id);
+    }
 }
 
 /// The Lua scripts: each check-and-write is atomic in Redis.
@@ -121,9 +146,13 @@ impl Scripts {
                 return 0",
             ),
             // KEYS: lease, transcript. ARGV: lease value, entries...
+            // KEYS: lease, transcript, answered ids. ARGV: lease value, the answer's
+            // message id, how many ids to keep, entries...
             append: Script::new(
                 r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-                for i = 2, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+                for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+                redis.call('RPUSH', KEYS[3], ARGV[2])
+                redis.call('LTRIM', KEYS[3], -tonumber(ARGV[3]), -1)
                 return 1",
             ),
             // KEYS: lease, stream. ARGV: lease value, maxlen, ttl, then (frames, except)
@@ -159,6 +188,12 @@ fn transcript_key(key: &SessionKey) -> String {
     format!("cs:tx:{{{key}}}")
 }
 
+/// The message ids of a session's last answers (`store.idempotencyWindow` of them),
+/// so a node taking the session over reads ids, not the whole transcript.
+fn answered_key(key: &SessionKey) -> String {
+    format!("cs:ans:{{{key}}}")
+}
+
 /// The key of a session's event stream.
 pub fn stream_key(key: &SessionKey) -> String {
     format!("cs:ev:{{{key}}}")
@@ -188,6 +223,7 @@ impl Cluster {
             stream_max_len: settings.stream_max_len,
             stream_ttl_ms: settings.stream_ttl_ms,
             healthy: AtomicBool::new(false),
+            acks: Arc::default(),
             scripts: Scripts::new(),
         }))
     }
@@ -258,9 +294,34 @@ impl Cluster {
         Ok(())
     }
 
+    /// Who holds `key`'s lease, as a claim would find it (never taking it): `None`
+    /// when nobody does, or only a stale lease of this node.
+    pub async fn holder_of(&self, key: &SessionKey) -> Result<Option<Claim>, ClusterError> {
+        let Some(lease) = self.lease_holder(key).await? else { return Ok(None) };
+        let node = lease.split_once(' ').map_or(lease.as_str(), |(node, _)| node).to_string();
+        if node == *self.node_id {
+            return Ok(None);
+        }
+        Ok(Some(Claim::HeldBy { node, lease }))
+    }
+
     /// Who holds `key` now (`node token`), if anyone.
     pub async fn lease_holder(&self, key: &SessionKey) -> Result<Option<String>, ClusterError> {
         Ok(self.commands().get(lease_key(key)).await?)
+    }
+
+    /// Starts waiting for the acknowledgement of forwarded command `id`.
+    pub fn expect_ack(&self, id: &str) -> PendingAck {
+        let (sender, received) = oneshot::channel();
+        self.acks.lock().unwrap_or_else(PoisonError::into_inner).insert(id.to_string(), sender);
+        PendingAck { acks: self.acks.clone(), id: id.to_string(), received }
+    }
+
+    /// Command `id` was received by the node it was sent to.
+    pub fn acknowledged(&self, id: &str) {
+        if let Some(waiting) = self.acks.lock().unwrap_or_else(PoisonError::into_inner).remove(id) {
+            let _ = waiting.send(());
+        }
     }
 
     /// Publishes `payload` to `node`'s inbox; answers how many listeners got it (0: the
@@ -269,10 +330,24 @@ impl Cluster {
         Ok(self.commands().publish(inbox_channel(node), payload).await?)
     }
 
-    /// Appends a completed turn's entries, if this node still holds `lease`.
-    pub async fn append(&self, key: &SessionKey, lease: &str, entries: &[TranscriptEntry]) -> Result<(), ClusterError> {
+    /// Appends a completed turn's entries (and its answer's id, keeping the last
+    /// `answers` ids), if this node still holds `lease`.
+    pub async fn append(
+        &self,
+        key: &SessionKey,
+        lease: &str,
+        entries: &[TranscriptEntry],
+        answers: usize,
+    ) -> Result<(), ClusterError> {
+        let answered =
+            entries.iter().find(|entry| entry.role == Role::Assistant).map(|entry| entry.message_id.as_str());
         let mut invocation = self.scripts.append.key(lease_key(key));
-        invocation.key(transcript_key(key)).arg(lease);
+        invocation
+            .key(transcript_key(key))
+            .key(answered_key(key))
+            .arg(lease)
+            .arg(answered.unwrap_or_default())
+            .arg(answers.max(1));
         for entry in entries {
             let line = serde_json::to_string(entry).map_err(|error| ClusterError::Unexpected(error.to_string()))?;
             invocation.arg(line);
@@ -318,13 +393,16 @@ impl Cluster {
         let mut bytes = 0;
         let mut end = "+".to_string();
         loop {
-            let reply: redis::streams::StreamRangeReply =
-                self.commands().xrevrange_count(stream_key(key), &end, "-", PAGE).await?;
-            let page_len = reply.ids.len();
-            if let Some(oldest) = reply.ids.last() {
-                end = format!("({}", oldest.id);
+            let reply: redis::Value = self.commands().xrevrange_count(stream_key(key), &end, "-", PAGE).await?;
+            let page_len = match &reply {
+                redis::Value::Array(entries) => entries.len(),
+                _ => 0,
+            };
+            let (oldest, page) = stream_entries::parse_entries(reply);
+            if let Some(oldest) = oldest {
+                end = format!("({oldest}");
             }
-            for event in reply.ids.into_iter().filter_map(stream_event) {
+            for event in page {
                 bytes += event.frames.len();
                 let starts_turn = followed_turn::starts_turn(&event.frames);
                 events.push(event);
@@ -339,24 +417,12 @@ impl Cluster {
     }
 
     /// The end of `key`'s transcript: the last `keep` entries and the ids of the last
-    /// `answers` answers (what a session that takes over loads).
+    /// `answers` answers (what a session that takes over loads; no more of it).
     pub async fn load_tail(&self, key: &SessionKey, keep: usize, answers: usize) -> Result<Tail, ClusterError> {
-        let reach = keep.max(answers.saturating_mul(2));
-        let lines: Vec<String> = self.commands().lrange(transcript_key(key), -(reach as isize), -1).await?;
+        let recent = self.read_tail(key, keep).await?;
+        let answered: Vec<String> = self.commands().lrange(answered_key(key), -(answers.max(1) as isize), -1).await?;
         let total: usize = self.commands().llen(transcript_key(key)).await?;
-        let entries: Vec<TranscriptEntry> = lines.iter().filter_map(|line| parse_entry(line)).collect();
-        let answered = entries
-            .iter()
-            .filter(|entry| entry.role == Role::Assistant)
-            .map(|entry| entry.message_id.clone())
-            .collect::<Vec<_>>();
-        let skip_answers = answered.len().saturating_sub(answers);
-        let recent: Vec<TranscriptEntry> = entries.into_iter().rev().take(keep).rev().collect();
-        Ok(Tail {
-            more_on_disk: total > recent.len(),
-            answered: answered.into_iter().skip(skip_answers).collect(),
-            recent,
-        })
+        Ok(Tail { more_on_disk: total > recent.len(), answered, recent })
     }
 
     /// The last `limit` entries of `key`'s transcript, oldest first.
@@ -374,7 +440,8 @@ impl Cluster {
         key: &SessionKey,
         message_id: &str,
     ) -> Result<Option<TranscriptEntry>, ClusterError> {
-        const PAGE: isize = 512;
+        // Entries are up to `limits.maxAnswerBytes` each: a page holds few.
+        const PAGE: isize = 16;
         let mut end: isize = -1;
         loop {
             let lines: Vec<String> = self.commands().lrange(transcript_key(key), end - PAGE + 1, end).await?;
@@ -400,18 +467,6 @@ fn parse_entry(line: &str) -> Option<TranscriptEntry> {
     serde_json::from_str(line)
         .inspect_err(|error| log::warn!("cluster: a transcript entry in Redis is not valid ({error}); skipped"))
         .ok()
-}
-
-/// A stream entry as a [`StreamEvent`]; an entry without frames is skipped.
-pub fn stream_event(entry: redis::streams::StreamId) -> Option<StreamEvent> {
-    let field = |name: &str| match entry.map.get(name) {
-        Some(redis::Value::BulkString(bytes)) => Some(bytes.clone()),
-        _ => None,
-    };
-    let frames = bytes::Bytes::from(field("f")?);
-    let lease = String::from_utf8(field("o").unwrap_or_default()).unwrap_or_default();
-    let except = field("x").and_then(|bytes| String::from_utf8(bytes).ok());
-    Some(StreamEvent { id: entry.id, lease, frames, except })
 }
 
 /// The default node id: this machine's hostname and the port.

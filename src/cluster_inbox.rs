@@ -23,12 +23,18 @@ pub enum InboxMessage {
     Reply { connection: String, frames: String },
     /// A command for a session the receiving node owns.
     Command(Box<ForwardedCommand>),
+    /// The receiving node's command `id` reached a running node (which answers it,
+    /// or sends it on): the sender stops waiting for it.
+    Ack { id: String },
 }
 
 /// A session command from a connection on another node.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ForwardedCommand {
+    /// Acknowledged (`Ack`) on receipt: an owner that is paused or cut off from Redis
+    /// still has its subscription, so "someone listens" is not "someone got it".
+    pub id: String,
     pub target: SessionTarget,
     /// The agent the sending node bound the conversation to (so both compute one key).
     pub agent_id: String,

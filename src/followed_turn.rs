@@ -52,20 +52,23 @@ impl FollowedTurns {
         FollowedTurns { turn: None, max_bytes }
     }
 
-    /// Takes in one frame the owner published under `lease`.
-    pub fn observe(&mut self, frame: &Frame, lease: &str) {
+    /// Takes in one frame the owner published under `lease`. Answers the turn it
+    /// replaces if that never ended: a new turn began while another was in flight
+    /// (the end of that one was lost with the node that ran it).
+    pub fn observe(&mut self, frame: &Frame, lease: &str) -> Option<FollowedTurn> {
         let text = frame.text();
         let bytes = text.as_bytes();
         if bytes.starts_with(TYPING) {
-            if let Some(message_id) = message_id_of(&text) {
-                let size = frame.byte_len();
-                self.turn = Some(FollowedTurn {
-                    message_id: Arc::from(message_id),
-                    lease: lease.to_string(),
-                    frames: vec![frame.clone()],
-                    bytes: size,
-                });
-            }
+            let message_id = message_id_of(&text)?;
+            let size = frame.byte_len();
+            let started = FollowedTurn {
+                message_id: Arc::from(message_id),
+                lease: lease.to_string(),
+                frames: vec![frame.clone()],
+                bytes: size,
+            };
+            let replaced = self.turn.replace(started);
+            return replaced.filter(|old| self.turn.as_ref().is_some_and(|new| new.message_id != old.message_id));
         } else if bytes.starts_with(STREAM) {
             if let Some(turn) = &mut self.turn {
                 if turn.bytes + frame.byte_len() <= self.max_bytes {
@@ -80,6 +83,7 @@ impl FollowedTurns {
                 self.turn = None;
             }
         }
+        None
     }
 
     /// The turn in flight, if any.

@@ -45,3 +45,13 @@ fn joined_frames_split_back_without_empty_pieces() {
     let frames: Vec<String> = split_frames(joined).iter().map(|frame| frame.text().to_string()).collect();
     assert_eq!(frames, vec![r#"{"a":1}"#.to_string(), r#"{"b":"x\ny"}"#.to_string()]);
 }
+
+#[test]
+fn a_new_turn_while_another_is_in_flight_hands_the_old_one_back() {
+    let mut turns = FollowedTurns::new(1 << 20);
+    assert!(turns.observe(&typing("m1"), "a 1").is_none());
+    assert!(turns.observe(&typing("m1"), "a 1").is_none(), "the same turn again replaces nothing");
+    let lost = turns.observe(&typing("m2"), "b 2").expect("m1 never ended");
+    assert_eq!((&*lost.message_id, lost.lease.as_str()), ("m1", "a 1"));
+    assert_eq!(&*turns.in_flight().unwrap().message_id, "m2");
+}

@@ -34,6 +34,7 @@ pub mod server;
 pub mod session_memory;
 pub mod shutdown;
 pub mod store;
+pub mod stream_entries;
 pub mod transcript;
 pub mod ttl_cache;
 

@@ -2,28 +2,19 @@
 //! processes, two or three ClawSocket nodes on loopback (in-process, or the binary
 //! where a node must die by SIGKILL), real WebSocket clients on different nodes.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use clawsocket::config::SettingValue;
 use serde_json::{json, Value};
 
 use crate::dynamic_agents::dynamic;
-use crate::support::binary::{openai_config, ChildServer};
+use crate::support::binary::ChildServer;
 use crate::support::client::{last, streamed_text};
-use crate::support::cluster::{cluster_toml, node, ready_child, ready_nodes, wait_for_readyz};
-use crate::support::fake_agent::{slowly, FakeAgent};
+use crate::support::cluster::{node, openai_child, ready_nodes, wait_for_readyz};
+use crate::support::fake_agent::{paced_agent, FakeAgent};
 use crate::support::redis::RedisServer;
 use crate::support::server::TestServer;
 use crate::support::{eventually, WsClient};
-
-/// An agent answering `count` words, `pause` apart.
-fn paced_agent(count: usize, pause: Duration) -> FakeAgent {
-    FakeAgent::start(Arc::new(move |_, _| {
-        let words: Vec<String> = (1..=count).map(|n| format!("w{n} ")).collect();
-        slowly(&words.iter().map(String::as_str).collect::<Vec<_>>(), pause)
-    }))
-}
 
 /// Starts `ids` as nodes answering with `agent` and waits until each is ready.
 async fn nodes(redis: &RedisServer, ids: &[&str], agent: &FakeAgent) -> Vec<TestServer> {
@@ -51,23 +42,11 @@ fn seqs(frames: &[&Value]) -> Vec<u64> {
     frames.iter().filter(|frame| frame["type"] == "chat.stream").filter_map(|frame| frame["seq"].as_u64()).collect()
 }
 
-async fn join(client: &mut WsClient, selector: Value) -> Value {
-    let mut join = json!({"type": "chat.join"});
-    join.as_object_mut().unwrap().extend(selector.as_object().unwrap().clone());
-    client.send_json(join).await;
-    loop {
-        let frame = client.recv().await;
-        if frame["type"] == "chat.joined" {
-            return frame;
-        }
-    }
-}
-
 /// Alice connected at `on_a` and at `on_b`, where she joined her conversation.
 async fn alice_on_both(on_a: String, on_b: String) -> (WsClient, WsClient) {
     let tab_a = WsClient::connect_welcomed(&on_a).await.0;
     let mut tab_b = WsClient::connect_welcomed(&on_b).await.0;
-    join(&mut tab_b, json!({})).await;
+    tab_b.join(json!({})).await;
     (tab_a, tab_b)
 }
 
@@ -111,7 +90,7 @@ async fn a_group_spans_three_nodes() {
     let mut members = Vec::new();
     for (node, user) in nodes.iter().zip(["u1", "u2", "u3"]) {
         let mut member = WsClient::connect_welcomed(&node.ws_url(&format!("senderId={user}"))).await.0;
-        let joined = join(&mut member, json!({"groupId": "dev"})).await;
+        let joined = member.join(json!({"groupId": "dev"})).await;
         assert_eq!(joined["sessionKey"], "agent:main:websocket:group:dev");
         members.push(member);
     }
@@ -138,7 +117,7 @@ async fn quick_sends_from_three_nodes_run_one_at_a_time_in_one_order() {
     let mut tabs = Vec::new();
     for node in &nodes {
         let mut tab = WsClient::connect_welcomed(&node.ws_url("senderId=alice")).await.0;
-        join(&mut tab, json!({})).await;
+        tab.join(json!({})).await;
         tabs.push(tab);
     }
     for (index, tab) in tabs.iter_mut().enumerate() {
@@ -210,18 +189,13 @@ async fn a_late_joiner_on_another_node_resumes_after_its_last_seq() {
         }
     }
     let mut laptop = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=alice")).await.0;
-    let joined = join(&mut laptop, json!({"afterSeq": 5})).await;
+    let joined = laptop.join(json!({"afterSeq": 5})).await;
     assert_eq!(joined["inFlight"], "m1", "{joined}");
     let rest = laptop.turn("m1").await;
     let turn = of_turn(&rest, "m1");
     assert_eq!(turn[0]["type"], "chat.typing");
     assert_eq!(seqs(&turn), (6..=30).collect::<Vec<_>>(), "the rest, once, in order");
     assert_eq!(last(&rest)["content"], (1..=30).map(|n| format!("w{n} ")).collect::<String>());
-}
-
-/// A child node `id` on `redis` with a 1 s lease, answering with `agent`.
-async fn child_node(redis: &RedisServer, id: &str, agent: &FakeAgent) -> ChildServer {
-    ready_child(&openai_config(&agent.url_v1(), "", &cluster_toml(redis, id))).await
 }
 
 /// Two child nodes, alice on each; alice's turn m1 (sent on a, so a owns the
@@ -234,8 +208,8 @@ struct OwnerMidTurn {
 }
 
 async fn owner_mid_turn(redis: &RedisServer, agent: &FakeAgent) -> OwnerMidTurn {
-    let owner = child_node(redis, "a", agent).await;
-    let survivor = child_node(redis, "b", agent).await;
+    let owner = openai_child(redis, "a", agent, "").await;
+    let survivor = openai_child(redis, "b", agent, "").await;
     let (mut on_a, mut on_b) = alice_on_both(owner.ws_url("senderId=alice"), survivor.ws_url("senderId=alice")).await;
     on_a.send_json(json!({"type": "chat.send", "content": "a long one", "messageId": "m1"})).await;
     loop {
@@ -381,7 +355,7 @@ async fn a_late_joiner_resumes_a_turn_longer_than_a_page_of_events() {
         }
     }
     let mut laptop = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=alice")).await.0;
-    let joined = join(&mut laptop, json!({"afterSeq": 100})).await;
+    let joined = laptop.join(json!({"afterSeq": 100})).await;
     assert_eq!(joined["inFlight"], "m1", "the turn's start was found however far back: {joined}");
     let rest = laptop.turn("m1").await;
     assert_eq!(seqs(&of_turn(&rest, "m1")), (101..=1500).collect::<Vec<_>>());

@@ -9,6 +9,7 @@ mod auth;
 mod backends;
 mod bounds;
 mod cluster;
+mod cluster_failures;
 mod cluster_shared;
 mod config_mistakes;
 mod dynamic_agents;

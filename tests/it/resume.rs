@@ -8,20 +8,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::support::client::last;
-use crate::support::fake_agent::{slowly, Chunk, FakeAgent, Reply};
+use crate::support::fake_agent::{paced_agent, Chunk, FakeAgent, Reply};
 use crate::support::server::spawn_server_on_store;
 use crate::support::{eventually, WsClient};
 
 fn words(count: usize) -> Vec<String> {
     (1..=count).map(|n| format!("w{n} ")).collect()
-}
-
-/// An agent answering `count` words, `pause` apart.
-fn paced_agent(count: usize, pause: Duration) -> FakeAgent {
-    FakeAgent::start(Arc::new(move |_, _| {
-        let words = words(count);
-        slowly(&words.iter().map(String::as_str).collect::<Vec<_>>(), pause)
-    }))
 }
 
 fn openai(agent: &FakeAgent) -> Vec<(&'static str, clawsocket::config::SettingValue)> {

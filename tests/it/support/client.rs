@@ -147,6 +147,22 @@ impl WsClient {
         }
     }
 
+    /// Sends `chat.join` with `selector`'s fields (`groupId`, `afterSeq`…) and returns
+    /// the `chat.joined` (frames before it are skipped).
+    pub async fn join(&mut self, selector: serde_json::Value) -> serde_json::Value {
+        let mut join = serde_json::json!({"type": "chat.join"});
+        if let (Some(join), Some(fields)) = (join.as_object_mut(), selector.as_object()) {
+            join.extend(fields.clone());
+        }
+        self.send_json(join).await;
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] == "chat.joined" {
+                return frame;
+            }
+        }
+    }
+
     /// Sends `content` as `message_id` and returns the frames of that turn.
     pub async fn chat(&mut self, message_id: &str, content: &str) -> Vec<Value> {
         self.send_json(serde_json::json!({"type": "chat.send", "content": content, "messageId": message_id})).await;

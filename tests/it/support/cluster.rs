@@ -4,18 +4,21 @@
 
 use clawsocket::config::SettingValue;
 
-use super::binary::ChildServer;
+use super::binary::{openai_config, ChildServer};
 use super::eventually;
+use super::fake_agent::FakeAgent;
 use super::redis::RedisServer;
 use super::server::{spawn_server, TestServer};
 
 /// An in-process node `id` on `redis` with a 1 s lease, then `extra` settings.
 pub fn node(redis: &RedisServer, id: &str, extra: &[(&str, SettingValue)]) -> TestServer {
-    let mut settings: Vec<(&str, SettingValue)> = vec![
-        ("cluster.redis.url", redis.url().into()),
-        ("cluster.nodeId", id.into()),
-        ("cluster.leaseMs", 1000.into()),
-    ];
+    node_on(&redis.url(), id, extra)
+}
+
+/// As `node`, on the Redis at `url` (a proxy in front of it, say).
+pub fn node_on(url: &str, id: &str, extra: &[(&str, SettingValue)]) -> TestServer {
+    let mut settings: Vec<(&str, SettingValue)> =
+        vec![("cluster.redis.url", url.into()), ("cluster.nodeId", id.into()), ("cluster.leaseMs", 1000.into())];
     settings.extend(extra.iter().cloned());
     spawn_server(&settings)
 }
@@ -40,6 +43,12 @@ pub async fn ready_child(config: &str) -> ChildServer {
     let node = ChildServer::start(config, &[]).await;
     wait_for_readyz(&format!("http://{}/readyz", node.addr), 200).await;
     node
+}
+
+/// A ready child node `id` on `redis` with a 1 s lease, answering with `agent` (the
+/// `[agent]` section's extra `agent_lines`, e.g. `maxHistory = 1`).
+pub async fn openai_child(redis: &RedisServer, id: &str, agent: &FakeAgent, agent_lines: &str) -> ChildServer {
+    ready_child(&openai_config(&agent.url_v1(), agent_lines, &cluster_toml(redis, id))).await
 }
 
 /// Waits until `GET url` answers `status`.

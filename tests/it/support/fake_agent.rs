@@ -286,3 +286,11 @@ pub fn slowly(deltas: &[&str], pause: Duration) -> Reply {
 pub fn always(deltas: &'static [&'static str]) -> Script {
     Arc::new(move |_, _| answer_with(deltas))
 }
+
+/// An agent answering `count` words (`w1 `, `w2 `…), `pause` apart.
+pub fn paced_agent(count: usize, pause: Duration) -> FakeAgent {
+    FakeAgent::start(Arc::new(move |_, _| {
+        let words: Vec<String> = (1..=count).map(|n| format!("w{n} ")).collect();
+        slowly(&words.iter().map(String::as_str).collect::<Vec<_>>(), pause)
+    }))
+}
