@@ -57,12 +57,14 @@ pub fn parse_entries(entries: Value) -> (Option<String>, Vec<StreamEvent>) {
 fn event(id: &str, fields: Value) -> Option<StreamEvent> {
     let Value::Array(fields) = fields else { return None };
     let (mut frames, mut lease, mut except) = (None, String::new(), None);
-    for chunk in fields.chunks(2) {
-        let [Value::BulkString(name), Value::BulkString(value)] = chunk else { continue };
+    let mut fields = fields.into_iter();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        let (Value::BulkString(name), Value::BulkString(value)) = (name, value) else { continue };
+        // The frames' bytes are taken as they came, not copied.
         match name.as_slice() {
-            b"f" => frames = Some(Bytes::copy_from_slice(value)),
-            b"o" => lease = String::from_utf8(value.clone()).unwrap_or_default(),
-            b"x" => except = String::from_utf8(value.clone()).ok(),
+            b"f" => frames = Some(Bytes::from(value)),
+            b"o" => lease = String::from_utf8(value).unwrap_or_default(),
+            b"x" => except = String::from_utf8(value).ok(),
             _ => {}
         }
     }
