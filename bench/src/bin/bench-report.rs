@@ -1,6 +1,7 @@
 //! bench-report: combine loadgen JSON reports of one run (a directory) into
-//! `combined.json` and `summary.md`, pairing each case's ClawSocket and bare-relay
-//! reports and giving the ratio ClawSocket / bare for every figure.
+//! `combined.json` and `summary.md`: one table per case with a column per target
+//! (clawsocket, cluster1, cluster2, …, bare) and, when both ran, the ratio
+//! ClawSocket / bare for every figure. A row no target has a figure for is left out.
 //!
 //! Usage: bench-report DIR [--env FILE]   (reads DIR/*.json written by run.sh:
 //! `<case>.<target>.json`; FILE is a JSON object describing the machine and run)
@@ -17,19 +18,30 @@ fn metrics(scenario: &str) -> Vec<(&'static str, &'static str, bool)> {
             ("broker RSS after hold (MiB)", "/broker_rss_bytes/after_hold", true),
             ("bytes per connection", "/bytes_per_connection", true),
             ("handshake p99 ms", "/handshake_ms/p99", true),
+            ("redis used memory after hold (MiB)", "/redis_used_memory_bytes/after_hold", true),
         ],
         "stream" => vec![
             ("turns ok", "/turns/ok", false),
             ("deltas", "/deltas", false),
             ("deltas/s", "/deltas_per_sec", false),
+            ("agent deltas/s (--tabs: the sender tab's)", "/agent_deltas_per_sec", false),
             ("time to first delta p50 ms", "/ttfd_ms/p50", true),
             ("time to first delta p99 ms", "/ttfd_ms/p99", true),
             ("relay latency p50 ms", "/latency_ms/p50", true),
             ("relay latency p90 ms", "/latency_ms/p90", true),
             ("relay latency p99 ms", "/latency_ms/p99", true),
             ("relay latency max ms", "/latency_ms/max", true),
+            ("sender tab's latency p50 ms", "/latency_sender_tab_ms/p50", true),
+            ("sender tab's latency p99 ms", "/latency_sender_tab_ms/p99", true),
+            ("other tabs' latency p50 ms", "/latency_other_tabs_ms/p50", true),
+            ("other tabs' latency p99 ms", "/latency_other_tabs_ms/p99", true),
             ("broker CPU µs/delta", "/cpu/broker/cpu_us_per_delta", true),
             ("broker cores", "/cpu/broker/cores", true),
+            ("redis CPU µs/delta", "/cpu/redis/cpu_us_per_delta", true),
+            ("redis cores", "/cpu/redis/cores", true),
+            ("redis commands/delta", "/cpu/redis/commands_per_delta", true),
+            ("redis bytes in/delta", "/cpu/redis/net_in_bytes_per_delta", true),
+            ("redis bytes out/delta", "/cpu/redis/net_out_bytes_per_delta", true),
             ("agent CPU µs/delta", "/cpu/agent/cpu_us_per_delta", true),
             ("loadgen CPU µs/delta", "/cpu/loadgen/cpu_us_per_delta", true),
             ("broker RSS after (MiB)", "/broker_rss_bytes/after", true),
@@ -47,6 +59,8 @@ fn metrics(scenario: &str) -> Vec<(&'static str, &'static str, bool)> {
             ("member spread p99 ms", "/spread_ms/p99", true),
             ("member spread max ms", "/spread_ms/max", true),
             ("broker CPU µs/delta", "/cpu/broker/cpu_us_per_delta", true),
+            ("redis CPU µs/delta", "/cpu/redis/cpu_us_per_delta", true),
+            ("redis commands/delta", "/cpu/redis/commands_per_delta", true),
             ("loadgen CPU µs/delta", "/cpu/loadgen/cpu_us_per_delta", true),
             ("machine busy cores (of 2)", "/cpu/machine/busy_cores", true),
             ("other processes' cores", "/cpu/machine/others_cores", true),
@@ -78,6 +92,28 @@ fn fmt(v: &Value, label: &str) -> String {
                 format!("{x:.3}")
             }
         }
+        other => other.to_string(),
+    }
+}
+
+/// The targets of a case in table order: ClawSocket alone, the cluster targets, any
+/// other, the bare relay last.
+fn target_order<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let rank = |name: &str| match name {
+        "clawsocket" => 0,
+        "bare" => 3,
+        other if other.starts_with("cluster") => 1,
+        _ => 2,
+    };
+    let mut names: Vec<String> = names.cloned().collect();
+    names.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
+    names
+}
+
+fn column_name(target: &str) -> String {
+    match target {
+        "clawsocket" => "ClawSocket".to_string(),
+        "bare" => "bare relay".to_string(),
         other => other.to_string(),
     }
 }
@@ -137,22 +173,43 @@ fn main() {
         let t = &cases[case];
         let claw = t.get("clawsocket").cloned().unwrap_or(Value::Null);
         let bare = t.get("bare").cloned().unwrap_or(Value::Null);
-        let scen = claw["scenario"].as_str().or(bare["scenario"].as_str()).unwrap_or("?").to_string();
-        let params = if claw.is_null() { &bare["params"] } else { &claw["params"] };
-        md.push_str(&format!("## {case} ({scen})\n\nparams: `{}`\n\n", params));
-        md.push_str("| figure | ClawSocket | bare relay | ratio ClawSocket/bare |\n|---|---:|---:|---:|\n");
+        let targets = target_order(t.keys());
+        let first = &t[&targets[0]];
+        let scen = first["scenario"].as_str().unwrap_or("?").to_string();
+        md.push_str(&format!("## {case} ({scen})\n\nparams: `{}`\n\n", first["params"]));
+        let with_ratio = !claw.is_null() && !bare.is_null();
+        md.push_str("| figure |");
+        for target in &targets {
+            md.push_str(&format!(" {} |", column_name(target)));
+        }
+        md.push_str(if with_ratio { " ratio ClawSocket/bare |\n|---|" } else { "\n|---|" });
+        md.push_str(&"---:|".repeat(targets.len() + with_ratio as usize));
+        md.push('\n');
         let mut rows = Vec::new();
         for (label, ptr, _lower) in metrics(&scen) {
+            let values: BTreeMap<&String, Value> =
+                targets.iter().map(|target| (target, t[target].pointer(ptr).cloned().unwrap_or(Value::Null))).collect();
+            if values.values().all(Value::is_null) {
+                continue;
+            }
             let c = claw.pointer(ptr).cloned().unwrap_or(Value::Null);
             let b = bare.pointer(ptr).cloned().unwrap_or(Value::Null);
             let ratio = match (c.as_f64(), b.as_f64()) {
                 (Some(x), Some(y)) if y != 0.0 && label != "errors" => Value::from((x / y * 100.0).round() / 100.0),
                 _ => Value::Null,
             };
-            md.push_str(&format!("| {label} | {} | {} | {} |\n", fmt(&c, label), fmt(&b, label), fmt(&ratio, "")));
-            rows.push(json!({"figure": label, "clawsocket": c, "bare": b, "ratio": ratio}));
+            md.push_str(&format!("| {label} |"));
+            for target in &targets {
+                md.push_str(&format!(" {} |", fmt(&values[target], label)));
+            }
+            if with_ratio {
+                md.push_str(&format!(" {} |", fmt(&ratio, "")));
+            }
+            md.push('\n');
+            rows.push(json!({"figure": label, "clawsocket": c, "bare": b, "ratio": ratio, "targets": values}));
         }
-        for (name, r) in [("ClawSocket", &claw), ("bare", &bare)] {
+        for target in &targets {
+            let (name, r) = (column_name(target), &t[target]);
             total_errors += r["errors"].as_u64().unwrap_or(0);
             if let Some(s) = r["error_samples"].as_array().filter(|a| !a.is_empty()) {
                 md.push_str(&format!("\n{name} errors {}: \n", r["error_kinds"]));
@@ -165,7 +222,9 @@ fn main() {
             }
         }
         md.push('\n');
-        combined.push(json!({"case": case, "scenario": scen, "rows": rows, "clawsocket": claw, "bare": bare}));
+        combined.push(
+            json!({"case": case, "scenario": scen, "rows": rows, "clawsocket": claw, "bare": bare, "reports": t}),
+        );
     }
     // The 20 ms paced runs at several user counts: where does p99 pass 50 ms?
     let mut sweep: Vec<(u64, Value, Value)> = Vec::new();

@@ -50,7 +50,9 @@ struct Args {
     scenario: Scenario,
     #[arg(long, value_enum, default_value_t = Target::Clawsocket)]
     target: Target,
-    /// WebSocket URL; `senderId` (and `token`) query parameters are appended.
+    /// WebSocket URL; `senderId` (and `token`) query parameters are appended. Several
+    /// comma-separated URLs are the nodes of a cluster: connection i goes to node i mod k
+    /// (with --tabs, tab j of user i to node (i + j) mod k; the fanout sender to node G mod k).
     #[arg(long, default_value = "ws://127.0.0.1:18800/ws")]
     url: String,
     /// Connections: idle N, stream users C, fanout members G, connect M.
@@ -72,9 +74,19 @@ struct Args {
     /// idle: seconds to wait after the last connection before reading RSS.
     #[arg(long, default_value_t = 1.0)]
     settle_secs: f64,
-    /// Broker pid: RSS and CPU readings from /proc.
+    /// Broker pid, or comma-separated pids (one per cluster node): RSS and CPU readings
+    /// from /proc, summed over the pids.
+    #[arg(long, value_delimiter = ',')]
+    broker_pid: Vec<u32>,
+    /// Port of the cluster's redis-server on 127.0.0.1: its CPU, commands, network bytes
+    /// and memory over the measured window, from `INFO` (one extra client, two commands).
     #[arg(long)]
-    broker_pid: Option<u32>,
+    redis_port: Option<u16>,
+    /// stream: connections per user ("tabs"). Tab 0 sends the turns; the others
+    /// `chat.join` the user's session before the turns start and read every turn too
+    /// (their latency is reported apart: in a cluster they sit on other nodes).
+    #[arg(long, default_value_t = 1)]
+    tabs: usize,
     /// Fake agent pid: its CPU time.
     #[arg(long)]
     agent_pid: Option<u32>,
@@ -135,14 +147,17 @@ struct Cfg {
     args: Args,
     run_id: String,
     src: Vec<Ipv4Addr>,
-    addr: SocketAddr,
-    /// URL with a '?' or '&' ready for more query parameters.
-    url_base: String,
+    /// Each node's address and URL with a '?' or '&' ready for more query parameters.
+    nodes: Vec<(SocketAddr, String)>,
     errors: Mutex<BTreeMap<String, u64>>,
     samples: Mutex<Vec<String>>,
     lat: Shards,
     ttfd: Shards,
+    /// stream --tabs: the latency of the deltas the other tabs (not the sender's) got.
+    lat_tabs: Shards,
     deltas: AtomicU64,
+    /// stream --tabs: deltas the other tabs got (included in `deltas`).
+    tab_deltas: AtomicU64,
     out_of_order: AtomicU64,
     no_stamp: AtomicU64,
 }
@@ -292,11 +307,13 @@ fn ws_config(big: bool) -> WebSocketConfig {
 async fn open(
     cfg: &Cfg,
     i: usize,
+    node: usize,
     sender: &str,
     token: bool,
     big: bool,
 ) -> Result<(Ws, Duration), (String, Option<String>)> {
     let t0 = Instant::now();
+    let (addr, url_base) = &cfg.nodes[node % cfg.nodes.len()];
     let fut = async {
         let sock = TcpSocket::new_v4().map_err(|e| (io_kind("socket", &e), Some(e.to_string())))?;
         if !cfg.src.is_empty() {
@@ -304,9 +321,9 @@ async fn open(
             set_bind_no_port(&sock);
             sock.bind(SocketAddr::new(IpAddr::V4(ip), 0)).map_err(|e| (io_kind("bind", &e), Some(e.to_string())))?;
         }
-        let tcp = sock.connect(cfg.addr).await.map_err(|e| (io_kind("tcp_connect", &e), Some(e.to_string())))?;
+        let tcp = sock.connect(*addr).await.map_err(|e| (io_kind("tcp_connect", &e), Some(e.to_string())))?;
         let _ = tcp.set_nodelay(true);
-        let mut url = format!("{}senderId={}", cfg.url_base, sender);
+        let mut url = format!("{url_base}senderId={sender}");
         if token && !cfg.args.token_prefix.is_empty() {
             url.push_str(&format!("&token={}{}", cfg.args.token_prefix, i));
         }
@@ -430,23 +447,106 @@ struct CpuSnap {
     at: Instant,
     /// (busy, total) jiffies per CPU from /proc/stat.
     cpus: Vec<(u64, u64)>,
+    /// The redis-server's `INFO` (cluster targets).
+    redis: Option<HashMap<String, String>>,
 }
 
 fn cpu_snap(a: &Args) -> CpuSnap {
     CpuSnap {
-        broker: a.broker_pid.and_then(cpu_secs),
+        broker: sum_over(&a.broker_pid, cpu_secs),
         agent: a.agent_pid.and_then(cpu_secs),
         me: self_cpu_secs(),
         at: Instant::now(),
         cpus: cpu_jiffies(),
+        redis: a.redis_port.and_then(redis_info),
     }
+}
+
+/// The sum of `read` over `pids` (None without pids or when one cannot be read).
+fn sum_over<T: std::iter::Sum<T>>(pids: &[u32], read: fn(u32) -> Option<T>) -> Option<T> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| read(pid)).sum()
+}
+
+/// `INFO all` of the redis-server on 127.0.0.1:`port`, as field → value (None when it
+/// does not answer). A plain RESP inline command on a short-lived connection.
+fn redis_info(port: u16) -> Option<HashMap<String, String>> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    conn.write_all(b"INFO all\r\n").ok()?;
+    // The answer is one bulk string: `$<len>\r\n<body>\r\n`.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let (start, len) = loop {
+        let n = conn.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(eol) = memfind(&buf, b"\r\n") {
+            let len: usize = std::str::from_utf8(buf.get(1..eol)?).ok()?.parse().ok()?;
+            if buf.len() >= eol + 2 + len {
+                break (eol + 2, len);
+            }
+        }
+    };
+    let body = String::from_utf8_lossy(&buf[start..start + len]);
+    Some(
+        body.lines()
+            .filter_map(|line| line.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect(),
+    )
+}
+
+/// A numeric `INFO` field; for `cmdstat_*` lines (`calls=..,usec=..`), their `calls`.
+fn info_f64(info: &HashMap<String, String>, field: &str) -> Option<f64> {
+    let v = info.get(field)?;
+    let v = v.strip_prefix("calls=").map_or(v.as_str(), |rest| rest.split(',').next().unwrap_or(""));
+    v.parse().ok()
+}
+
+/// What the redis-server did between two snapshots: CPU (its own getrusage, as
+/// `INFO` gives it), commands by name (those run inside scripts included), network
+/// bytes, each per delta when there were deltas, and its memory at the end.
+fn redis_report(r0: &HashMap<String, String>, r1: &HashMap<String, String>, wall: f64, deltas: u64) -> Value {
+    let diff = |f: &str| info_f64(r1, f).unwrap_or(0.0) - info_f64(r0, f).unwrap_or(0.0);
+    let per_delta = |x: f64| if deltas > 0 { Value::from(round3(x / deltas as f64)) } else { Value::Null };
+    let cpu = diff("used_cpu_sys") + diff("used_cpu_user");
+    let mut commands = BTreeMap::new();
+    for key in r1.keys().filter(|k| k.starts_with("cmdstat_")) {
+        let calls = diff(key);
+        if calls > 0.0 {
+            commands.insert(key["cmdstat_".len()..].to_string(), calls as u64);
+        }
+    }
+    let total_commands = diff("total_commands_processed");
+    let (net_in, net_out) = (diff("total_net_input_bytes"), diff("total_net_output_bytes"));
+    json!({
+        "cpu_s": round3(cpu),
+        "cores": round3(cpu / wall),
+        "cpu_us_per_delta": per_delta(cpu * 1e6),
+        "commands": commands,
+        "commands_processed": total_commands as u64,
+        "commands_per_delta": per_delta(total_commands),
+        "commands_per_sec": round3(total_commands / wall),
+        "net_in_bytes": net_in as u64,
+        "net_out_bytes": net_out as u64,
+        "net_in_bytes_per_delta": per_delta(net_in),
+        "net_out_bytes_per_delta": per_delta(net_out),
+        "used_memory_bytes": info_f64(r1, "used_memory").map(|v| v as u64),
+        "rss_bytes": info_f64(r1, "used_memory_rss").map(|v| v as u64),
+    })
 }
 
 /// CPU seconds used between two snapshots, per process, with µs per delta and
 /// the share of one core.
 fn cpu_report(a: &Args, s0: &CpuSnap, s1: &CpuSnap, deltas: u64) -> Value {
     let wall = (s1.at - s0.at).as_secs_f64().max(1e-9);
-    let one = |pid: Option<u32>, c0: Option<f64>, c1: Option<f64>| -> Value {
+    let one = |pid: Value, c0: Option<f64>, c1: Option<f64>| -> Value {
         match (c0, c1) {
             (Some(x), Some(y)) => {
                 let cpu = y - x;
@@ -472,7 +572,12 @@ fn cpu_report(a: &Args, s0: &CpuSnap, s1: &CpuSnap, deltas: u64) -> Value {
         })
         .collect();
     let busy: f64 = per_cpu.iter().sum();
-    let ours = [s1.broker.zip(s0.broker), s1.agent.zip(s0.agent), Some((s1.me, s0.me))]
+    let redis = match (&s0.redis, &s1.redis) {
+        (Some(r0), Some(r1)) => redis_report(r0, r1, wall, deltas),
+        _ => Value::Null,
+    };
+    let redis_cpu = redis["cpu_s"].as_f64().map(|cpu| (cpu, 0.0));
+    let ours = [s1.broker.zip(s0.broker), s1.agent.zip(s0.agent), Some((s1.me, s0.me)), redis_cpu]
         .iter()
         .flatten()
         .map(|(y, x)| y - x)
@@ -485,9 +590,10 @@ fn cpu_report(a: &Args, s0: &CpuSnap, s1: &CpuSnap, deltas: u64) -> Value {
             "busy_cores": round3(busy),
             "others_cores": round3((busy - ours).max(0.0)),
         },
-        "broker": one(a.broker_pid, s0.broker, s1.broker),
-        "agent": one(a.agent_pid, s0.agent, s1.agent),
-        "loadgen": one(Some(std::process::id()), Some(s0.me), Some(s1.me)),
+        "broker": one(json!(a.broker_pid), s0.broker, s1.broker),
+        "agent": one(json!(a.agent_pid), s0.agent, s1.agent),
+        "loadgen": one(json!(std::process::id()), Some(s0.me), Some(s1.me)),
+        "redis": redis,
     })
 }
 
@@ -495,8 +601,14 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// The brokers' RSS, summed over the nodes.
 fn broker_rss(a: &Args) -> Option<u64> {
-    a.broker_pid.and_then(rss_bytes)
+    sum_over(&a.broker_pid, rss_bytes)
+}
+
+/// The redis-server's `used_memory` (cluster targets).
+fn redis_memory(a: &Args) -> Option<u64> {
+    a.redis_port.and_then(redis_info).and_then(|info| info_f64(&info, "used_memory")).map(|v| v as u64)
 }
 
 // ---------------------------------------------------------------- main
@@ -510,8 +622,13 @@ fn main() {
         eprintln!("loadgen: --target bare needs --deltas (the relay's frames carry no end-of-turn marker)");
         std::process::exit(2);
     }
+    if args.tabs > 1 && (args.target == Target::Bare || args.scenario != Scenario::Stream) {
+        eprintln!("loadgen: --tabs is for the stream scenario against ClawSocket (the bare relay has no sessions)");
+        std::process::exit(2);
+    }
     // File descriptors: one per connection plus a margin.
-    let need = args.connections as u64 + if args.scenario == Scenario::Fanout { 1 } else { 0 } + 64;
+    let tabs = if args.scenario == Scenario::Stream { args.tabs.max(1) } else { 1 };
+    let need = (args.connections * tabs) as u64 + if args.scenario == Scenario::Fanout { 1 } else { 0 } + 64;
     let (soft, hard) = clawsocket_bench::raise_nofile();
     if need > soft {
         eprintln!(
@@ -550,7 +667,7 @@ fn parse_url(url: &str) -> Result<(SocketAddr, String), String> {
 }
 
 async fn run(args: Args) -> i32 {
-    let (addr, url_base) = match parse_url(&args.url) {
+    let nodes = match args.url.split(',').map(parse_url).collect::<Result<Vec<_>, _>>() {
         Ok(x) => x,
         Err(e) => {
             eprintln!("loadgen: {e}");
@@ -571,13 +688,14 @@ async fn run(args: Args) -> i32 {
     let cfg = Arc::new(Cfg {
         run_id: format!("{:x}", unix_nanos()),
         src,
-        addr,
-        url_base,
+        nodes,
         errors: Mutex::new(BTreeMap::new()),
         samples: Mutex::new(Vec::new()),
         lat: Shards::new(shards),
         ttfd: Shards::new(shards),
+        lat_tabs: Shards::new(shards),
         deltas: AtomicU64::new(0),
+        tab_deltas: AtomicU64::new(0),
         out_of_order: AtomicU64::new(0),
         no_stamp: AtomicU64::new(0),
         args: args.clone(),
@@ -624,6 +742,7 @@ async fn run(args: Args) -> i32 {
         json!({
             "connections": args.connections, "turns": args.turns, "deltas": args.deltas,
             "rate": args.rate, "threads": args.threads, "hold_secs": args.hold_secs,
+            "nodes": cfg.nodes.len(), "tabs": args.tabs,
             "start_spread_ms": args.start_spread_ms,
             "src_ips": cfg.src.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
         }),
@@ -659,6 +778,7 @@ async fn run(args: Args) -> i32 {
 async fn idle(cfg: Arc<Cfg>) -> (Value, bool) {
     let a = &cfg.args;
     let rss0 = broker_rss(a);
+    let redis0 = redis_memory(a);
     let s0 = cpu_snap(a);
     let (stop_tx, stop_rx) = watch::channel(false);
     let ok = Arc::new(AtomicUsize::new(0));
@@ -672,7 +792,7 @@ async fn idle(cfg: Arc<Cfg>) -> (Value, bool) {
         let (ok, settled, dropped, hs) = (ok.clone(), settled.clone(), dropped.clone(), hs.clone());
         async move {
             let sender = format!("{}{}", cfg.args.sender_prefix, i);
-            let r = open(&cfg, i, &sender, cfg.args.with_token, false).await;
+            let r = open(&cfg, i, i, &sender, cfg.args.with_token, false).await;
             settled.fetch_add(1, Ordering::Relaxed);
             let (mut ws, d) = match r {
                 Ok(x) => x,
@@ -713,6 +833,8 @@ async fn idle(cfg: Arc<Cfg>) -> (Value, bool) {
     let rss1 = broker_rss(a);
     tokio::time::sleep(Duration::from_secs_f64(a.hold_secs)).await;
     let rss2 = broker_rss(a);
+    let redis2 = redis_memory(a);
+    let per_node: Vec<Option<u64>> = a.broker_pid.iter().map(|&pid| rss_bytes(pid)).collect();
     let s1 = cpu_snap(a);
     let still = n_ok as u64 - dropped.load(Ordering::Relaxed);
     let _ = stop_tx.send(true);
@@ -728,6 +850,8 @@ async fn idle(cfg: Arc<Cfg>) -> (Value, bool) {
         "connections": {"requested": a.connections, "ok": n_ok, "held_to_end": still, "open_secs": round3(open_secs)},
         "handshake_ms": summary_ms(&hs.lock().unwrap()),
         "broker_rss_bytes": {"before": rss0, "after_connect": rss1, "after_hold": rss2, "after_close": rss3},
+        "broker_rss_after_hold_per_node": per_node,
+        "redis_used_memory_bytes": {"before": redis0, "after_hold": redis2},
         "bytes_per_connection": per(rss2),
         "bytes_per_connection_after_connect": per(rss1),
         "cpu": cpu_report(a, &s0, &s1, 0),
@@ -863,6 +987,7 @@ async fn stream(cfg: Arc<Cfg>) -> (Value, bool) {
     let (go_tx, go_rx) = watch::channel(false);
     let hs = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
     let turns_ok = Arc::new(AtomicU64::new(0));
+    let tab_turns_ok = Arc::new(AtomicU64::new(0));
     let rss0 = broker_rss(&a);
     let handles = ramp(a.connections, a.rate, |i| {
         let cfg = cfg.clone();
@@ -870,9 +995,10 @@ async fn stream(cfg: Arc<Cfg>) -> (Value, bool) {
         let mut go = go_rx.clone();
         let hs = hs.clone();
         let turns_ok = turns_ok.clone();
+        let tab_turns_ok = tab_turns_ok.clone();
         async move {
             let sender = format!("{}{}", cfg.args.sender_prefix, i);
-            let (mut ws, d) = match open(&cfg, i, &sender, cfg.args.with_token, true).await {
+            let (mut ws, d) = match open(&cfg, i, i, &sender, cfg.args.with_token, true).await {
                 Ok(x) => x,
                 Err((k, s)) => {
                     cfg.error(&k, s.as_deref());
@@ -881,6 +1007,22 @@ async fn stream(cfg: Arc<Cfg>) -> (Value, bool) {
                 }
             };
             let _ = hs.lock().unwrap().record(d.as_nanos() as u64);
+            // The user's other tabs (on the next nodes), subscribed before any turn.
+            let mut tabs = Vec::new();
+            for tab in 1..cfg.args.tabs {
+                let opened = match open(&cfg, i, i + tab, &sender, cfg.args.with_token, true).await {
+                    Ok((mut ws, _)) => join(&cfg, &mut ws, false).await.map(|()| ws),
+                    Err(e) => Err(e),
+                };
+                match opened {
+                    Ok(ws) => tabs.push(ws),
+                    Err((k, s)) => {
+                        cfg.error(&format!("tab_{k}"), s.as_deref());
+                        let _ = ready.send(false);
+                        return;
+                    }
+                }
+            }
             let _ = ready.send(true);
             while !*go.borrow_and_update() {
                 if go.changed().await.is_err() {
@@ -891,25 +1033,46 @@ async fn stream(cfg: Arc<Cfg>) -> (Value, bool) {
                 let late = cfg.args.start_spread_ms * i as f64 / cfg.args.connections as f64;
                 tokio::time::sleep(Duration::from_secs_f64(late / 1000.0)).await;
             }
-            let mut lat = Vec::with_capacity(cfg.args.deltas.unwrap_or(64) + 8);
-            let mut ttfd = Vec::with_capacity(1);
-            for t in 0..cfg.args.turns {
-                let frame = send_frame(&cfg, i, t, false);
-                let sent = Instant::now();
-                if let Err(e) = ws.send(Message::text(frame)).await {
-                    cfg.error("send_failed", Some(&e.to_string()));
-                    break;
+            let sending = async {
+                let mut lat = Vec::with_capacity(cfg.args.deltas.unwrap_or(64) + 8);
+                let mut ttfd = Vec::with_capacity(1);
+                for t in 0..cfg.args.turns {
+                    let frame = send_frame(&cfg, i, t, false);
+                    let sent = Instant::now();
+                    if let Err(e) = ws.send(Message::text(frame)).await {
+                        cfg.error("send_failed", Some(&e.to_string()));
+                        break;
+                    }
+                    let out = read_turn(&cfg, &mut ws, sent, Some(&mut ttfd), &mut lat, None, true).await;
+                    cfg.deltas.fetch_add(out.deltas, Ordering::Relaxed);
+                    cfg.lat.flush(i, &mut lat);
+                    cfg.ttfd.flush(i, &mut ttfd);
+                    if !out.ok {
+                        break;
+                    }
+                    turns_ok.fetch_add(1, Ordering::Relaxed);
                 }
-                let out = read_turn(&cfg, &mut ws, sent, Some(&mut ttfd), &mut lat, None, true).await;
-                cfg.deltas.fetch_add(out.deltas, Ordering::Relaxed);
-                cfg.lat.flush(i, &mut lat);
-                cfg.ttfd.flush(i, &mut ttfd);
-                if !out.ok {
-                    break;
+                close(ws).await;
+            };
+            // The other tabs read every turn, in this same task.
+            let following = futures_util::future::join_all(tabs.into_iter().map(|mut ws| {
+                let (cfg, tab_turns_ok) = (&cfg, &tab_turns_ok);
+                async move {
+                    let mut lat = Vec::with_capacity(cfg.args.deltas.unwrap_or(64) + 8);
+                    for _ in 0..cfg.args.turns {
+                        let out = read_turn(cfg, &mut ws, Instant::now(), None, &mut lat, None, true).await;
+                        cfg.deltas.fetch_add(out.deltas, Ordering::Relaxed);
+                        cfg.tab_deltas.fetch_add(out.deltas, Ordering::Relaxed);
+                        cfg.lat_tabs.flush(i, &mut lat);
+                        if !out.ok {
+                            break;
+                        }
+                        tab_turns_ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    close(ws).await;
                 }
-                turns_ok.fetch_add(1, Ordering::Relaxed);
-            }
-            close(ws).await;
+            }));
+            tokio::join!(sending, following);
         }
     })
     .await;
@@ -939,8 +1102,12 @@ async fn stream(cfg: Arc<Cfg>) -> (Value, bool) {
     let deltas = cfg.deltas.load(Ordering::Relaxed);
     let tok = turns_ok.load(Ordering::Relaxed);
     let want_turns = (a.connections * a.turns) as u64;
-    let lat = cfg.lat.merged();
-    let report = json!({
+    let (tab_turns, want_tab_turns) = (tab_turns_ok.load(Ordering::Relaxed), want_turns * (a.tabs.max(1) as u64 - 1));
+    let sender_lat = cfg.lat.merged();
+    let tabs_lat = cfg.lat_tabs.merged();
+    let mut lat = sender_lat.clone();
+    let _ = lat.add(&tabs_lat);
+    let mut report = json!({
         "connections": {"requested": a.connections, "ok": n_ok},
         "handshake_ms": summary_ms(&hs.lock().unwrap()),
         "turns": {"requested": want_turns, "ok": tok},
@@ -955,15 +1122,33 @@ async fn stream(cfg: Arc<Cfg>) -> (Value, bool) {
         "broker_rss_bytes": {"before_connect": rss0, "before_turns": rss1, "after": rss2},
         "cpu": cpu_report(&a, &s0, &s1, deltas),
     });
-    (report, tok == want_turns)
+    if a.tabs > 1 {
+        // `deltas` counts every tab's; the agent sent the sender tab's.
+        let agent_deltas = deltas - cfg.tab_deltas.load(Ordering::Relaxed);
+        let more = json!({
+            "tabs": a.tabs,
+            "tab_turns": {"requested": want_tab_turns, "ok": tab_turns},
+            "agent_deltas": agent_deltas,
+            "agent_deltas_per_sec": (agent_deltas as f64 / secs.max(1e-9)).round(),
+            "latency_sender_tab_ms": summary_ms(&sender_lat),
+            "latency_other_tabs_ms": summary_ms(&tabs_lat),
+        });
+        if let (Some(r), Some(m)) = (report.as_object_mut(), more.as_object()) {
+            r.extend(m.clone());
+        }
+    }
+    (report, tok == want_turns && tab_turns == want_tab_turns)
 }
 
 // ---------------------------------------------------------------- fanout
 
-async fn join(cfg: &Cfg, ws: &mut Ws) -> Result<(), (String, Option<String>)> {
+/// Joins the group (`group`) or the connection's own direct session, and waits for
+/// the answer.
+async fn join(cfg: &Cfg, ws: &mut Ws, group: bool) -> Result<(), (String, Option<String>)> {
     let frame = match cfg.args.target {
         Target::Bare => "join".to_string(),
-        Target::Clawsocket => json!({"type":"chat.join","groupId":cfg.args.group}).to_string(),
+        Target::Clawsocket if group => json!({"type":"chat.join","groupId":cfg.args.group}).to_string(),
+        Target::Clawsocket => json!({"type":"chat.join"}).to_string(),
     };
     ws.send(Message::text(frame)).await.map_err(|e| ("send_failed".to_string(), Some(e.to_string())))?;
     let fut = async {
@@ -1012,7 +1197,7 @@ async fn fanout(cfg: Arc<Cfg>) -> (Value, bool) {
         async move {
             let mut out = MemberOut { arrivals: Vec::new(), turns: 0 };
             let sender = format!("{}m{}", cfg.args.sender_prefix, i);
-            let mut ws = match open(&cfg, i, &sender, cfg.args.with_token, true).await {
+            let mut ws = match open(&cfg, i, i, &sender, cfg.args.with_token, true).await {
                 Ok((ws, _)) => ws,
                 Err((k, s)) => {
                     cfg.error(&k, s.as_deref());
@@ -1020,7 +1205,7 @@ async fn fanout(cfg: Arc<Cfg>) -> (Value, bool) {
                     return out;
                 }
             };
-            if let Err((k, s)) = join(&cfg, &mut ws).await {
+            if let Err((k, s)) = join(&cfg, &mut ws, true).await {
                 cfg.error(&k, s.as_deref());
                 let _ = ready.send(false);
                 return out;
@@ -1073,9 +1258,9 @@ async fn fanout(cfg: Arc<Cfg>) -> (Value, bool) {
     let t0 = Instant::now();
     let mut sender_ok = 0usize;
     let sender_name = format!("{}sender", a.sender_prefix);
-    match open(&cfg, g, &sender_name, a.with_token, true).await {
+    match open(&cfg, g, g, &sender_name, a.with_token, true).await {
         Ok((mut ws, _)) => {
-            if let Err((k, s)) = join(&cfg, &mut ws).await {
+            if let Err((k, s)) = join(&cfg, &mut ws, true).await {
                 cfg.error(&format!("sender_{k}"), s.as_deref());
             } else {
                 let mut lat = Vec::new();
@@ -1167,7 +1352,7 @@ async fn connect(cfg: Arc<Cfg>) -> (Value, bool) {
         let ok = ok.clone();
         async move {
             let sender = format!("{}c{}", cfg.args.sender_prefix, i);
-            match open(&cfg, i, &sender, true, false).await {
+            match open(&cfg, i, i, &sender, true, false).await {
                 Ok((ws, d)) => {
                     let _ = hs.lock().unwrap().record(d.as_nanos() as u64);
                     ok.fetch_add(1, Ordering::Relaxed);
@@ -1243,6 +1428,11 @@ fn print_table(r: &Value) {
     if r.get("latency_ms").is_some() {
         add("relay latency", pct(&r["latency_ms"]));
     }
+    if r.get("latency_other_tabs_ms").is_some() {
+        add("↳ sender's tab", pct(&r["latency_sender_tab_ms"]));
+        add("↳ other tabs", pct(&r["latency_other_tabs_ms"]));
+        add("agent deltas / s", s(&r["agent_deltas_per_sec"]));
+    }
     if r.get("spread_ms").is_some() {
         add("member spread", pct(&r["spread_ms"]));
     }
@@ -1257,6 +1447,21 @@ fn print_table(r: &Value) {
                 format!("{} s ({} cores), {} µs/delta", s(&c["cpu_s"]), s(&c["cores"]), s(&c["cpu_us_per_delta"])),
             );
         }
+    }
+    let redis = &r["cpu"]["redis"];
+    if !redis.is_null() {
+        add(
+            "redis-server",
+            format!(
+                "{} s ({} cores), {} µs/delta; {} commands/delta, in {} B/delta, out {} B/delta",
+                s(&redis["cpu_s"]),
+                s(&redis["cores"]),
+                s(&redis["cpu_us_per_delta"]),
+                s(&redis["commands_per_delta"]),
+                s(&redis["net_in_bytes_per_delta"]),
+                s(&redis["net_out_bytes_per_delta"])
+            ),
+        );
     }
     let m = &r["cpu"]["machine"];
     if !m.is_null() {
@@ -1275,4 +1480,37 @@ fn print_table(r: &Value) {
         }
     }
     eprintln!("{}", "-".repeat(72));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(lines: &str) -> HashMap<String, String> {
+        lines.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn redis_report_takes_differences_per_delta() {
+        let r0 = info("used_cpu_sys:1.5\nused_cpu_user:0.5\ntotal_commands_processed:10\ntotal_net_input_bytes:100\ntotal_net_output_bytes:50\ncmdstat_xadd:calls=4,usec=9,usec_per_call=2.25");
+        let r1 = info("used_cpu_sys:2.0\nused_cpu_user:1.0\ntotal_commands_processed:30\ntotal_net_input_bytes:1100\ntotal_net_output_bytes:250\ncmdstat_xadd:calls=14,usec=30,usec_per_call=2.1\ncmdstat_evalsha:calls=10,usec=90,usec_per_call=9\nused_memory:4096");
+        let r = redis_report(&r0, &r1, 2.0, 100);
+        assert_eq!(r["cpu_s"], json!(1.0));
+        assert_eq!(r["cores"], json!(0.5));
+        assert_eq!(r["cpu_us_per_delta"], json!(10000.0));
+        assert_eq!(r["commands"], json!({"evalsha": 10, "xadd": 10}));
+        assert_eq!(r["commands_per_delta"], json!(0.2));
+        assert_eq!(r["net_in_bytes_per_delta"], json!(10.0));
+        assert_eq!(r["net_out_bytes_per_delta"], json!(2.0));
+        assert_eq!(r["used_memory_bytes"], json!(4096));
+    }
+
+    #[test]
+    fn several_urls_are_several_nodes() {
+        let nodes: Vec<_> = "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws".split(',').map(parse_url).collect();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[1].as_ref().unwrap().0.port(), 2);
+        assert_eq!(nodes[1].as_ref().unwrap().1, "ws://127.0.0.1:2/ws?");
+        assert!(parse_url("ws://10.0.0.1:1/ws").is_err());
+    }
 }
