@@ -149,9 +149,12 @@ impl Handler<ToConnection> for StreamPublisher {
     fn handle(&mut self, message: ToConnection, ctx: &mut Self::Context) {
         match message {
             ToConnection::Deliver(outgoing, bytes) => self.enqueue(joined(&outgoing), None, bytes, ctx),
-            ToConnection::Evict(bound) => {
-                log::warn!("cluster: session {}: Redis fell behind ({bound:?}); other nodes miss events", self.key)
+            // Logged once per run of failures, like a failed write.
+            ToConnection::Evict(bound) if !self.failing => {
+                log::warn!("cluster: session {}: Redis fell behind ({bound:?}); other nodes miss events", self.key);
+                self.failing = true;
             }
+            ToConnection::Evict(_) => {}
             ToConnection::Close(_) => {}
         }
     }

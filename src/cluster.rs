@@ -250,11 +250,32 @@ impl Cluster {
         let healthy = verdict.is_ok();
         if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
             match &verdict {
-                Ok(()) => log::info!("cluster: Redis answers; node {} is ready", self.node_id),
+                Ok(()) => {
+                    log::info!("cluster: Redis answers; node {} is ready", self.node_id);
+                    self.load_scripts().await;
+                }
                 Err(error) => log::error!("cluster: node {} is not ready: {error}", self.node_id),
             }
         }
         verdict
+    }
+
+    /// Loads the scripts into Redis (a Redis that restarted forgot them), so that the
+    /// sessions starting next do not each find one missing and load it.
+    async fn load_scripts(&self) {
+        let scripts = &self.scripts;
+        for script in [
+            &scripts.acquire,
+            &scripts.renew,
+            &scripts.release,
+            &scripts.append,
+            &scripts.publish,
+            &scripts.reserve_agent,
+        ] {
+            if let Err(error) = script.prepare_invoke().load_async(&mut self.commands()).await {
+                log::debug!("cluster: a script was not loaded ahead (it loads on first use): {error}");
+            }
+        }
     }
 
     /// Claims `key` for this node unless another node holds it.
