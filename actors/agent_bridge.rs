@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::outbox::{fan_out_all, Outbox, Outgoing};
-use crate::backend::{AgentBackend, BackendError, TurnRequest};
-use crate::config::StreamMode;
+use crate::answer::{FinishedAnswer, Replayed, TurnAnswer};
+use crate::backend::{AgentBackend, AnswerPiece, BackendError, TurnRequest};
+use crate::config::{Events, StreamMode};
 use crate::identity::{ConnectionId, SessionKey};
 use crate::metrics::{LimitHit, Metrics};
 use crate::protocol::{Frame, Outbound, StreamFrames};
@@ -52,7 +53,7 @@ pub struct StopTurn;
 #[rtype(result = "()")]
 pub struct TurnFinished {
     pub number: u64,
-    pub outcome: Result<String, BackendError>,
+    pub outcome: Result<FinishedAnswer, BackendError>,
 }
 
 /// To the session: these subscribers could not be delivered to (gone, or evicted as
@@ -76,6 +77,8 @@ pub struct TurnSetup {
     pub message_id: Arc<str>,
     pub session_key: SessionKey,
     pub stream_mode: StreamMode,
+    /// `channels.websocket.events`: which events besides text are sent.
+    pub events: Events,
     pub turn_timeout: Duration,
     /// `limits.maxAnswerBytes`: past it the turn ends `agent_error`, nothing stored.
     pub max_answer_bytes: usize,
@@ -92,6 +95,7 @@ pub struct AgentBridge {
     message_id: Arc<str>,
     session_key: SessionKey,
     stream_mode: StreamMode,
+    events: Events,
     turn_timeout: Duration,
     max_answer_bytes: usize,
     subscribers: Arc<[Outbox]>,
@@ -99,10 +103,8 @@ pub struct AgentBridge {
     backend: Arc<dyn AgentBackend>,
     /// Taken when the turn starts.
     request: Option<TurnRequest>,
-    /// The answer so far.
-    text: String,
-    /// Where delta `n` (seq n) ends in `text`: `delta_ends[n - 1]`.
-    delta_ends: Vec<usize>,
+    /// The answer so far, and what each seq was.
+    answer: TurnAnswer,
     /// Set once `TurnFinished` is sent, so it is sent once.
     reported: bool,
     /// This turn's `chat.stream` frames, their shared prefix serialized once.
@@ -119,14 +121,14 @@ impl AgentBridge {
             message_id: setup.message_id,
             session_key: setup.session_key,
             stream_mode: setup.stream_mode,
+            events: setup.events,
             turn_timeout: setup.turn_timeout,
             max_answer_bytes: setup.max_answer_bytes,
             subscribers: setup.subscribers,
             reports: setup.reports,
             backend: setup.backend,
             request: Some(setup.request),
-            text: String::new(),
-            delta_ends: Vec::new(),
+            answer: TurnAnswer::default(),
             reported: false,
 
             metrics: setup.metrics,
@@ -135,7 +137,7 @@ impl AgentBridge {
     }
 
     fn seq(&self) -> u64 {
-        self.delta_ends.len() as u64
+        self.answer.seq()
     }
 }
 
@@ -154,10 +156,10 @@ impl Actor for AgentBridge {
     }
 }
 
-impl StreamHandler<Result<Vec<String>, BackendError>> for AgentBridge {
-    fn handle(&mut self, item: Result<Vec<String>, BackendError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Vec<AnswerPiece>, BackendError>> for AgentBridge {
+    fn handle(&mut self, item: Result<Vec<AnswerPiece>, BackendError>, ctx: &mut Self::Context) {
         match item {
-            Ok(deltas) if self.fits(&deltas) => self.relay(&deltas),
+            Ok(pieces) if self.fits(&pieces) => self.relay(pieces),
             Ok(_) => {
                 self.metrics.limit_hit(LimitHit::AnswerBytes);
                 self.report(Err(BackendError::TooLarge { limit: self.max_answer_bytes }));
@@ -171,7 +173,10 @@ impl StreamHandler<Result<Vec<String>, BackendError>> for AgentBridge {
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        let answer = std::mem::take(&mut self.text);
+        let mut frames = Vec::new();
+        self.announce_tool_calls(&mut frames);
+        self.send_frames(frames);
+        let answer = std::mem::take(&mut self.answer).finish();
         self.report(Ok(answer));
         ctx.stop();
     }
@@ -208,34 +213,97 @@ impl Handler<StopTurn> for AgentBridge {
 }
 
 impl AgentBridge {
-    /// Whether the answer with `deltas` stays within `limits.maxAnswerBytes`.
-    fn fits(&self, deltas: &[String]) -> bool {
-        let more: usize = deltas.iter().map(String::len).sum();
-        self.text.len() + more <= self.max_answer_bytes
+    /// Whether the answer with `pieces` stays within `limits.maxAnswerBytes`.
+    fn fits(&self, pieces: &[AnswerPiece]) -> bool {
+        let more: usize = pieces
+            .iter()
+            .map(|piece| match piece {
+                AnswerPiece::Text(text) | AnswerPiece::Reasoning(text) => text.len(),
+                AnswerPiece::ToolCall { arguments, name, .. } => arguments.len() + name.as_ref().map_or(0, String::len),
+                AnswerPiece::Usage(_) | AnswerPiece::Finish(_) => 0,
+            })
+            .sum();
+        self.answer.bytes() + more <= self.max_answer_bytes
     }
 
-    /// The hot path: one frame per delta, serialized once; the deltas of one network
+    /// The hot path: one frame per delta, serialized once; the pieces of one network
     /// read go to each subscriber as one batch whose bytes every subscriber shares.
-    fn relay(&mut self, deltas: &[String]) {
-        let mut frames = Vec::with_capacity(deltas.len());
+    fn relay(&mut self, pieces: Vec<AnswerPiece>) {
+        let mut frames = Vec::with_capacity(pieces.len());
         let mut relayed = 0;
-        for delta in deltas.iter().filter(|delta| !delta.is_empty()) {
-            if self.delta_ends.is_empty() {
-                self.metrics.first_delta.observe(self.started.elapsed().as_secs_f64());
-            }
-            self.text.push_str(delta);
-            self.delta_ends.push(self.text.len());
-            relayed += 1;
-            if self.stream_mode == StreamMode::Delta {
-                frames.push(self.stream_frame(delta, self.seq(), false));
+        let mut cumulative_due = false;
+        for piece in pieces {
+            match piece {
+                AnswerPiece::Text(delta) if !delta.is_empty() => {
+                    if relayed == 0 && self.answer.text().is_empty() {
+                        self.metrics.first_delta.observe(self.started.elapsed().as_secs_f64());
+                    }
+                    let seq = self.answer.push_text(&delta);
+                    relayed += 1;
+                    match self.stream_mode {
+                        StreamMode::Delta => frames.push(self.stream_frame(&delta, seq, false)),
+                        StreamMode::Cumulative => cumulative_due = true,
+                    }
+                }
+                AnswerPiece::Text(_) => {}
+                AnswerPiece::Reasoning(delta) => {
+                    self.flush_cumulative(&mut frames, &mut cumulative_due);
+                    self.answer.push_reasoning(&delta);
+                    if self.events.reasoning && !delta.is_empty() {
+                        let frame =
+                            Outbound::Reasoning { message_id: &self.message_id, content: &delta, seq: self.seq() + 1 }
+                                .to_frame();
+                        self.answer.push_frame(frame.clone());
+                        frames.push(frame);
+                    }
+                }
+                AnswerPiece::ToolCall { index, id, name, arguments } => {
+                    self.answer.push_tool_fragment(index, id, name, &arguments)
+                }
+                AnswerPiece::Usage(usage) => self.answer.set_usage(usage),
+                AnswerPiece::Finish(reason) => {
+                    self.flush_cumulative(&mut frames, &mut cumulative_due);
+                    self.answer.set_finish_reason(reason);
+                    self.announce_tool_calls(&mut frames);
+                }
             }
         }
-        if self.stream_mode == StreamMode::Cumulative && relayed > 0 {
-            // A cumulative frame holds the whole text so far: one per batch, the last,
-            // says what all the others would (a frame per delta would be quadratic).
-            frames.push(self.stream_frame(&self.text, self.seq(), false));
-        }
+        self.flush_cumulative(&mut frames, &mut cumulative_due);
         self.metrics.deltas.inc_by(relayed);
+        self.send_frames(frames);
+    }
+
+    /// A cumulative frame holds the whole text so far: one per run of text deltas
+    /// (a frame per delta would be quadratic), before any other event.
+    fn flush_cumulative(&self, frames: &mut Vec<Frame>, due: &mut bool) {
+        if std::mem::take(due) {
+            frames.push(self.stream_frame(self.answer.text(), self.seq(), false));
+        }
+    }
+
+    /// Sends one `chat.tool` `call` frame per tool call not announced yet (their
+    /// arguments are complete once the model finished).
+    fn announce_tool_calls(&mut self, frames: &mut Vec<Frame>) {
+        for call in self.answer.take_unannounced_tool_calls() {
+            if !self.events.tool {
+                continue;
+            }
+            let frame = Outbound::Tool {
+                message_id: &self.message_id,
+                tool_call_id: &call.id,
+                name: &call.name,
+                phase: "call",
+                arguments: &call.arguments,
+                result: None,
+                seq: self.seq() + 1,
+            }
+            .to_frame();
+            self.answer.push_frame(frame.clone());
+            frames.push(frame);
+        }
+    }
+
+    fn send_frames(&mut self, mut frames: Vec<Frame>) {
         match frames.len() {
             0 => {}
             1 => self.send_to_all(Outgoing::One(frames.remove(0))),
@@ -252,33 +320,36 @@ impl AgentBridge {
         }
     }
 
-    /// What a joiner that saw up to `after_seq` missed: one frame per delta, or one
-    /// catch-up frame when that is more than `REPLAY_FRAME_BYTES` of text.
+    /// What a joiner that saw up to `after_seq` missed: one frame per event, or, when
+    /// it missed only text and more than `REPLAY_FRAME_BYTES` of it, one catch-up
+    /// `chat.stream` frame holding all of it.
     fn replay_frames(&self, after_seq: u64) -> Vec<Frame> {
         let seq = self.seq();
         if after_seq >= seq {
             return Vec::new();
         }
-        let from = self.delta_end(after_seq);
-        let missed = &self.text[from..];
-        if missed.len() > REPLAY_FRAME_BYTES || self.stream_mode == StreamMode::Cumulative {
-            let content = match self.stream_mode {
-                StreamMode::Delta => missed,
-                StreamMode::Cumulative => &self.text,
-            };
-            return vec![self.stream_frame(content, seq, true)];
+        let text = self.answer.text();
+        if self.answer.only_text_after(after_seq) {
+            let missed = &text[self.answer.text_end_at(after_seq)..];
+            if missed.len() > REPLAY_FRAME_BYTES || self.stream_mode == StreamMode::Cumulative {
+                let content = match self.stream_mode {
+                    StreamMode::Delta => missed,
+                    StreamMode::Cumulative => text,
+                };
+                return vec![self.stream_frame(content, seq, true)];
+            }
         }
-        (after_seq + 1..=seq)
-            .map(|n| self.stream_frame(&self.text[self.delta_end(n - 1)..self.delta_end(n)], n, false))
+        self.answer
+            .events_after(after_seq)
+            .into_iter()
+            .map(|event| match event {
+                Replayed::Text(delta, seq) => match self.stream_mode {
+                    StreamMode::Delta => self.stream_frame(delta, seq, false),
+                    StreamMode::Cumulative => self.stream_frame(text, seq, true),
+                },
+                Replayed::Frame(frame) => frame,
+            })
             .collect()
-    }
-
-    /// Byte offset in `text` where delta `seq` ends (0 for seq 0).
-    fn delta_end(&self, seq: u64) -> usize {
-        match seq {
-            0 => 0,
-            n => self.delta_ends.get(n as usize - 1).copied().unwrap_or(self.text.len()),
-        }
     }
 
     fn stream_frame(&self, content: &str, seq: u64, catch_up: bool) -> Frame {
@@ -289,7 +360,7 @@ impl AgentBridge {
         Outbound::Typing { message_id: &self.message_id, session_key: self.session_key.as_str() }.to_frame()
     }
 
-    fn report(&mut self, outcome: Result<String, BackendError>) {
+    fn report(&mut self, outcome: Result<FinishedAnswer, BackendError>) {
         if self.reported {
             return;
         }

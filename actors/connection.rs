@@ -159,12 +159,15 @@ impl Actor for ConnectionActor {
             self.identity.sender_id,
             if self.identity.authenticated { "authenticated" } else { "anonymous" }
         );
+        let (version, features) = protocol::features(self.settings.channels.websocket.events());
         let welcome = Outbound::Welcome {
             content: protocol::WELCOME_TEXT,
             connection_id: self.id.as_str(),
             sender_id: &self.identity.sender_id,
             sender_name: &self.identity.sender_name,
             authenticated: self.identity.authenticated,
+            protocol: version,
+            features: &features,
         };
         ctx.text(welcome.to_frame().text());
     }

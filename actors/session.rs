@@ -31,12 +31,13 @@ use super::agent_bridge::{
 };
 use super::outbox::{fan_out, Outbox};
 use super::store_writer::TranscriptStore;
+use crate::answer::FinishedAnswer;
 use crate::backend::prompt::{self, PromptInput};
 use crate::backend::{AgentBackend, TurnRequest};
-use crate::config::Settings;
+use crate::config::{Events, Settings};
 use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget, UserToken};
 use crate::metrics::{Metrics, TurnOutcome};
-use crate::protocol::{self, ErrorCode, Frame, Outbound, Role, SendMessage, TranscriptEntry};
+use crate::protocol::{self, AnswerDetails, ErrorCode, Frame, Outbound, Role, SendMessage, TranscriptEntry};
 use crate::session_memory::SessionMemory;
 use crate::store;
 
@@ -588,6 +589,7 @@ impl SessionActor {
             message_id: turn.message_id.clone(),
             session_key: self.setup.key.clone(),
             stream_mode: self.setup.settings.channels.websocket.stream_mode,
+            events: self.setup.settings.channels.websocket.events(),
             turn_timeout: self.setup.settings.limits.turn_timeout(),
             max_answer_bytes: self.setup.settings.limits.max_answer_bytes,
             subscribers: self.snapshot.clone(),
@@ -629,7 +631,7 @@ impl SessionActor {
 
     /// Appends the completed turn to the store (fsynced, off this thread), then
     /// records it, sends the answer and starts the next turn.
-    fn persist_turn(&mut self, turn: Box<Turn>, answer: String, ctx: &mut Context<Self>) {
+    fn persist_turn(&mut self, turn: Box<Turn>, answer: FinishedAnswer, ctx: &mut Context<Self>) {
         let ts = store::now_millis();
         let entries = vec![
             TranscriptEntry {
@@ -639,14 +641,16 @@ impl SessionActor {
                 sender_id: turn.identity.sender_id.clone(),
                 sender_name: turn.identity.sender_name.clone(),
                 ts,
+                answer: AnswerDetails::default(),
             },
             TranscriptEntry {
                 role: Role::Assistant,
-                content: answer,
+                content: answer.text,
                 message_id: turn.message_id.to_string(),
                 sender_id: self.setup.agent_id.to_string(),
                 sender_name: self.setup.agent_id.to_string(),
                 ts,
+                answer: answer.details,
             },
         ];
         self.persisting = Some(turn.message_id.clone());
@@ -664,7 +668,7 @@ impl SessionActor {
                     return;
                 }
             };
-            let frame = session.response_frame(&turn.message_id, &entries[1].content);
+            let frame = session.response_frame(&entries[1]);
             session.memory.remember(entries);
             session.broadcast(&frame, ctx);
             session.start_next_turn(ctx);
@@ -681,14 +685,14 @@ impl SessionActor {
     /// when it is recent, else read from the transcript file on the store threads.
     fn answer_again(&mut self, message_id: &Arc<str>, to: Outbox, ctx: &mut Context<Self>) {
         if let Some(entry) = self.memory.recent_answer(message_id) {
-            to.deliver(&self.response_frame(message_id, &entry.content));
+            to.deliver(&self.response_frame(entry));
             return;
         }
         let find = self.setup.store.find_answer(message_id.to_string());
         let message_id = message_id.clone();
         ctx.spawn(find.into_actor(self).map(move |found, session, _ctx| match found {
             Ok(Some(entry)) => {
-                to.deliver(&session.response_frame(&message_id, &entry.content));
+                to.deliver(&session.response_frame(&entry));
             }
             Ok(None) | Err(_) => log::error!("session {}: answer {message_id} not found", session.setup.key),
         }));
@@ -700,17 +704,21 @@ impl SessionActor {
 
     fn send_last_answer(&self, to: &Outbox) {
         if let Some(entry) = self.memory.last_answer() {
-            to.deliver(&self.response_frame(&entry.message_id, &entry.content));
+            to.deliver(&self.response_frame(entry));
         }
     }
 
-    fn response_frame(&self, message_id: &str, answer: &str) -> Frame {
+    /// The `chat.response` of a stored answer, with what `channels.websocket.events`
+    /// lets clients see of its details.
+    pub(super) fn response_frame(&self, answer: &TranscriptEntry) -> Frame {
+        let details = shown_details(&answer.answer, self.setup.settings.channels.websocket.events());
         Outbound::Response {
-            message_id,
-            content: answer,
+            message_id: &answer.message_id,
+            content: &answer.content,
             done: true,
             session_key: self.setup.key.as_str(),
             agent_id: &self.setup.agent_id,
+            details: &details,
         }
         .to_frame()
     }
@@ -741,6 +749,17 @@ impl SessionActor {
         if let Some(timer) = self.idle_timer.take() {
             ctx.cancel_future(timer);
         }
+    }
+}
+
+/// An answer's details as `events` shows them: none of them with `[]` (the original
+/// protocol), the finish reason with any kind on.
+fn shown_details(details: &AnswerDetails, events: Events) -> AnswerDetails {
+    AnswerDetails {
+        reasoning: details.reasoning.clone().filter(|_| events.reasoning),
+        tool_calls: if events.tool { details.tool_calls.clone() } else { Vec::new() },
+        finish_reason: details.finish_reason.clone().filter(|_| events.any()),
+        usage: details.usage.filter(|_| events.usage),
     }
 }
 

@@ -511,7 +511,7 @@ impl SessionActor {
         ctx.spawn(read.into_actor(self).map(move |read, session, _ctx| {
             if let Some(entry) = read.ok().and_then(|entries| entries.into_iter().last()) {
                 if entry.role == crate::protocol::Role::Assistant {
-                    to.deliver(&session.response_frame(&entry.message_id, &entry.content));
+                    to.deliver(&session.response_frame(&entry));
                 }
             }
         }));

@@ -90,6 +90,49 @@ pub struct WebSocketSettings {
     pub dynamic_agent_creation: DynamicAgentSettings,
     pub media: MediaSettings,
     pub groups: GroupSettings,
+    /// What a turn sends besides text (`reasoning`, `tool`, `usage`); empty: the
+    /// original protocol.
+    pub events: Vec<EventKind>,
+}
+
+/// A kind of answer event a client may be sent (`channels.websocket.events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EventKind {
+    Reasoning,
+    Tool,
+    Usage,
+}
+
+/// Which answer events are sent, as flags (read on every turn, never searched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Events {
+    pub reasoning: bool,
+    pub tool: bool,
+    pub usage: bool,
+}
+
+impl Events {
+    /// The flags of `channels.websocket.events`.
+    pub fn from_kinds(kinds: &[EventKind]) -> Events {
+        Events {
+            reasoning: kinds.contains(&EventKind::Reasoning),
+            tool: kinds.contains(&EventKind::Tool),
+            usage: kinds.contains(&EventKind::Usage),
+        }
+    }
+
+    /// Whether anything beyond the original protocol is sent.
+    pub fn any(self) -> bool {
+        self.reasoning || self.tool || self.usage
+    }
+}
+
+impl WebSocketSettings {
+    /// `events` as flags.
+    pub fn events(&self) -> Events {
+        Events::from_kinds(&self.events)
+    }
 }
 
 /// What a `chat.stream` frame's `content` holds.

@@ -16,6 +16,8 @@ use crate::protocol::Frame;
 
 const TYPING: &[u8] = br#"{"type":"chat.typing""#;
 const STREAM: &[u8] = br#"{"type":"chat.stream""#;
+const REASONING: &[u8] = br#"{"type":"chat.reasoning""#;
+const TOOL: &[u8] = br#"{"type":"chat.tool""#;
 const RESPONSE: &[u8] = br#"{"type":"chat.response""#;
 const ERROR: &[u8] = br#"{"type":"chat.error""#;
 
@@ -26,7 +28,8 @@ pub struct FollowedTurn {
     /// The owner's lease value when it started the turn: if the lease is no longer
     /// that, the owner is gone and the turn will not end by itself.
     pub lease: String,
-    /// Its `chat.typing` frame, then its `chat.stream` frames so far.
+    /// Its `chat.typing` frame, then its `chat.stream`, `chat.reasoning` and
+    /// `chat.tool` frames so far (one `seq` counter for all three).
     frames: Vec<Frame>,
     bytes: usize,
 }
@@ -69,7 +72,7 @@ impl FollowedTurns {
             };
             let replaced = self.turn.replace(started);
             return replaced.filter(|old| self.turn.as_ref().is_some_and(|new| new.message_id != old.message_id));
-        } else if bytes.starts_with(STREAM) {
+        } else if [STREAM, REASONING, TOOL].iter().any(|kind| bytes.starts_with(kind)) {
             if let Some(turn) = &mut self.turn {
                 if turn.bytes + frame.byte_len() <= self.max_bytes {
                     turn.bytes += frame.byte_len();
@@ -96,8 +99,8 @@ impl FollowedTurns {
         self.turn.take()
     }
 
-    /// What a joiner that saw deltas up to `after_seq` needs: the turn's
-    /// `chat.typing`, then every `chat.stream` frame after that seq.
+    /// What a joiner that saw events up to `after_seq` needs: the turn's
+    /// `chat.typing`, then every event frame after that seq.
     pub fn replay(&self, after_seq: u64) -> Vec<Frame> {
         let Some(turn) = &self.turn else { return Vec::new() };
         let mut frames = turn.frames.iter();

@@ -12,6 +12,7 @@
 
 pub mod agent_roster;
 pub mod agents;
+pub mod answer;
 pub mod auth;
 pub mod backend;
 pub mod cluster;

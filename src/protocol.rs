@@ -351,6 +351,33 @@ pub struct TranscriptEntry {
     pub sender_name: String,
     /// Milliseconds since the Unix epoch.
     pub ts: u64,
+    /// An answer's reasoning, tool calls, finish reason and usage (SPEC §10), when
+    /// there were any: absent from a plain answer's line, as before.
+    #[serde(flatten, default)]
+    pub answer: AnswerDetails,
+}
+
+/// What an answer carried besides its text.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnswerDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::backend::Usage>,
+}
+
+/// A tool call the model made: the whole arguments JSON text once complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
 }
 
 /// A server → client message. Field names follow the original plugin; fields it did
@@ -366,6 +393,12 @@ pub enum Outbound<'a> {
         sender_id: &'a str,
         sender_name: &'a str,
         authenticated: bool,
+        /// `2` when anything beyond the original protocol is on (SPEC §10).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        protocol: Option<u8>,
+        /// What this server sends and accepts beyond the original protocol.
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        features: &'a [&'static str],
     },
     #[serde(rename = "chat.typing")]
     Typing { message_id: &'a str, session_key: &'a str },
@@ -380,7 +413,32 @@ pub enum Outbound<'a> {
         catch_up: bool,
     },
     #[serde(rename = "chat.response")]
-    Response { message_id: &'a str, content: &'a str, done: bool, session_key: &'a str, agent_id: &'a str },
+    Response {
+        message_id: &'a str,
+        content: &'a str,
+        done: bool,
+        session_key: &'a str,
+        agent_id: &'a str,
+        /// `finishReason`, `usage`, `toolCalls`, `reasoning`, as `channels.websocket.events`
+        /// allows (none of them with `[]`).
+        #[serde(flatten)]
+        details: &'a AnswerDetails,
+    },
+    /// A piece of the model's reasoning; `seq` shared with `chat.stream`.
+    #[serde(rename = "chat.reasoning")]
+    Reasoning { message_id: &'a str, content: &'a str, seq: u64 },
+    /// A tool call (`phase` `call`, with its whole arguments), or its result.
+    #[serde(rename = "chat.tool")]
+    Tool {
+        message_id: &'a str,
+        tool_call_id: &'a str,
+        name: &'a str,
+        phase: &'a str,
+        arguments: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<&'a str>,
+        seq: u64,
+    },
     #[serde(rename = "chat.error")]
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -416,6 +474,18 @@ pub enum Outbound<'a> {
     Left { session_key: &'a str },
     #[serde(rename = "pong")]
     Pong,
+}
+
+/// What the welcome frame lists as `features` for these `events` (nothing with `[]`:
+/// the original protocol), and the `protocol` it names.
+pub fn features(events: crate::config::Events) -> (Option<u8>, Vec<&'static str>) {
+    if !events.any() {
+        return (None, Vec::new());
+    }
+    let kinds = [(events.reasoning, "reasoning"), (events.tool, "tool"), (events.usage, "usage")];
+    let mut features: Vec<&'static str> = kinds.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect();
+    features.extend(["threads", "groups", "resume"]);
+    (Some(2), features)
 }
 
 /// The text of the welcome frame (the original plugin's words).

@@ -8,6 +8,7 @@ fn entry(role: Role, id: &str) -> TranscriptEntry {
         sender_id: "u".into(),
         sender_name: "U".into(),
         ts: 1,
+        answer: Default::default(),
     }
 }
 

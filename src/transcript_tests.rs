@@ -10,6 +10,7 @@ fn entry(role: Role, content: &str, id: &str) -> TranscriptEntry {
         sender_id: "u".into(),
         sender_name: "U".into(),
         ts: 1,
+        answer: Default::default(),
     }
 }
 

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::sse::{SseDecoder, SseError};
-use super::{BackendError, DeltaStream};
+use super::{AnswerPiece, BackendError, DeltaStream, Usage};
 use crate::config::AgentSettings;
 use crate::redact;
 
@@ -173,8 +173,8 @@ enum Phase {
 /// What the stream's events say, updated as each is decoded.
 #[derive(Default)]
 struct Answer {
-    /// Decoded deltas not yet handed out (all those of one read go out together).
-    ready: Vec<String>,
+    /// Decoded pieces not yet handed out (all those of one read go out together).
+    ready: Vec<AnswerPiece>,
     /// Whether `[DONE]` alone may end an answer (`agent.requireFinishReason` off).
     require_finish_reason: bool,
     /// A chunk carried a `finish_reason`: the model finished its answer.
@@ -209,13 +209,38 @@ impl Answer {
             return;
         }
         if let Some(choice) = chunk.choices.0 {
-            if let Some(content) = choice.delta.and_then(|delta| delta.content).filter(|text| !text.is_empty()) {
-                self.has_content = true;
-                self.ready.push(content);
+            if let Some(delta) = choice.delta {
+                self.on_delta(delta);
             }
-            if choice.finish_reason.is_some() {
+            if let Some(reason) = choice.finish_reason {
                 self.finish_reason_seen = true;
+                self.ready.push(AnswerPiece::Finish(reason));
             }
+        }
+        if let Some(usage) = chunk.usage {
+            self.ready.push(AnswerPiece::Usage(usage.into()));
+        }
+    }
+
+    /// Takes in a chunk's `delta`: text, reasoning, tool-call fragments.
+    fn on_delta(&mut self, delta: Delta) {
+        if let Some(reasoning) = delta.reasoning_content.or(delta.reasoning).filter(|text| !text.is_empty()) {
+            self.has_content = true;
+            self.ready.push(AnswerPiece::Reasoning(reasoning));
+        }
+        if let Some(content) = delta.content.filter(|text| !text.is_empty()) {
+            self.has_content = true;
+            self.ready.push(AnswerPiece::Text(content));
+        }
+        for call in delta.tool_calls {
+            self.has_content = true;
+            let function = call.function.unwrap_or_default();
+            self.ready.push(AnswerPiece::ToolCall {
+                index: call.index,
+                id: call.id,
+                name: function.name,
+                arguments: function.arguments.unwrap_or_default(),
+            });
         }
     }
 }
@@ -236,7 +261,7 @@ impl Answer {
 }
 
 impl CallState {
-    async fn next_item(&mut self) -> Option<Result<Vec<String>, BackendError>> {
+    async fn next_item(&mut self) -> Option<Result<Vec<AnswerPiece>, BackendError>> {
         loop {
             if !self.answer.ready.is_empty() {
                 return Some(Ok(std::mem::take(&mut self.answer.ready)));
@@ -287,7 +312,7 @@ impl CallState {
             if answer.is_empty() {
                 return Err(BackendError::CutOff("the JSON answer has no content".into()));
             }
-            self.answer.ready.push(answer);
+            self.answer.ready.push(AnswerPiece::Text(answer));
         } else {
             self.phase = Phase::Reading(response);
         }
@@ -388,6 +413,27 @@ struct StreamChunk {
     #[serde(default)]
     choices: FirstChoice,
     error: Option<Value>,
+    /// The last chunk's token counts (`stream_options.include_usage`).
+    usage: Option<WireUsage>,
+}
+
+/// `usage` as OpenAI-compatible servers send it.
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    total_tokens: u64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(usage: WireUsage) -> Usage {
+        let total =
+            if usage.total_tokens > 0 { usage.total_tokens } else { usage.prompt_tokens + usage.completion_tokens };
+        Usage { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, total_tokens: total }
+    }
 }
 
 /// `choices[0]`, read without collecting the array (one allocation less per delta).
@@ -417,8 +463,40 @@ impl<'de> Deserialize<'de> for FirstChoice {
 
 #[derive(Deserialize)]
 struct StreamChoice {
-    delta: Option<MessageText>,
+    delta: Option<Delta>,
     finish_reason: Option<String>,
+}
+
+/// A chunk's `delta`: what a model adds to its answer.
+#[derive(Deserialize)]
+struct Delta {
+    content: Option<String>,
+    /// DeepSeek, vLLM, llama.cpp.
+    reasoning_content: Option<String>,
+    /// Ollama, OpenRouter.
+    reasoning: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    tool_calls: Vec<ToolCallDelta>,
+}
+
+/// One fragment of a tool call.
+#[derive(Deserialize)]
+struct ToolCallDelta {
+    #[serde(default)]
+    index: u32,
+    id: Option<String>,
+    function: Option<FunctionDelta>,
+}
+
+#[derive(Deserialize, Default)]
+struct FunctionDelta {
+    name: Option<String>,
+    arguments: Option<String>,
+}
+
+/// `null` read as an empty list (some servers send `"tool_calls": null`).
+fn null_as_empty<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 #[derive(Deserialize)]

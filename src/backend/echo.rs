@@ -10,7 +10,7 @@ use futures_util::future::{self, LocalBoxFuture};
 use futures_util::stream::{self, StreamExt};
 use futures_util::FutureExt;
 
-use super::{AgentBackend, DeltaStream, TurnRequest};
+use super::{AgentBackend, AnswerPiece, DeltaStream, TurnRequest};
 use crate::config::AgentSettings;
 
 /// The echo agent; `delay` is the pause before each word.
@@ -28,12 +28,13 @@ impl AgentBackend for EchoBackend {
     fn stream_turn(&self, request: TurnRequest) -> DeltaStream {
         let delay = self.delay;
         let words = split_words(&format!("echo: {}", request.content));
-        stream::iter(words)
-            .then(move |word| async move {
-                if !delay.is_zero() {
+        let pieces = words.into_iter().map(AnswerPiece::Text).chain([AnswerPiece::Finish("stop".into())]);
+        stream::iter(pieces)
+            .then(move |piece| async move {
+                if !delay.is_zero() && matches!(piece, AnswerPiece::Text(_)) {
                     actix_rt::time::sleep(delay).await;
                 }
-                Ok(vec![word])
+                Ok(vec![piece])
             })
             .boxed_local()
     }

@@ -1,7 +1,8 @@
 //! Agent backends: what answers a turn, streamed delta by delta.
 //!
 //! Every backend implements [`AgentBackend`]: given a [`TurnRequest`] it returns a
-//! [`DeltaStream`] of text pieces that ends when the answer is complete, or yields a
+//! [`DeltaStream`] of [`AnswerPiece`]s (text, reasoning, tool calls, usage, the finish
+//! reason) that ends when the answer is complete, or yields a
 //! [`BackendError`] that ends the turn (never the session). Streams are polled on
 //! the AgentBridge's thread, so they may hold thread-local HTTP clients. Backends
 //! never see a socket or a subscriber.
@@ -30,9 +31,35 @@ pub use openai::OpenAiBackend;
 pub use openclaw::OpenClawBackend;
 pub use prompt::Prompt;
 
-/// The text pieces of one answer, in order, in batches: each item holds the deltas
-/// that arrived together (one network read), so they travel on as one unit.
-pub type DeltaStream = LocalBoxStream<'static, Result<Vec<String>, BackendError>>;
+/// The pieces of one answer, in order, in batches: each item holds the pieces that
+/// arrived together (one network read), so they travel on as one unit.
+pub type DeltaStream = LocalBoxStream<'static, Result<Vec<AnswerPiece>, BackendError>>;
+
+/// One piece of an answer as a backend streams it (SPEC §10). Text is by far the
+/// most frequent; the others come from models that reason or call tools.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnswerPiece {
+    /// A piece of the answer's text (`delta.content`).
+    Text(String),
+    /// A piece of the model's reasoning (`delta.reasoning_content` / `delta.reasoning`).
+    Reasoning(String),
+    /// A fragment of tool call `index`: its id and name come once, its arguments' JSON
+    /// text in pieces, joined per index.
+    ToolCall { index: u32, id: Option<String>, name: Option<String>, arguments: String },
+    /// Token counts, when the backend reports them.
+    Usage(Usage),
+    /// Why the model stopped (`finish_reason`: `stop`, `length`, `tool_calls`…).
+    Finish(String),
+}
+
+/// Token counts of one turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
 
 /// What a backend needs to answer one turn.
 #[derive(Debug, Clone)]

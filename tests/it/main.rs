@@ -4,6 +4,7 @@
 
 mod support;
 
+mod answer_events;
 mod attacks;
 mod auth;
 mod backends;

@@ -1,0 +1,206 @@
+//! The agent's whole answer (SPEC §10): reasoning, tool calls (their arguments in
+//! fragments), usage and the finish reason, streamed by the fake agent as real
+//! OpenAI-compatible servers do, reach clients as `chat.reasoning`, `chat.tool` and
+//! `chat.response` fields, share one `seq` with `chat.stream` (so resume replays them
+//! all in order, on one node and across nodes), are stored and shown by
+//! `chat.history`; `channels.websocket.events = []` gives the original protocol.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawsocket::config::SettingValue;
+use serde_json::{json, Value};
+
+use crate::support::client::last;
+use crate::support::cluster::ready_nodes;
+use crate::support::fake_agent::{Chunk, FakeAgent, Reply};
+use crate::support::redis::RedisServer;
+use crate::support::server::{spawn_server, TestServer};
+use crate::support::WsClient;
+
+/// One SSE event per delta object, then a chunk with `finish_reason`, then (when
+/// given) a usage chunk without choices, then `[DONE]`; each event its own write,
+/// `pause` apart.
+fn events_reply(deltas: &[Value], finish: &str, usage: Option<Value>, pause: Duration) -> Reply {
+    let mut events: Vec<Value> =
+        deltas.iter().map(|delta| json!({"choices": [{"index": 0, "delta": delta, "finish_reason": null}]})).collect();
+    events.push(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}));
+    if let Some(usage) = usage {
+        events.push(json!({"choices": [], "usage": usage}));
+    }
+    let mut chunks: Vec<Chunk> =
+        events.iter().map(|event| Chunk::Bytes(pause, format!("data: {event}\n\n").into_bytes())).collect();
+    chunks.push(Chunk::Bytes(pause, b"data: [DONE]\n\n".to_vec()));
+    Reply::Stream(chunks)
+}
+
+/// An agent that always answers with `reply`.
+fn agent_answering(reply: Reply) -> FakeAgent {
+    FakeAgent::start(Arc::new(move |_, _| reply.clone()))
+}
+
+fn node_for(agent: &FakeAgent, extra: &[(&str, SettingValue)]) -> TestServer {
+    let mut settings: Vec<(&str, SettingValue)> =
+        vec![("agent.kind", "openai".into()), ("agent.url", agent.url_v1().into())];
+    settings.extend(extra.iter().cloned());
+    spawn_server(&settings)
+}
+
+fn reasoning_then_text() -> Vec<Value> {
+    vec![
+        json!({"role": "assistant", "content": ""}),
+        json!({"reasoning_content": "The user "}),
+        json!({"reasoning_content": "greets me."}),
+        json!({"content": "Hello"}),
+        json!({"content": " there"}),
+    ]
+}
+
+fn of_type<'a>(frames: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    frames.iter().filter(|frame| frame["type"] == kind).collect()
+}
+
+/// The `seq` of every event frame, in the order they came.
+fn event_seqs(frames: &[Value]) -> Vec<u64> {
+    frames.iter().filter_map(|frame| frame["seq"].as_u64()).collect()
+}
+
+#[actix_rt::test]
+async fn reasoning_streams_before_the_text_with_one_seq_and_comes_back_whole() {
+    let agent = agent_answering(events_reply(&reasoning_then_text(), "stop", None, Duration::from_millis(1)));
+    let server = node_for(&agent, &[]);
+    let (mut client, welcome) = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await;
+    assert_eq!(welcome["protocol"], 2, "{welcome}");
+    assert_eq!(welcome["features"], json!(["reasoning", "tool", "usage", "threads", "groups", "resume"]));
+
+    let frames = client.chat("m1", "hi").await;
+    let reasoning: Vec<&str> =
+        of_type(&frames, "chat.reasoning").iter().map(|f| f["content"].as_str().unwrap()).collect();
+    assert_eq!(reasoning, ["The user ", "greets me."]);
+    assert_eq!(event_seqs(&frames), [1, 2, 3, 4], "one counter for reasoning and text: {frames:?}");
+    let answer = last(&frames);
+    assert_eq!(answer["content"], "Hello there");
+    assert_eq!(answer["reasoning"], "The user greets me.");
+    assert_eq!(answer["finishReason"], "stop");
+    assert!(answer.get("toolCalls").is_none() && answer.get("usage").is_none(), "{answer}");
+
+    client.send_json(json!({"type": "chat.history"})).await;
+    let history = client.recv().await;
+    assert_eq!(history["messages"][1]["reasoning"], "The user greets me.", "{history}");
+    assert_eq!(history["messages"][1]["finishReason"], "stop");
+}
+
+#[actix_rt::test]
+async fn two_tool_calls_in_fragments_become_two_whole_calls() {
+    let deltas = vec![
+        json!({"role": "assistant"}),
+        json!({"content": "Let me check."}),
+        json!({"tool_calls": [{"index": 0, "id": "call_w", "type": "function", "function": {"name": "weather", "arguments": ""}}]}),
+        json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
+        json!({"tool_calls": [{"index": 1, "id": "call_t", "type": "function", "function": {"name": "time", "arguments": "{\"tz\""}}]}),
+        json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Oslo\"}"}}]}),
+        json!({"tool_calls": [{"index": 1, "function": {"arguments": ":\"CET\"}"}}]}),
+    ];
+    let usage = json!({"prompt_tokens": 31, "completion_tokens": 12, "total_tokens": 43});
+    let agent = agent_answering(events_reply(&deltas, "tool_calls", Some(usage), Duration::from_millis(1)));
+    let server = node_for(&agent, &[]);
+    let mut client = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+
+    let frames = client.chat("m1", "weather and time?").await;
+    let tools = of_type(&frames, "chat.tool");
+    assert_eq!(tools.len(), 2, "{frames:?}");
+    let seen: Vec<(&str, &str, &str, &str)> = tools
+        .iter()
+        .map(|t| {
+            let field = |name: &str| t[name].as_str().unwrap();
+            (field("toolCallId"), field("name"), field("phase"), field("arguments"))
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("call_w", "weather", "call", "{\"city\":\"Oslo\"}"), ("call_t", "time", "call", "{\"tz\":\"CET\"}")]
+    );
+    assert_eq!(event_seqs(&frames), [1, 2, 3], "the text, then each call: {frames:?}");
+    let answer = last(&frames);
+    assert_eq!(answer["finishReason"], "tool_calls");
+    assert_eq!(answer["toolCalls"][1], json!({"id": "call_t", "name": "time", "arguments": "{\"tz\":\"CET\"}"}));
+    assert_eq!(answer["usage"], json!({"promptTokens": 31, "completionTokens": 12, "totalTokens": 43}));
+}
+
+#[actix_rt::test]
+async fn an_answer_cut_by_the_token_limit_says_so() {
+    let deltas = vec![json!({"content": "Once upon a"})];
+    let agent = agent_answering(events_reply(&deltas, "length", None, Duration::ZERO));
+    let server = node_for(&agent, &[]);
+    let mut client = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+    let answer = last(&client.chat("m1", "a story").await).clone();
+    assert_eq!((answer["content"].as_str(), answer["finishReason"].as_str()), (Some("Once upon a"), Some("length")));
+}
+
+#[actix_rt::test]
+async fn with_no_events_the_original_protocol_is_all_a_client_sees() {
+    let deltas = reasoning_then_text();
+    let agent = agent_answering(events_reply(&deltas, "stop", Some(json!({"total_tokens": 5})), Duration::ZERO));
+    let server = node_for(&agent, &[("channels.websocket.events", SettingValue::from(Vec::<String>::new()))]);
+    let (mut client, welcome) = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await;
+    assert!(welcome.get("protocol").is_none() && welcome.get("features").is_none(), "{welcome}");
+    let frames = client.chat("m1", "hi").await;
+    let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["chat.typing", "chat.stream", "chat.stream", "chat.response"]);
+    let answer = last(&frames).as_object().unwrap();
+    let mut fields: Vec<&str> = answer.keys().map(String::as_str).collect();
+    fields.sort();
+    assert_eq!(fields, ["agentId", "content", "done", "messageId", "sessionKey", "type"]);
+}
+
+/// A reply of `count` reasoning deltas, then `count` text deltas, `pause` apart.
+fn long_thought(count: usize, pause: Duration) -> Reply {
+    let reasoning = (1..=count).map(|n| json!({"reasoning_content": format!("r{n} ")}));
+    let text = (1..=count).map(|n| json!({"content": format!("t{n} ")}));
+    events_reply(&reasoning.chain(text).collect::<Vec<_>>(), "stop", None, pause)
+}
+
+/// Reads until the first event frame with `seq >= until`.
+async fn read_until_seq(client: &mut WsClient, until: u64) {
+    loop {
+        let frame = client.recv().await;
+        if frame["seq"].as_u64().is_some_and(|seq| seq >= until) {
+            return;
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_late_joiner_is_replayed_reasoning_and_text_in_seq_order() {
+    let agent = agent_answering(long_thought(15, Duration::from_millis(15)));
+    let server = node_for(&agent, &[]);
+    let mut phone = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+    phone.send_json(json!({"type": "chat.send", "content": "think", "messageId": "m1"})).await;
+    read_until_seq(&mut phone, 20).await;
+    let mut laptop = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+    assert_eq!(laptop.join(json!({"afterSeq": 10})).await["inFlight"], "m1");
+    let rest = laptop.turn("m1").await;
+    assert_eq!(event_seqs(&rest), (11..=30).collect::<Vec<_>>(), "every kind after seq 10, once, in order");
+    assert_eq!(of_type(&rest, "chat.reasoning").len(), 5);
+}
+
+#[actix_rt::test]
+async fn reasoning_crosses_nodes_and_resumes_there() {
+    let redis = RedisServer::start();
+    let agent = agent_answering(long_thought(15, Duration::from_millis(15)));
+    let openai = [("agent.kind", SettingValue::from("openai")), ("agent.url", agent.url_v1().into())];
+    let nodes = ready_nodes(&redis, &["a", "b"], &openai).await;
+    let mut on_a = WsClient::connect_welcomed(&nodes[0].ws_url("senderId=alice")).await.0;
+    let mut on_b = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=alice")).await.0;
+    on_b.join(json!({})).await;
+    on_a.send_json(json!({"type": "chat.send", "content": "think", "messageId": "m1"})).await;
+    read_until_seq(&mut on_a, 20).await;
+    let mut late = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=alice")).await.0;
+    assert_eq!(late.join(json!({"afterSeq": 10})).await["inFlight"], "m1");
+
+    let whole = on_b.turn("m1").await;
+    assert_eq!(event_seqs(&whole), (1..=30).collect::<Vec<_>>());
+    assert_eq!(last(&whole)["reasoning"], (1..=15).map(|n| format!("r{n} ")).collect::<String>());
+    let rest = late.turn("m1").await;
+    assert_eq!(event_seqs(&rest), (11..=30).collect::<Vec<_>>(), "replayed on the other node in seq order");
+}
