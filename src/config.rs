@@ -235,6 +235,10 @@ pub struct AgentSettings {
     pub model: String,
     pub system_prompt: String,
     pub max_history: usize,
+    /// The most bytes of stored text sent as history (`openai`).
+    pub max_history_bytes: usize,
+    /// `max_tokens` per turn; 0 = not sent (`openai`).
+    pub max_tokens: u64,
     pub timeout_ms: u64,
     /// Milliseconds a backend may send nothing once its answer has begun.
     pub idle_timeout_ms: u64,

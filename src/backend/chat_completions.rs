@@ -12,6 +12,8 @@
 //! server closed it meanwhile) is sent once more on a fresh connection.
 //! awc clients hold an `Rc`, so each thread keeps its own (and its own pool).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use awc::error::{ConnectError, PayloadError, SendRequestError};
@@ -82,6 +84,22 @@ pub struct ChatRequest {
     pub limits: CallLimits,
     /// A new agent: retry while the gateway answers 400 "Unknown agent", this long.
     pub confirm_agent_for: Option<Duration>,
+    /// What to do when the server refuses the request as it is (`openai`).
+    pub fallbacks: Fallbacks,
+}
+
+/// Second tries and stand-ins a backend can offer a call.
+#[derive(Default)]
+pub struct Fallbacks {
+    /// Set (for good) when the server refuses `stream_options`: the call is sent once
+    /// more without it, and the backend asks no more.
+    pub usage_refused: Option<Arc<AtomicBool>>,
+    /// The messages with less history, sent once if the server answers that the
+    /// context window is exceeded.
+    pub shorter_messages: Option<Vec<Value>>,
+    /// The prompt's size in characters: when the server reports no usage, the answer
+    /// carries an estimate (marked so).
+    pub estimate_prompt_chars: Option<usize>,
 }
 
 /// How long a call may take and what makes its answer whole (from `agent.*`).
@@ -117,7 +135,11 @@ pub fn stream(request: ChatRequest) -> DeltaStream {
     let limits = request.limits;
     let state = CallState {
         idle_timeout: limits.idle_timeout,
-        answer: Answer { require_finish_reason: limits.require_finish_reason, ..Answer::default() },
+        answer: Answer {
+            require_finish_reason: limits.require_finish_reason,
+            estimate_prompt_chars: request.fallbacks.estimate_prompt_chars,
+            ..Answer::default()
+        },
         decoder: SseDecoder::with_limit(limits.max_answer_bytes.saturating_add(EVENT_OVERHEAD_BYTES)),
         max_answer_bytes: limits.max_answer_bytes,
         phase: Phase::ToSend(request),
@@ -127,6 +149,36 @@ pub fn stream(request: ChatRequest) -> DeltaStream {
         Some((item, state))
     })
     .boxed_local()
+}
+
+impl ChatRequest {
+    /// A 400 the request's fallbacks answer: `stream_options` refused (asked without
+    /// it, and remembered), or the context window exceeded (asked once with less
+    /// history). Whether to send the changed request.
+    fn ask_again(&mut self, message: &str) -> bool {
+        let lowered = message.to_lowercase();
+        if lowered.contains("stream_options") {
+            if let (Some(refused), Some(body)) = (&self.fallbacks.usage_refused, self.body.as_object_mut()) {
+                if body.remove("stream_options").is_some() {
+                    refused.store(true, Ordering::Relaxed);
+                    log::info!("the agent backend refuses stream_options.include_usage; asking without it from now on");
+                    return true;
+                }
+            }
+        }
+        let context_exceeded = lowered.contains("context")
+            && ["exceed", "too long", "maximum", "length"].iter().any(|word| lowered.contains(word));
+        if context_exceeded {
+            if let (Some(body), Some(shorter)) = (self.body.as_object_mut(), self.fallbacks.shorter_messages.take()) {
+                log::warn!(
+                    "the agent backend says the context window is exceeded; asking once more with half the history"
+                );
+                body.insert("messages".into(), Value::Array(shorter));
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// Whether the backend at `url` answers and takes the configured credentials: HTTP
@@ -185,6 +237,12 @@ struct Answer {
     done_seen: bool,
     /// The first event that ended the turn with an error.
     failure: Option<BackendError>,
+    /// The server reported usage.
+    usage_seen: bool,
+    /// Characters of text and reasoning so far (for an estimate of the usage).
+    answer_chars: usize,
+    /// Characters of the prompt, when usage is to be estimated if none comes.
+    estimate_prompt_chars: Option<usize>,
 }
 
 impl Answer {
@@ -218,6 +276,7 @@ impl Answer {
             }
         }
         if let Some(usage) = chunk.usage {
+            self.usage_seen = true;
             self.ready.push(AnswerPiece::Usage(usage.into()));
         }
     }
@@ -226,10 +285,12 @@ impl Answer {
     fn on_delta(&mut self, delta: Delta) {
         if let Some(reasoning) = delta.reasoning_content.or(delta.reasoning).filter(|text| !text.is_empty()) {
             self.has_content = true;
+            self.answer_chars += reasoning.chars().count();
             self.ready.push(AnswerPiece::Reasoning(reasoning));
         }
         if let Some(content) = delta.content.filter(|text| !text.is_empty()) {
             self.has_content = true;
+            self.answer_chars += content.chars().count();
             self.ready.push(AnswerPiece::Text(content));
         }
         for call in delta.tool_calls {
@@ -246,6 +307,13 @@ impl Answer {
 }
 
 impl Answer {
+    /// A whole answer without reported usage gets an estimate, when one is wanted.
+    fn estimate_usage_if_none(&mut self) {
+        if let (false, Some(prompt_chars)) = (self.usage_seen, self.estimate_prompt_chars) {
+            self.ready.push(AnswerPiece::Usage(Usage::estimated(prompt_chars, self.answer_chars)));
+        }
+    }
+
     /// Why the answer, now that nothing more comes, is not a whole one (if it is not).
     fn incomplete(&self) -> Option<BackendError> {
         // Without a finish_reason only `[DONE]` can end an answer, and only when allowed.
@@ -279,7 +347,7 @@ impl CallState {
         }
     }
 
-    async fn send(&mut self, request: ChatRequest) -> Result<(), BackendError> {
+    async fn send(&mut self, mut request: ChatRequest) -> Result<(), BackendError> {
         let deadline = request.confirm_agent_for.map(|window| Instant::now() + window);
         let mut response = loop {
             let mut response = post_with_retry(&request).await?;
@@ -291,6 +359,9 @@ impl CallState {
             let body = actix_rt::time::timeout(request.limits.idle_timeout, read).await.ok().and_then(Result::ok);
             let body = body.unwrap_or_default();
             let message = error_message(&body);
+            if status.as_u16() == 400 && request.ask_again(&message) {
+                continue;
+            }
             let unknown_agent = status.as_u16() == 400 && message.contains("Unknown agent");
             match deadline {
                 Some(deadline) if unknown_agent && Instant::now() < deadline => {
@@ -355,7 +426,11 @@ impl CallState {
         if self.answer.done_seen {
             drain_for_reuse(response);
         }
-        self.answer.incomplete().map_or(Ok(()), Err)
+        if let Some(incomplete) = self.answer.incomplete() {
+            return Err(incomplete);
+        }
+        self.answer.estimate_usage_if_none();
+        Ok(())
     }
 }
 
@@ -432,7 +507,12 @@ impl From<WireUsage> for Usage {
     fn from(usage: WireUsage) -> Usage {
         let total =
             if usage.total_tokens > 0 { usage.total_tokens } else { usage.prompt_tokens + usage.completion_tokens };
-        Usage { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, total_tokens: total }
+        Usage {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: total,
+            estimated: false,
+        }
     }
 }
 

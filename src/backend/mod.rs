@@ -59,6 +59,19 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// The backend reported no counts: these are estimated from the text (about four
+    /// characters a token), and say so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
+}
+
+impl Usage {
+    /// Counts estimated from `prompt_chars` and `answer_chars` characters.
+    pub fn estimated(prompt_chars: usize, answer_chars: usize) -> Usage {
+        let tokens = |chars: usize| chars.div_ceil(4) as u64;
+        let (prompt_tokens, completion_tokens) = (tokens(prompt_chars), tokens(answer_chars));
+        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, estimated: true }
+    }
 }
 
 /// What a backend needs to answer one turn.

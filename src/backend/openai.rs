@@ -1,11 +1,18 @@
 //! The `openai` backend: any OpenAI-compatible server (Ollama, vLLM, llama.cpp
 //! server, OpenAI). ClawSocket keeps the memory: each call carries the system
-//! prompt, the session's last `agent.maxHistory` stored messages and the new turn.
+//! prompt, the session's last `agent.maxHistory` stored messages (no more than
+//! `agent.maxHistoryBytes` of their text) and the new turn. It asks for usage
+//! (`stream_options.include_usage`) until a server refuses the field, and estimates
+//! it, marked so, when none comes; a context-window error is asked again once with
+//! half the history.
 
 use futures_util::future::LocalBoxFuture;
 use serde_json::{json, Value};
 
-use super::chat_completions::{self, CallLimits, ChatRequest};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::chat_completions::{self, CallLimits, ChatRequest, Fallbacks};
 use super::{AgentBackend, DeltaStream, TurnRequest};
 use crate::config::AgentSettings;
 use crate::protocol::{Role, TranscriptEntry};
@@ -18,7 +25,13 @@ pub struct OpenAiBackend {
     api_key: String,
     model: String,
     system_prompt: String,
+    /// `agent.maxHistoryBytes`.
+    max_history_bytes: usize,
+    /// `agent.maxTokens` (0: not sent).
+    max_tokens: u64,
     limits: CallLimits,
+    /// The server refused `stream_options` once: it is not asked again.
+    usage_refused: Arc<AtomicBool>,
 }
 
 impl OpenAiBackend {
@@ -30,20 +43,60 @@ impl OpenAiBackend {
             api_key: settings.api_key.clone(),
             model: settings.model.clone(),
             system_prompt: settings.system_prompt.clone(),
+            max_history_bytes: settings.max_history_bytes,
+            max_tokens: settings.max_tokens,
             limits: CallLimits::from_settings(settings, max_answer_bytes),
+            usage_refused: Arc::default(),
         }
     }
 
-    fn messages(&self, request: &TurnRequest) -> Vec<Value> {
+    /// The system prompt, the newest `history` that fits `agent.maxHistoryBytes`, the turn.
+    fn messages(&self, request: &TurnRequest, history: &[TranscriptEntry]) -> Vec<Value> {
         let system_prompt = request.system_prompt.as_deref().unwrap_or(&self.system_prompt);
-        let mut messages = Vec::with_capacity(request.history.len() + 3);
+        let mut messages = Vec::with_capacity(history.len() + 3);
         if !system_prompt.is_empty() {
             messages.push(json!({"role": "system", "content": system_prompt}));
         }
-        messages.extend(request.history.iter().map(history_message));
+        messages.extend(history.iter().map(history_message));
         messages.extend(request.prompt.to_messages());
         messages
     }
+
+    fn body(&self, messages: Vec<Value>) -> Value {
+        let mut body = json!({"model": self.model, "stream": true, "messages": messages});
+        if !self.usage_refused.load(Ordering::Relaxed) {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        if self.max_tokens > 0 {
+            body["max_tokens"] = json!(self.max_tokens);
+        }
+        body
+    }
+}
+
+/// The newest entries of `history` whose text fits in `max_bytes` (at least none).
+fn within_bytes(history: &[TranscriptEntry], max_bytes: usize) -> &[TranscriptEntry] {
+    let mut bytes = 0;
+    let kept = history
+        .iter()
+        .rev()
+        .take_while(|entry| {
+            bytes += entry.content.len();
+            bytes <= max_bytes
+        })
+        .count();
+    &history[history.len() - kept..]
+}
+
+/// The characters of every text in `messages` (for a usage estimate).
+fn text_chars(messages: &[Value]) -> usize {
+    messages
+        .iter()
+        .map(|message| match &message["content"] {
+            Value::String(text) => text.chars().count(),
+            other => other.to_string().chars().count(),
+        })
+        .sum()
 }
 
 /// A stored message as the model sees it again: user lines keep their envelope.
@@ -57,8 +110,17 @@ fn history_message(entry: &TranscriptEntry) -> Value {
 
 impl AgentBackend for OpenAiBackend {
     fn stream_turn(&self, request: TurnRequest) -> DeltaStream {
-        let body = json!({"model": self.model, "stream": true, "messages": self.messages(&request)});
+        let history = within_bytes(&request.history, self.max_history_bytes);
+        let messages = self.messages(&request, history);
+        let shorter = self.messages(&request, &history[history.len() / 2..]);
+        let fallbacks = Fallbacks {
+            usage_refused: Some(self.usage_refused.clone()),
+            shorter_messages: (!history.is_empty()).then_some(shorter),
+            estimate_prompt_chars: Some(text_chars(&messages)),
+        };
+        let body = self.body(messages);
         chat_completions::stream(ChatRequest {
+            fallbacks,
             url: self.endpoint.clone(),
             bearer: self.api_key.clone(),
             headers: Vec::new(),

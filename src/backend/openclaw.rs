@@ -53,6 +53,7 @@ impl AgentBackend for OpenClawBackend {
             ],
             body,
             limits: self.limits,
+            fallbacks: Default::default(),
             confirm_agent_for: request.confirm_agent_for,
         })
     }

@@ -82,7 +82,12 @@ async fn reasoning_streams_before_the_text_with_one_seq_and_comes_back_whole() {
     assert_eq!(answer["content"], "Hello there");
     assert_eq!(answer["reasoning"], "The user greets me.");
     assert_eq!(answer["finishReason"], "stop");
-    assert!(answer.get("toolCalls").is_none() && answer.get("usage").is_none(), "{answer}");
+    assert!(answer.get("toolCalls").is_none(), "{answer}");
+    // The fake reports no usage: an estimate (30 characters, about four a token), said so.
+    assert_eq!(
+        (answer["usage"]["estimated"].as_bool(), answer["usage"]["completionTokens"].as_u64()),
+        (Some(true), Some(8))
+    );
 
     client.send_json(json!({"type": "chat.history"})).await;
     let history = client.recv().await;
@@ -203,4 +208,70 @@ async fn reasoning_crosses_nodes_and_resumes_there() {
     assert_eq!(last(&whole)["reasoning"], (1..=15).map(|n| format!("r{n} ")).collect::<String>());
     let rest = late.turn("m1").await;
     assert_eq!(event_seqs(&rest), (11..=30).collect::<Vec<_>>(), "replayed on the other node in seq order");
+}
+
+/// The fake's 400 with OpenAI's error shape.
+fn bad_request(message: &str) -> Reply {
+    Reply::Status(400, json!({"error": {"message": message, "type": "invalid_request_error"}}).to_string())
+}
+
+fn hello() -> Reply {
+    events_reply(&[json!({"content": "hello"})], "stop", None, Duration::ZERO)
+}
+
+#[actix_rt::test]
+async fn a_server_that_refuses_stream_options_is_asked_without_them_from_then_on() {
+    let agent = FakeAgent::start(Arc::new(|_, request| {
+        if request.body.get("stream_options").is_some() {
+            bad_request("Unrecognized request argument supplied: stream_options")
+        } else {
+            hello()
+        }
+    }));
+    let server = node_for(&agent, &[]);
+    let mut client = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+    assert_eq!(last(&client.chat("m1", "one").await)["content"], "hello");
+    assert_eq!(last(&client.chat("m2", "two").await)["content"], "hello");
+    let asked: Vec<bool> = agent.requests().iter().map(|r| r.body.get("stream_options").is_some()).collect();
+    assert_eq!(asked, [true, false, false], "refused once, asked without, remembered");
+}
+
+#[actix_rt::test]
+async fn a_context_window_error_is_retried_once_with_half_the_history() {
+    let agent = FakeAgent::start(Arc::new(|_, request| {
+        let messages = request.body["messages"].as_array().map_or(0, Vec::len);
+        if messages > 6 {
+            bad_request("This model's maximum context length is 2048 tokens; your messages exceed it")
+        } else {
+            hello()
+        }
+    }));
+    let server = node_for(&agent, &[]);
+    let mut client = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+    for turn in 1..=4 {
+        let answer = last(&client.chat(&format!("m{turn}"), "again").await).clone();
+        assert_eq!(answer["type"], "chat.response", "turn {turn}: {answer}");
+    }
+    let sizes: Vec<usize> = agent.requests().iter().map(|r| r.body["messages"].as_array().unwrap().len()).collect();
+    // system + history + user: 2, 4, 6, then 8 refused and 5 (half of the 6 stored) taken.
+    assert_eq!(sizes, [2, 4, 6, 8, 5]);
+}
+
+#[actix_rt::test]
+async fn history_is_trimmed_to_its_byte_budget_and_max_tokens_is_sent() {
+    let long = "x".repeat(5000);
+    let agent = FakeAgent::start(Arc::new(move |index, _| match index {
+        0 => events_reply(&[json!({"content": long.clone()})], "length", None, Duration::ZERO),
+        _ => hello(),
+    }));
+    let limits = [("agent.maxHistoryBytes", SettingValue::from(4096)), ("agent.maxTokens", SettingValue::from(256))];
+    let server = node_for(&agent, &limits);
+    let mut client = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+    assert_eq!(last(&client.chat("m1", "a long one").await)["finishReason"], "length");
+    client.chat("m2", "and now?").await;
+    let second = &agent.requests()[1].body;
+    assert_eq!(second["max_tokens"], 256);
+    let contents: Vec<&str> =
+        second["messages"].as_array().unwrap().iter().filter_map(|m| m["content"].as_str()).collect();
+    assert!(contents.iter().all(|text| text.len() < 5000), "the 5,000-byte answer was left out: {contents:?}");
 }
