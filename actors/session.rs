@@ -609,6 +609,7 @@ impl SessionActor {
             message: &turn.message,
             user_data: turn.identity.auth_data.as_deref(),
             user_token: turn.identity.token.as_ref().map(UserToken::expose),
+            style: self.setup.settings.agent.sender_style(),
         });
         TurnRequest {
             session_key: self.setup.key.clone(),

@@ -239,6 +239,8 @@ pub struct AgentSettings {
     pub max_history_bytes: usize,
     /// `max_tokens` per turn; 0 = not sent (`openai`).
     pub max_tokens: u64,
+    /// How the agent is told who wrote a message.
+    pub sender_style: SenderStyle,
     pub timeout_ms: u64,
     /// Milliseconds a backend may send nothing once its answer has begun.
     pub idle_timeout_ms: u64,
@@ -248,6 +250,29 @@ pub struct AgentSettings {
     pub openclaw_config_path: String,
     pub confirm_agent_ms: u64,
     pub echo_delay_ms: u64,
+}
+
+/// How the agent is told who wrote a message (`agent.senderStyle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SenderStyle {
+    /// `name` for `openai`, `envelope` for the others.
+    Auto,
+    /// The message's `name` field (OpenAI's way); the text is the user's own.
+    Name,
+    /// The original plugin's `"{senderName}: {content}"`.
+    Envelope,
+}
+
+impl AgentSettings {
+    /// The sender style this backend uses (`auto` resolved).
+    pub fn sender_style(&self) -> SenderStyle {
+        match (self.sender_style, self.kind) {
+            (SenderStyle::Auto, AgentKind::Openai) => SenderStyle::Name,
+            (SenderStyle::Auto, _) => SenderStyle::Envelope,
+            (style, _) => style,
+        }
+    }
 }
 
 /// `store.*`.

@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::chat_completions::{self, CallLimits, ChatRequest, Fallbacks};
+use super::prompt;
 use super::{AgentBackend, DeltaStream, TurnRequest};
-use crate::config::AgentSettings;
+use crate::config::{AgentSettings, SenderStyle};
 use crate::protocol::{Role, TranscriptEntry};
 
 /// The OpenAI-compatible backend.
@@ -32,6 +33,8 @@ pub struct OpenAiBackend {
     limits: CallLimits,
     /// The server refused `stream_options` once: it is not asked again.
     usage_refused: Arc<AtomicBool>,
+    /// `agent.senderStyle`, resolved: how stored user lines name their sender.
+    sender_style: SenderStyle,
 }
 
 impl OpenAiBackend {
@@ -47,6 +50,7 @@ impl OpenAiBackend {
             max_tokens: settings.max_tokens,
             limits: CallLimits::from_settings(settings, max_answer_bytes),
             usage_refused: Arc::default(),
+            sender_style: settings.sender_style(),
         }
     }
 
@@ -57,7 +61,7 @@ impl OpenAiBackend {
         if !system_prompt.is_empty() {
             messages.push(json!({"role": "system", "content": system_prompt}));
         }
-        messages.extend(history.iter().map(history_message));
+        messages.extend(history.iter().map(|entry| history_message(entry, self.sender_style)));
         messages.extend(request.prompt.to_messages());
         messages
     }
@@ -99,12 +103,23 @@ fn text_chars(messages: &[Value]) -> usize {
         .sum()
 }
 
-/// A stored message as the model sees it again: user lines keep their envelope.
-fn history_message(entry: &TranscriptEntry) -> Value {
+/// A stored message as the model sees it again: user lines with their sender as
+/// `style` says (the message's name, or the envelope).
+fn history_message(entry: &TranscriptEntry, style: SenderStyle) -> Value {
     if entry.role == Role::Assistant {
-        json!({"role": "assistant", "content": entry.content})
-    } else {
-        json!({"role": "user", "content": format!("{}: {}", entry.sender_name, entry.content)})
+        return json!({"role": "assistant", "content": entry.content});
+    }
+    match style {
+        SenderStyle::Name => {
+            let mut message = json!({"role": "user", "content": entry.content});
+            if let Some(name) = prompt::openai_name(&entry.sender_name) {
+                message["name"] = json!(name);
+            }
+            message
+        }
+        SenderStyle::Envelope | SenderStyle::Auto => {
+            json!({"role": "user", "content": format!("{}: {}", entry.sender_name, entry.content)})
+        }
     }
 }
 

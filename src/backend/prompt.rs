@@ -1,6 +1,8 @@
-//! What the agent is told about one message: the original plugin's envelope.
+//! What the agent is told about one message: who wrote it and what it says.
 //!
-//! The text is `"{senderName}: {content}"`, prefixed with
+//! Who: the message's `name` field (`agent.senderStyle` `name`, OpenAI's way: the
+//! text is the user's own, so a model does not learn to answer "Erin: …"), or the
+//! original plugin's envelope, the text `"{senderName}: {content}"`. Either is prefixed with
 //! `[Replying to: "{replyToBody}"]` when quoting; media become image parts (http(s)
 //! images) or text references; chat type, group, `customData` and the auth
 //! service's user data go in as a context object. Local media paths are allowed only
@@ -11,13 +13,16 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
+use crate::config::SenderStyle;
 use crate::protocol::{ChatType, SendMessage};
 
 /// The user message as a backend sends it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Prompt {
-    /// The envelope text (with media references appended).
+    /// The text (the envelope, with `senderStyle` `envelope`), with media references appended.
     pub text: String,
+    /// The sender as the message's `name` (`senderStyle` `name`), as OpenAI accepts it.
+    pub name: Option<String>,
     /// http(s) URLs of images, sent as image content parts.
     pub image_urls: Vec<String>,
     /// Chat type, group, custom data, user data: a JSON object, absent when empty.
@@ -40,7 +45,11 @@ impl Prompt {
             parts.extend(self.image_urls.iter().map(|url| json!({"type": "image_url", "image_url": {"url": url}})));
             Value::Array(parts)
         };
-        messages.push(json!({"role": "user", "content": content}));
+        let mut message = json!({"role": "user", "content": content});
+        if let Some(name) = &self.name {
+            message["name"] = json!(name);
+        }
+        messages.push(message);
         messages
     }
 }
@@ -54,6 +63,8 @@ pub struct PromptInput<'a> {
     pub user_data: Option<&'a Map<String, Value>>,
     /// The user's token, only when `agent.forwardUserToken` is on.
     pub user_token: Option<&'a str>,
+    /// `agent.senderStyle`, resolved.
+    pub style: SenderStyle,
 }
 
 /// Builds the envelope, media parts and context of one message.
@@ -63,7 +74,16 @@ pub fn build(input: &PromptInput<'_>) -> Prompt {
     if let Some(quoted) = message.reply_to_body.as_deref().filter(|body| !body.is_empty()) {
         text.push_str(&format!("[Replying to: \"{quoted}\"]\n"));
     }
-    text.push_str(&format!("{}: {}", input.sender_name, message.content));
+    let name = match input.style {
+        SenderStyle::Name => {
+            text.push_str(&message.content);
+            openai_name(input.sender_name)
+        }
+        SenderStyle::Envelope | SenderStyle::Auto => {
+            text.push_str(&format!("{}: {}", input.sender_name, message.content));
+            None
+        }
+    };
     let mut image_urls = Vec::new();
     for (path, media_type) in media(message) {
         if is_web_url(path) && media_type.is_some_and(|kind| kind.starts_with("image/")) {
@@ -73,7 +93,17 @@ pub fn build(input: &PromptInput<'_>) -> Prompt {
             text.push_str(&format!("\n[media: {path}{kind}]"));
         }
     }
-    Prompt { text, image_urls, context: context(input) }
+    Prompt { text, name, image_urls, context: context(input) }
+}
+
+/// `name` as OpenAI accepts a message's name (`[A-Za-z0-9_-]`, at most 64), or none.
+pub fn openai_name(name: &str) -> Option<String> {
+    let cleaned: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .take(64)
+        .collect();
+    (!cleaned.trim_matches('_').is_empty()).then_some(cleaned)
 }
 
 fn context(input: &PromptInput<'_>) -> Option<Map<String, Value>> {
@@ -148,7 +178,14 @@ mod tests {
     }
 
     fn prompt(message: &SendMessage) -> Prompt {
-        build(&PromptInput { sender_id: "u1", sender_name: "John", message, user_data: None, user_token: None })
+        build(&PromptInput {
+            sender_id: "u1",
+            sender_name: "John",
+            message,
+            user_data: None,
+            user_token: None,
+            style: SenderStyle::Envelope,
+        })
     }
 
     #[test]
@@ -157,6 +194,23 @@ mod tests {
         assert_eq!(prompt(&plain), Prompt { text: "John: Hello!".into(), ..Prompt::default() });
         let reply = message(json!({"content": "I agree", "replyToBody": "Let's use Python"}));
         assert_eq!(prompt(&reply).text, "[Replying to: \"Let's use Python\"]\nJohn: I agree");
+    }
+
+    #[test]
+    fn with_the_name_style_the_text_is_the_users_own_and_the_name_is_cleaned() {
+        let plain = message(json!({"content": "Hello!"}));
+        let built = build(&PromptInput {
+            sender_id: "u1",
+            sender_name: "Erin O'Neil",
+            message: &plain,
+            user_data: None,
+            user_token: None,
+            style: SenderStyle::Name,
+        });
+        assert_eq!((built.text.as_str(), built.name.as_deref()), ("Hello!", Some("Erin_O_Neil")));
+        assert_eq!(built.to_messages()[0], json!({"role": "user", "content": "Hello!", "name": "Erin_O_Neil"}));
+        assert_eq!(openai_name("日本"), None, "nothing left of it: no name");
+        assert_eq!(openai_name(&"a".repeat(80)).map(|name| name.len()), Some(64));
     }
 
     #[test]
@@ -183,6 +237,7 @@ mod tests {
             message: &group,
             user_data: Some(&user),
             user_token: None,
+            style: SenderStyle::Envelope,
         });
         let context = Value::Object(built.context.unwrap());
         assert_eq!(context["groupSubject"], "Dev");

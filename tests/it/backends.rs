@@ -79,11 +79,24 @@ async fn openai_sends_the_system_prompt_history_and_new_turn() {
         contents(&second.body["messages"]),
         [
             ("system".into(), "\"Be brief.\"".into()),
-            ("user".into(), "\"John: My name is John\"".into()),
+            ("user".into(), "\"My name is John\"".into()),
             ("assistant".into(), "\"Nice to meet you, John.\"".into()),
-            ("user".into(), "\"John: What is my name?\"".into()),
+            ("user".into(), "\"What is my name?\"".into()),
         ]
     );
+    // The sender is the messages' name (agent.senderStyle auto = name for openai).
+    let names: Vec<&Value> = second.body["messages"].as_array().unwrap().iter().map(|m| &m["name"]).collect();
+    assert_eq!(names, [&Value::Null, &json!("John"), &Value::Null, &json!("John")]);
+}
+
+#[actix_rt::test]
+async fn the_envelope_style_tells_the_sender_in_the_text() {
+    let agent = FakeAgent::start(always(&["ok"]));
+    let server = openai(&agent, &[("agent.senderStyle", "envelope".into())]);
+    let (mut client, _) = WsClient::connect_welcomed(&server.ws_url("senderId=user1&senderName=John")).await;
+    client.chat("m1", "hello").await;
+    let user = agent.requests()[0].body["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((user["content"].as_str(), user.get("name")), (Some("John: hello"), None));
 }
 
 #[actix_rt::test]
@@ -327,7 +340,7 @@ async fn media_quotes_and_custom_data_reach_the_agent() {
     let user = messages.last().unwrap();
     assert_eq!(
         user["content"][0]["text"],
-        "[Replying to: \"earlier\"]\nJohn: What is this?\n[media: /srv/media/report.pdf (application/pdf)]"
+        "[Replying to: \"earlier\"]\nWhat is this?\n[media: /srv/media/report.pdf (application/pdf)]"
     );
     assert_eq!(user["content"][1]["image_url"]["url"], "https://cdn.test/cat.png");
     let context = messages[messages.len() - 2]["content"].as_str().unwrap();

@@ -60,7 +60,7 @@ async fn turns_in_one_session_run_one_after_another_in_order() {
     let answers = finals(&mut client, &["m1", "m2", "m3"]).await;
     let order: Vec<&str> = answers.iter().map(|a| a["messageId"].as_str().unwrap()).collect();
     assert_eq!(order, ["m1", "m2", "m3"]);
-    assert_eq!(answers[1]["content"], "re: U: two");
+    assert_eq!(answers[1]["content"], "re: two");
     assert_eq!(agent.most_at_once(), 1, "one turn at a time in a session");
 }
 
