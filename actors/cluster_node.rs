@@ -116,11 +116,12 @@ impl ClusterNode {
             self.outbound_bytes,
         );
         let forwarded = match command.action {
-            ForwardedAction::Submit { message_id, identity, message } => Forwarded::Submit(Box::new(Turn {
+            ForwardedAction::Submit { message_id, identity, message, tools } => Forwarded::Submit(Box::new(Turn {
                 message_id: Arc::from(message_id),
                 identity: *identity,
                 message: *message,
                 origin: reply.id.clone(),
+                tools,
             })),
             ForwardedAction::Abort { message_id } => Forwarded::Abort { message_id },
         };

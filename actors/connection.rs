@@ -34,7 +34,7 @@ use crate::groups::{GroupAccess, GroupAction, Verdict as GroupVerdict};
 use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
 use crate::limits::{ByteBudget, ConnectionSlot, RateLimiter, UserConnection, Verdict};
 use crate::metrics::{LimitHit, Metrics};
-use crate::protocol::{self, Disconnect, ErrorCode, Frame, Inbound, Outbound, SessionSelector};
+use crate::protocol::{self, Disconnect, ErrorCode, Frame, Inbound, Outbound, SessionSelector, ToolResult, ToolTurn};
 
 /// Messages that may wait behind one group verdict; more are refused `rate_limited`.
 const MAX_HELD_MESSAGES: usize = 64;
@@ -373,6 +373,7 @@ impl ConnectionActor {
     fn dispatch(&mut self, inbound: Inbound, ctx: &mut ws::WebsocketContext<Self>) {
         match inbound {
             Inbound::Send(message) => self.submit(*message, ctx),
+            Inbound::ToolResult(result) => self.submit_tool_result(*result, ctx),
             Inbound::Join(request) => {
                 let target = self.target_of(&request.session);
                 if !self.has_room_for(&target, None, ctx) {
@@ -441,7 +442,38 @@ impl ConnectionActor {
         let user = identity.clone();
         self.gated(&user, target, GroupAction::Send, refusal_id, ctx, move |actor, target, ctx| {
             actor.subscribed.insert(target.clone());
-            let turn = Turn { message_id: Arc::from(message_id), identity, message, origin: actor.id.clone() };
+            let turn = Turn {
+                message_id: Arc::from(message_id),
+                identity,
+                message,
+                origin: actor.id.clone(),
+                tools: ToolTurn::Message,
+            };
+            let from = actor.own_handle(ctx);
+            actor.route(target, SessionCommand::Submit { from, turn: Box::new(turn) });
+        });
+    }
+
+    /// A `chat.toolResult` goes to its session like a `chat.send` (same identity, group
+    /// and subscription rules), as a tool-result turn the session keeps until every
+    /// call of its last answer has a result.
+    fn submit_tool_result(&mut self, result: protocol::ToolResultMessage, ctx: &mut ws::WebsocketContext<Self>) {
+        let identity = self.identity.for_message(result.session.sender_id.as_deref(), None);
+        let message_id = result.message_id.clone().unwrap_or_default();
+        let target = self.target_of(&result.session);
+        if !self.has_room_for(&target, None, ctx) {
+            return;
+        }
+        let user = identity.clone();
+        self.gated(&user, target, GroupAction::Send, None, ctx, move |actor, target, ctx| {
+            actor.subscribed.insert(target.clone());
+            let turn = Turn {
+                message_id: Arc::from(message_id),
+                identity,
+                message: protocol::SendMessage::default(),
+                origin: actor.id.clone(),
+                tools: ToolTurn::Result(ToolResult { tool_call_id: result.tool_call_id, content: result.content }),
+            };
             let from = actor.own_handle(ctx);
             actor.route(target, SessionCommand::Submit { from, turn: Box::new(turn) });
         });

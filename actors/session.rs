@@ -37,7 +37,9 @@ use crate::backend::{AgentBackend, TurnRequest};
 use crate::config::{Events, Settings};
 use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget, UserToken};
 use crate::metrics::{Metrics, TurnOutcome};
-use crate::protocol::{self, AnswerDetails, ErrorCode, Frame, Outbound, Role, SendMessage, TranscriptEntry};
+use crate::protocol::{
+    self, AnswerDetails, ErrorCode, Frame, Outbound, Role, SendMessage, ToolResult, ToolTurn, TranscriptEntry,
+};
 use crate::session_memory::SessionMemory;
 use crate::store;
 
@@ -54,6 +56,8 @@ pub struct Turn {
     pub message: SendMessage,
     /// The connection that sent it: the one told about `session_busy`.
     pub origin: ConnectionId,
+    /// A user's message, a tool result, or the model's continuation after them.
+    pub tools: ToolTurn,
 }
 
 /// To the Supervisor: this session has had no subscriber and no turn for
@@ -196,6 +200,8 @@ pub struct SessionActor {
     drained: Option<oneshot::Sender<()>>,
     /// Cluster mode: whether this node runs the turns, and what it follows if not.
     cluster: Option<ClusterState>,
+    /// The tool results given so far for the last answer's calls (by its message id).
+    tool_results: (Option<Arc<str>>, Vec<ToolResult>),
 }
 
 impl SessionActor {
@@ -215,6 +221,7 @@ impl SessionActor {
             load_failed: false,
             drained: None,
             cluster: setup.cluster.clone().map(ClusterState::new),
+            tool_results: (None, Vec::new()),
             setup,
         }
     }
@@ -298,6 +305,10 @@ impl SessionActor {
         if subscribe {
             self.subscribe(from.clone(), ctx);
         }
+        if let ToolTurn::Result(result) = &turn.tools {
+            let result = result.clone();
+            return self.take_tool_result(from, turn, result, subscribe, ctx);
+        }
         if self.memory.is_answered(&turn.message_id) {
             return self.answer_again(&turn.message_id, from, ctx);
         }
@@ -325,7 +336,7 @@ impl SessionActor {
             from.deliver(&Outbound::error_frame(ErrorCode::SessionBusy, text, Some(&turn.message_id)));
             return;
         }
-        if self.setup.target.is_group() {
+        if self.setup.target.is_group() && turn.tools == ToolTurn::Message {
             self.relay_group_message(&turn, ctx);
         }
         self.queue.push_back(turn);
@@ -611,11 +622,16 @@ impl SessionActor {
             user_token: turn.identity.token.as_ref().map(UserToken::expose),
             style: self.setup.settings.agent.sender_style(),
         });
+        let tool_results = match &turn.tools {
+            ToolTurn::Continuation(results) => results.clone(),
+            ToolTurn::Message | ToolTurn::Result(_) => Vec::new(),
+        };
         TurnRequest {
             session_key: self.setup.key.clone(),
             agent_id: self.setup.agent_id.clone(),
             content: turn.message.content.clone(),
             prompt,
+            tool_results,
             history: self.history_for_backend(),
             system_prompt: self.system_prompt.clone(),
             confirm_agent_for: self.setup.confirm_new_agent.filter(|_| self.turns_started == 1),
@@ -634,26 +650,16 @@ impl SessionActor {
     /// records it, sends the answer and starts the next turn.
     fn persist_turn(&mut self, turn: Box<Turn>, answer: FinishedAnswer, ctx: &mut Context<Self>) {
         let ts = store::now_millis();
-        let entries = vec![
-            TranscriptEntry {
-                role: Role::User,
-                content: turn.message.content.clone(),
-                message_id: turn.message_id.to_string(),
-                sender_id: turn.identity.sender_id.clone(),
-                sender_name: turn.identity.sender_name.clone(),
-                ts,
-                answer: AnswerDetails::default(),
-            },
-            TranscriptEntry {
-                role: Role::Assistant,
-                content: answer.text,
-                message_id: turn.message_id.to_string(),
-                sender_id: self.setup.agent_id.to_string(),
-                sender_name: self.setup.agent_id.to_string(),
-                ts,
-                answer: answer.details,
-            },
-        ];
+        let mut entries = self.asked_entries(&turn, ts);
+        entries.push(TranscriptEntry {
+            role: Role::Assistant,
+            content: answer.text,
+            message_id: turn.message_id.to_string(),
+            sender_id: self.setup.agent_id.to_string(),
+            sender_name: self.setup.agent_id.to_string(),
+            ts,
+            answer: answer.details,
+        });
         self.persisting = Some(turn.message_id.clone());
         let write = self.setup.store.append(entries, self.lease(), self.setup.settings.store.idempotency_window);
         ctx.spawn(write.into_actor(self).map(move |written, session, ctx| {
@@ -669,11 +675,87 @@ impl SessionActor {
                     return;
                 }
             };
-            let frame = session.response_frame(&entries[1]);
+            // The answer is the last entry (after the user's message or the tool results).
+            let frame = entries.last().map(|answer| session.response_frame(answer));
             session.memory.remember(entries);
-            session.broadcast(&frame, ctx);
+            if let Some(frame) = frame {
+                session.broadcast(&frame, ctx);
+            }
             session.start_next_turn(ctx);
         }));
+    }
+
+    /// What a turn stores before its answer: the user's message, or the tool results
+    /// a continuation was given.
+    fn asked_entries(&self, turn: &Turn, ts: u64) -> Vec<TranscriptEntry> {
+        let entry = |role, content: &str, tool_call_id: Option<&str>| TranscriptEntry {
+            role,
+            content: content.to_string(),
+            message_id: turn.message_id.to_string(),
+            sender_id: turn.identity.sender_id.clone(),
+            sender_name: turn.identity.sender_name.clone(),
+            ts,
+            answer: AnswerDetails { tool_call_id: tool_call_id.map(String::from), ..AnswerDetails::default() },
+        };
+        match &turn.tools {
+            ToolTurn::Continuation(results) => {
+                results.iter().map(|result| entry(Role::Tool, &result.content, Some(&result.tool_call_id))).collect()
+            }
+            ToolTurn::Message | ToolTurn::Result(_) => vec![entry(Role::User, &turn.message.content, None)],
+        }
+    }
+
+    /// A `chat.toolResult`: kept until every tool call of the last answer has a
+    /// result, then the model's continuation is queued (as a turn of its own: its
+    /// message id is the last result's `messageId`, else the answer's + `:tools`).
+    fn take_tool_result(
+        &mut self,
+        from: Outbox,
+        turn: Box<Turn>,
+        result: ToolResult,
+        subscribe: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let waiting = self.memory.last_answer().filter(|answer| {
+            answer.answer.finish_reason.as_deref() == Some("tool_calls") && !answer.answer.tool_calls.is_empty()
+        });
+        let Some(answer) = waiting.cloned() else {
+            return refuse_tool_result(
+                &from,
+                "no tool call of this conversation is waiting for a result",
+                &self.setup.metrics,
+            );
+        };
+        if !answer.answer.tool_calls.iter().any(|call| call.id == result.tool_call_id) {
+            let text = format!("toolCallId {:?} is not a tool call of the last answer", result.tool_call_id);
+            return refuse_tool_result(&from, &text, &self.setup.metrics);
+        }
+        if self.tool_results.0.as_deref() != Some(answer.message_id.as_str()) {
+            self.tool_results = (Some(Arc::from(answer.message_id.as_str())), Vec::new());
+        }
+        let results = &mut self.tool_results.1;
+        results.retain(|kept| kept.tool_call_id != result.tool_call_id);
+        results.push(result);
+        let ordered: Option<Vec<ToolResult>> = answer
+            .answer
+            .tool_calls
+            .iter()
+            .map(|call| results.iter().find(|kept| kept.tool_call_id == call.id).cloned())
+            .collect();
+        let Some(ordered) = ordered else { return }; // more results to come
+        self.tool_results = (None, Vec::new());
+        let message_id = match &*turn.message_id {
+            "" => format!("{}:tools", answer.message_id),
+            given => given.to_string(),
+        };
+        let continuation = Turn {
+            message_id: Arc::from(message_id),
+            identity: turn.identity,
+            message: SendMessage::default(),
+            origin: turn.origin,
+            tools: ToolTurn::Continuation(ordered),
+        };
+        self.submit(from, Box::new(continuation), subscribe, ctx);
     }
 
     /// How many of the latest transcript entries stay in memory: enough for the
@@ -761,7 +843,14 @@ fn shown_details(details: &AnswerDetails, events: Events) -> AnswerDetails {
         tool_calls: if events.tool { details.tool_calls.clone() } else { Vec::new() },
         finish_reason: details.finish_reason.clone().filter(|_| events.any()),
         usage: details.usage.filter(|_| events.usage),
+        tool_call_id: None,
     }
+}
+
+/// A `chat.toolResult` that answers nothing: `invalid_message`.
+fn refuse_tool_result(from: &Outbox, text: &str, metrics: &Metrics) {
+    metrics.error(ErrorCode::InvalidMessage);
+    from.deliver(&Outbound::error_frame(ErrorCode::InvalidMessage, text, None));
 }
 
 fn aborted_frame(message_id: &str) -> Frame {

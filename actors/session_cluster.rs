@@ -224,6 +224,7 @@ impl SessionActor {
                 message_id: turn.message_id.to_string(),
                 identity: Box::new(turn.identity.clone()),
                 message: Box::new(turn.message.clone()),
+                tools: turn.tools.clone(),
             },
             Forwarded::Abort { message_id } => ForwardedAction::Abort { message_id: message_id.clone() },
         };

@@ -99,6 +99,7 @@ async fn a_session_runs_a_turn_for_a_test_subscriber_without_a_socket() {
     let id = ConnectionId::new();
     let outbox = Outbox::new(id.clone(), subscriber.recipient(), ByteBudget::new(1 << 20));
     let turn = Turn {
+        tools: crate::protocol::ToolTurn::Message,
         message_id: Arc::from("m1"),
         identity: Identity::anonymous(&id, Some("u1"), None),
         message: send_message("hello there"),

@@ -125,6 +125,7 @@ impl TurnAnswer {
             tool_calls: self.tool_calls.iter().map(tool_call).collect(),
             finish_reason: self.finish_reason,
             usage: self.usage,
+            tool_call_id: None,
         };
         FinishedAnswer { text: self.text, details }
     }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{Identity, SessionTarget};
-use crate::protocol::SendMessage;
+use crate::protocol::{SendMessage, ToolTurn};
 
 /// A command is forwarded at most this many times (ownership moving while it
 /// travels); then it is answered `agent_unavailable`.
@@ -53,7 +53,13 @@ pub struct ForwardedCommand {
 #[serde(tag = "action", rename_all = "camelCase")]
 pub enum ForwardedAction {
     /// A `chat.send`.
-    Submit { message_id: String, identity: Box<Identity>, message: Box<SendMessage> },
+    Submit {
+        message_id: String,
+        identity: Box<Identity>,
+        message: Box<SendMessage>,
+        #[serde(default)]
+        tools: ToolTurn,
+    },
     /// A `chat.abort`.
     Abort { message_id: Option<String> },
 }

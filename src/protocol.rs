@@ -177,10 +177,45 @@ pub struct JoinRequest {
     pub session: SessionSelector,
 }
 
+/// `chat.toolResult`: the result of one tool call of the session's last answer (a
+/// client-side tool); once every call has one, the model continues.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolResultMessage {
+    pub tool_call_id: String,
+    pub content: String,
+    /// The continuation turn's id (idempotency, as a `chat.send`'s); else derived.
+    pub message_id: Option<String>,
+    #[serde(flatten)]
+    pub session: SessionSelector,
+}
+
+/// One tool call's result, as a client gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolResult {
+    pub tool_call_id: String,
+    pub content: String,
+}
+
+/// What kind of turn a queued turn is (client-side tools, SPEC §10).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ToolTurn {
+    /// A user's message.
+    #[default]
+    Message,
+    /// A `chat.toolResult`: kept until every call of the last answer has one.
+    Result(ToolResult),
+    /// The model's continuation, given every result.
+    Continuation(Vec<ToolResult>),
+}
+
 /// A decoded, validated client message.
 #[derive(Debug, Clone)]
 pub enum Inbound {
     Send(Box<SendMessage>),
+    ToolResult(Box<ToolResultMessage>),
     Abort(AbortRequest),
     History(HistoryRequest),
     Join(JoinRequest),
@@ -236,6 +271,7 @@ pub fn decode(bytes: &[u8]) -> Result<Inbound, DecodeError> {
     let object = Value::Object(object);
     let inbound = match kind.as_str() {
         "chat.send" => Inbound::Send(Box::new(fields::<SendMessage>(object).map_err(&fail)?)),
+        "chat.toolResult" => Inbound::ToolResult(Box::new(fields(object).map_err(&fail)?)),
         "chat.abort" => Inbound::Abort(fields(object).map_err(&fail)?),
         "chat.history" => Inbound::History(fields(object).map_err(&fail)?),
         "chat.join" => Inbound::Join(fields(object).map_err(&fail)?),
@@ -245,7 +281,7 @@ pub fn decode(bytes: &[u8]) -> Result<Inbound, DecodeError> {
             let shown: String = other.chars().take(64).collect();
             return Err(DecodeError::new(
                 ErrorCode::UnsupportedType,
-                format!("unsupported message type `{shown}` (expected chat.send, chat.abort, chat.history, chat.join, chat.leave or ping)"),
+                format!("unsupported message type `{shown}` (expected chat.send, chat.toolResult, chat.abort, chat.history, chat.join, chat.leave or ping)"),
                 message_id,
             ));
         }
@@ -271,6 +307,11 @@ fn fields<T: DeserializeOwned>(object: Value) -> Result<T, String> {
 fn validate(inbound: &Inbound) -> Result<(), String> {
     match inbound {
         Inbound::Send(send) => validate_send(send),
+        Inbound::ToolResult(result) => {
+            check_id("toolCallId", Some(&result.tool_call_id))?;
+            check_id("messageId", result.message_id.as_deref())?;
+            validate_selector(&result.session)
+        }
         Inbound::Abort(abort) => {
             check_id("messageId", abort.message_id.as_deref())?;
             validate_selector(&abort.session)
@@ -338,6 +379,8 @@ pub fn history_limit(requested: Option<usize>) -> usize {
 pub enum Role {
     User,
     Assistant,
+    /// A tool call's result (`chat.toolResult`).
+    Tool,
 }
 
 /// One stored message of a session's transcript, as `chat.history` shows it.
@@ -369,6 +412,9 @@ pub struct AnswerDetails {
     pub finish_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<crate::backend::Usage>,
+    /// A tool result's call (role `tool`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 /// A tool call the model made: the whole arguments JSON text once complete.

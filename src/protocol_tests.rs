@@ -175,6 +175,10 @@ mod properties {
                 prop_assert!(history.limit.is_none_or(|limit| (1..=MAX_HISTORY_LIMIT).contains(&limit)));
             }
             Inbound::Abort(abort) => prop_assert!(ids_ok(&[abort.message_id.as_ref()])),
+            Inbound::ToolResult(result) => {
+                prop_assert!(is_valid_id(&result.tool_call_id));
+                prop_assert!(ids_ok(&[result.message_id.as_ref()]));
+            }
             Inbound::Join(_) | Inbound::Leave(_) | Inbound::Ping => {}
         }
         Ok(())
@@ -232,4 +236,17 @@ proptest::proptest! {
         let expected = Outbound::Stream { message_id: &id, content: &content, done: false, seq, catch_up: false }.to_frame();
         proptest::prop_assert_eq!(StreamFrames::new(&id).frame(&content, seq, false), expected);
     }
+}
+
+#[test]
+fn a_tool_result_needs_its_call_id() {
+    let Inbound::ToolResult(result) =
+        decoded(r#"{"type":"chat.toolResult","toolCallId":"call_1","content":"42","threadId":"t"}"#)
+    else {
+        panic!("a tool result")
+    };
+    assert_eq!((result.tool_call_id.as_str(), result.content.as_str()), ("call_1", "42"));
+    assert_eq!(result.session.thread_id.as_deref(), Some("t"));
+    let missing = decode(br#"{"type":"chat.toolResult","content":"42"}"#).unwrap_err();
+    assert_eq!(missing.code, ErrorCode::InvalidMessage);
 }

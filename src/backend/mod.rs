@@ -23,7 +23,7 @@ use futures_util::stream::LocalBoxStream;
 
 use crate::config::{AgentKind, Settings};
 use crate::identity::SessionKey;
-use crate::protocol::{ErrorCode, TranscriptEntry};
+use crate::protocol::{ErrorCode, ToolResult, TranscriptEntry};
 use crate::redact;
 
 pub use echo::EchoBackend;
@@ -87,6 +87,9 @@ pub struct TurnRequest {
     pub prompt: Prompt,
     /// The session's earlier messages, oldest first, for backends that need memory sent.
     pub history: Vec<TranscriptEntry>,
+    /// A continuation after client-side tools: the results of the last answer's tool
+    /// calls, which the model is sent instead of a new user message (`openai`).
+    pub tool_results: Vec<ToolResult>,
     /// This agent's own system prompt, overriding `agent.systemPrompt` (`openai`).
     pub system_prompt: Option<String>,
     /// The agent was just created: while the gateway still answers "Unknown agent",

@@ -16,7 +16,7 @@ use super::chat_completions::{self, CallLimits, ChatRequest, Fallbacks};
 use super::prompt;
 use super::{AgentBackend, DeltaStream, TurnRequest};
 use crate::config::{AgentSettings, SenderStyle};
-use crate::protocol::{Role, TranscriptEntry};
+use crate::protocol::{Role, ToolResult, TranscriptEntry};
 
 /// The OpenAI-compatible backend.
 pub struct OpenAiBackend {
@@ -61,8 +61,20 @@ impl OpenAiBackend {
         if !system_prompt.is_empty() {
             messages.push(json!({"role": "system", "content": system_prompt}));
         }
-        messages.extend(history.iter().map(|entry| history_message(entry, self.sender_style)));
-        messages.extend(request.prompt.to_messages());
+        // A tool result whose call was trimmed away would be refused: the history
+        // starts after any such orphans.
+        let orphans = history.iter().take_while(|entry| entry.role == Role::Tool).count();
+        let history = &history[orphans..];
+        for (index, entry) in history.iter().enumerate() {
+            let answered = answered_calls(&history[index + 1..], &request.tool_results);
+            messages.push(history_message(entry, self.sender_style, &answered));
+        }
+        if request.tool_results.is_empty() {
+            messages.extend(request.prompt.to_messages());
+        } else {
+            messages
+                .extend(request.tool_results.iter().map(|result| tool_message(&result.tool_call_id, &result.content)));
+        }
         messages
     }
 
@@ -103,11 +115,40 @@ fn text_chars(messages: &[Value]) -> usize {
         .sum()
 }
 
+/// The tool call ids that have a result after an entry: in the entries after it, up
+/// to the next answer, or among this turn's results.
+fn answered_calls<'a>(after: &'a [TranscriptEntry], now: &'a [ToolResult]) -> Vec<&'a str> {
+    let stored = after.iter().take_while(|entry| entry.role == Role::Tool);
+    let mut ids: Vec<&str> = stored.filter_map(|entry| entry.answer.tool_call_id.as_deref()).collect();
+    if after.iter().all(|entry| entry.role == Role::Tool) {
+        ids.extend(now.iter().map(|result| result.tool_call_id.as_str()));
+    }
+    ids
+}
+
+/// A tool result as OpenAI's `tool` message.
+fn tool_message(tool_call_id: &str, content: &str) -> Value {
+    json!({"role": "tool", "tool_call_id": tool_call_id, "content": content})
+}
+
 /// A stored message as the model sees it again: user lines with their sender as
-/// `style` says (the message's name, or the envelope).
-fn history_message(entry: &TranscriptEntry, style: SenderStyle) -> Value {
+/// `style` says (the message's name, or the envelope); an answer with its tool calls
+/// in OpenAI's shape when every call has its result after it (a strict server refuses
+/// calls without results); a tool result as a `tool` message.
+fn history_message(entry: &TranscriptEntry, style: SenderStyle, answered: &[&str]) -> Value {
+    if entry.role == Role::Tool {
+        return tool_message(entry.answer.tool_call_id.as_deref().unwrap_or_default(), &entry.content);
+    }
     if entry.role == Role::Assistant {
-        return json!({"role": "assistant", "content": entry.content});
+        let calls = &entry.answer.tool_calls;
+        if calls.is_empty() || !calls.iter().all(|call| answered.contains(&call.id.as_str())) {
+            return json!({"role": "assistant", "content": entry.content});
+        }
+        let calls: Vec<Value> = calls
+            .iter()
+            .map(|call| json!({"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}))
+            .collect();
+        return json!({"role": "assistant", "content": entry.content, "tool_calls": calls});
     }
     match style {
         SenderStyle::Name => {

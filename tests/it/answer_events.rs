@@ -275,3 +275,68 @@ async fn history_is_trimmed_to_its_byte_budget_and_max_tokens_is_sent() {
         second["messages"].as_array().unwrap().iter().filter_map(|m| m["content"].as_str()).collect();
     assert!(contents.iter().all(|text| text.len() < 5000), "the 5,000-byte answer was left out: {contents:?}");
 }
+
+/// An agent that asks for two client-side tools, then answers once it has their results.
+fn tool_using_agent() -> FakeAgent {
+    FakeAgent::start(Arc::new(|index, _| match index {
+        0 => events_reply(
+            &[
+                json!({"tool_calls": [{"index": 0, "id": "call_w", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}}]}),
+                json!({"tool_calls": [{"index": 1, "id": "call_t", "type": "function", "function": {"name": "time", "arguments": "{}"}}]}),
+            ],
+            "tool_calls",
+            None,
+            Duration::ZERO,
+        ),
+        _ => events_reply(&[json!({"content": "Sunny, and it is noon."})], "stop", None, Duration::ZERO),
+    }))
+}
+
+fn tool_result(id: &str, content: &str) -> Value {
+    json!({"type": "chat.toolResult", "toolCallId": id, "content": content})
+}
+
+#[actix_rt::test]
+async fn client_side_tools_round_trip_through_chat_tool_result() {
+    let agent = tool_using_agent();
+    let server = node_for(&agent, &[]);
+    let mut client = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+
+    let mut early = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+    early.send_json(tool_result("call_w", "sunny")).await;
+    assert_eq!(early.recv().await["code"], "invalid_message", "nothing waits for a result yet");
+
+    let asked = last(&client.chat("m1", "weather and time in Oslo?").await).clone();
+    assert_eq!(asked["finishReason"], "tool_calls");
+    client.send_json(tool_result("call_x", "??")).await;
+    let unknown = client.recv().await;
+    assert_eq!((&unknown["type"], &unknown["code"]), (&json!("chat.error"), &json!("invalid_message")), "{unknown}");
+
+    client.send_json(tool_result("call_w", "sunny, 21 C")).await;
+    let mut last_result = tool_result("call_t", "12:00");
+    last_result["messageId"] = json!("m1-tools");
+    client.send_json(last_result).await;
+    let continued = client.turn("m1-tools").await;
+    assert_eq!(last(&continued)["content"], "Sunny, and it is noon.", "{continued:?}");
+    assert_eq!(agent.requests().len(), 2, "one continuation, once every call had its result");
+
+    let messages = agent.requests()[1].body["messages"].as_array().unwrap().clone();
+    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "tool", "tool"], "no new user message: {messages:?}");
+    assert_eq!(messages[2]["tool_calls"][0]["function"]["name"], "weather");
+    assert_eq!((&messages[3]["tool_call_id"], &messages[3]["content"]), (&json!("call_w"), &json!("sunny, 21 C")));
+
+    client.send_json(json!({"type": "chat.history"})).await;
+    let history = client.recv().await;
+    let stored: Vec<(&str, &str)> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["messageId"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        stored,
+        [("user", "m1"), ("assistant", "m1"), ("tool", "m1-tools"), ("tool", "m1-tools"), ("assistant", "m1-tools")]
+    );
+    assert_eq!(history["messages"][3]["toolCallId"], "call_t");
+}
