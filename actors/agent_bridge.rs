@@ -20,7 +20,7 @@ use crate::backend::{AgentBackend, AnswerPiece, BackendError, TurnRequest};
 use crate::config::{Events, StreamMode};
 use crate::identity::{ConnectionId, SessionKey};
 use crate::metrics::{LimitHit, Metrics};
-use crate::protocol::{Frame, Outbound, StreamFrames};
+use crate::protocol::{Attachment, Frame, Outbound, StreamFrames};
 
 /// Replaying more than this many bytes to a late joiner is done as one catch-up
 /// `chat.stream` frame holding all the missed text, instead of one frame per delta.
@@ -220,6 +220,7 @@ impl AgentBridge {
             .map(|piece| match piece {
                 AnswerPiece::Text(text) | AnswerPiece::Reasoning(text) => text.len(),
                 AnswerPiece::ToolCall { arguments, name, .. } => arguments.len() + name.as_ref().map_or(0, String::len),
+                AnswerPiece::Media { url, .. } => url.len(),
                 AnswerPiece::Usage(_) | AnswerPiece::Finish(_) => 0,
             })
             .sum();
@@ -261,6 +262,20 @@ impl AgentBridge {
                     self.answer.push_tool_fragment(index, id, name, &arguments)
                 }
                 AnswerPiece::Usage(usage) => self.answer.set_usage(usage),
+                AnswerPiece::Media { url, media_type, name } => {
+                    self.flush_cumulative(&mut frames, &mut cumulative_due);
+                    let frame = Outbound::Media {
+                        message_id: &self.message_id,
+                        url: &url,
+                        media_type: media_type.as_deref(),
+                        name: name.as_deref(),
+                        seq: self.seq() + 1,
+                    }
+                    .to_frame();
+                    self.answer.push_frame(frame.clone());
+                    frames.push(frame);
+                    self.answer.push_attachment(Attachment { url, media_type, name });
+                }
                 AnswerPiece::Finish(reason) => {
                     self.flush_cumulative(&mut frames, &mut cumulative_due);
                     self.answer.set_finish_reason(reason);

@@ -844,6 +844,7 @@ fn shown_details(details: &AnswerDetails, events: Events) -> AnswerDetails {
         finish_reason: details.finish_reason.clone().filter(|_| events.any()),
         usage: details.usage.filter(|_| events.usage),
         tool_call_id: None,
+        attachments: if events.any() { details.attachments.clone() } else { Vec::new() },
     }
 }
 

@@ -8,7 +8,7 @@
 //! path keeps no frame); any other event as the frame it was sent as.
 
 use crate::backend::Usage;
-use crate::protocol::{AnswerDetails, Frame, ToolCall};
+use crate::protocol::{AnswerDetails, Attachment, Frame, ToolCall};
 
 /// What one `seq` was.
 #[derive(Debug, Clone)]
@@ -38,6 +38,7 @@ pub struct TurnAnswer {
     announced: usize,
     usage: Option<Usage>,
     finish_reason: Option<String>,
+    attachments: Vec<Attachment>,
     entries: Vec<SeqEntry>,
 }
 
@@ -102,6 +103,11 @@ impl TurnAnswer {
         call.arguments.push_str(arguments);
     }
 
+    /// Records an attachment (its `chat.media` frame is recorded with `push_frame`).
+    pub fn push_attachment(&mut self, attachment: Attachment) {
+        self.attachments.push(attachment);
+    }
+
     pub fn set_usage(&mut self, usage: Usage) {
         self.usage = Some(usage);
     }
@@ -126,6 +132,7 @@ impl TurnAnswer {
             finish_reason: self.finish_reason,
             usage: self.usage,
             tool_call_id: None,
+            attachments: self.attachments,
         };
         FinishedAnswer { text: self.text, details }
     }

@@ -415,6 +415,20 @@ pub struct AnswerDetails {
     /// A tool result's call (role `tool`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// Attachments the agent produced (`chat.media`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// An attachment an answer carried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A tool call the model made: the whole arguments JSON text once complete.
@@ -469,6 +483,17 @@ pub enum Outbound<'a> {
         /// allows (none of them with `[]`).
         #[serde(flatten)]
         details: &'a AnswerDetails,
+    },
+    /// An attachment the agent produced; `seq` shared with `chat.stream`.
+    #[serde(rename = "chat.media")]
+    Media {
+        message_id: &'a str,
+        url: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        media_type: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<&'a str>,
+        seq: u64,
     },
     /// A piece of the model's reasoning; `seq` shared with `chat.stream`.
     #[serde(rename = "chat.reasoning")]

@@ -9,6 +9,7 @@
 
 mod chat_completions;
 mod echo;
+mod media_lines;
 mod openai;
 mod openclaw;
 pub mod prompt;
@@ -50,6 +51,8 @@ pub enum AnswerPiece {
     Usage(Usage),
     /// Why the model stopped (`finish_reason`: `stop`, `length`, `tool_calls`…).
     Finish(String),
+    /// An attachment the agent produced (the OpenClaw `MEDIA:` directive).
+    Media { url: String, media_type: Option<String>, name: Option<String> },
 }
 
 /// Token counts of one turn.
@@ -194,6 +197,10 @@ pub fn from_settings(settings: &Settings) -> Arc<dyn AgentBackend> {
             Arc::new(EchoBackend::new(agent))
         }
         AgentKind::Openai => Arc::new(OpenAiBackend::new(agent, max_answer_bytes)),
-        AgentKind::Openclaw => Arc::new(OpenClawBackend::new(agent, max_answer_bytes)),
+        AgentKind::Openclaw => {
+            let websocket = &settings.channels.websocket;
+            let media_roots = websocket.events().any().then(|| websocket.media.roots.clone());
+            Arc::new(OpenClawBackend::new(agent, max_answer_bytes, media_roots))
+        }
     }
 }

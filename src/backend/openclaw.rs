@@ -8,11 +8,15 @@
 //! "Unknown agent": the user gets `agent_error` "the agent backend answered HTTP 400"
 //! (or, for a new agent the gateway never learns, `agent_unavailable` naming the fix).
 
+use std::path::PathBuf;
+
 use futures_util::future::LocalBoxFuture;
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::json;
 
 use super::chat_completions::{self, CallLimits, ChatRequest};
-use super::{AgentBackend, DeltaStream, TurnRequest};
+use super::media_lines::MediaLines;
+use super::{AgentBackend, AnswerPiece, DeltaStream, TurnRequest};
 use crate::config::AgentSettings;
 
 /// The OpenClaw Gateway backend.
@@ -22,18 +26,44 @@ pub struct OpenClawBackend {
     models_url: String,
     token: String,
     limits: CallLimits,
+    /// `MEDIA:` lines become attachments (with any `channels.websocket.events` on; with
+    /// `[]` they stay text, as the original plugin showed them), local files only
+    /// under these roots.
+    media_roots: Option<Vec<PathBuf>>,
 }
 
 impl OpenClawBackend {
-    pub fn new(settings: &AgentSettings, max_answer_bytes: usize) -> Self {
+    pub fn new(settings: &AgentSettings, max_answer_bytes: usize, media_roots: Option<Vec<PathBuf>>) -> Self {
         let base = settings.url.trim_end_matches('/');
         OpenClawBackend {
             endpoint: format!("{base}/v1/chat/completions"),
             models_url: format!("{base}/v1/models"),
             token: settings.token.clone(),
             limits: CallLimits::from_settings(settings, max_answer_bytes),
+            media_roots,
         }
     }
+}
+
+/// `stream` with its `MEDIA:` lines turned into attachments.
+fn with_attachments(stream: DeltaStream, roots: Vec<PathBuf>) -> DeltaStream {
+    let mut lines = MediaLines::new(roots);
+    stream
+        .map_ok(move |pieces| {
+            let mut out = Vec::with_capacity(pieces.len());
+            for piece in pieces {
+                match piece {
+                    AnswerPiece::Text(text) => lines.feed(&text, &mut out),
+                    AnswerPiece::Finish(reason) => {
+                        lines.finish(&mut out);
+                        out.push(AnswerPiece::Finish(reason));
+                    }
+                    other => out.push(other),
+                }
+            }
+            out
+        })
+        .boxed_local()
 }
 
 impl AgentBackend for OpenClawBackend {
@@ -44,7 +74,7 @@ impl AgentBackend for OpenClawBackend {
             "user": request.session_key.as_str(),
             "messages": request.prompt.to_messages(),
         });
-        chat_completions::stream(ChatRequest {
+        let stream = chat_completions::stream(ChatRequest {
             url: self.endpoint.clone(),
             bearer: self.token.clone(),
             headers: vec![
@@ -55,7 +85,11 @@ impl AgentBackend for OpenClawBackend {
             limits: self.limits,
             fallbacks: Default::default(),
             confirm_agent_for: request.confirm_agent_for,
-        })
+        });
+        match &self.media_roots {
+            Some(roots) => with_attachments(stream, roots.clone()),
+            None => stream,
+        }
     }
 
     fn wants_history(&self) -> bool {

@@ -340,3 +340,48 @@ async fn client_side_tools_round_trip_through_chat_tool_result() {
     );
     assert_eq!(history["messages"][3]["toolCallId"], "call_t");
 }
+
+fn openclaw_node(agent: &FakeAgent, extra: &[(&str, SettingValue)]) -> TestServer {
+    let mut settings: Vec<(&str, SettingValue)> =
+        vec![("agent.kind", "openclaw".into()), ("agent.url", agent.url().into()), ("agent.token", "gw".into())];
+    settings.extend(extra.iter().cloned());
+    spawn_server(&settings)
+}
+
+fn answer_with_attachment() -> Reply {
+    let deltas = [
+        json!({"content": "Here is the chart:\nMED"}),
+        json!({"content": "IA: https://cdn.test/chart.png\nAnything else?"}),
+    ];
+    events_reply(&deltas, "stop", None, Duration::from_millis(1))
+}
+
+#[actix_rt::test]
+async fn an_openclaw_media_line_becomes_a_chat_media_frame_not_text() {
+    let agent = agent_answering(answer_with_attachment());
+    let server = openclaw_node(&agent, &[]);
+    let mut client = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+    let frames = client.chat("m1", "a chart please").await;
+    let media = of_type(&frames, "chat.media");
+    assert_eq!(media.len(), 1, "{frames:?}");
+    assert_eq!(
+        (&media[0]["url"], &media[0]["mediaType"], &media[0]["name"]),
+        (&json!("https://cdn.test/chart.png"), &json!("image/png"), &json!("chart.png"))
+    );
+    let answer = last(&frames);
+    assert_eq!(answer["content"], "Here is the chart:\nAnything else?");
+    assert_eq!(answer["attachments"][0]["url"], "https://cdn.test/chart.png");
+    let streamed: String = of_type(&frames, "chat.stream").iter().map(|f| f["content"].as_str().unwrap()).collect();
+    assert!(!streamed.contains("MEDIA"), "{streamed}");
+    assert_eq!(event_seqs(&frames).len(), of_type(&frames, "chat.stream").len() + 1, "the attachment has a seq too");
+}
+
+#[actix_rt::test]
+async fn with_no_events_a_media_line_stays_text_as_the_original_plugin_showed_it() {
+    let agent = agent_answering(answer_with_attachment());
+    let server = openclaw_node(&agent, &[("channels.websocket.events", SettingValue::from(Vec::<String>::new()))]);
+    let mut client = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+    let frames = client.chat("m1", "a chart please").await;
+    assert!(of_type(&frames, "chat.media").is_empty());
+    assert_eq!(last(&frames)["content"], "Here is the chart:\nMEDIA: https://cdn.test/chart.png\nAnything else?");
+}
