@@ -283,6 +283,22 @@ await test("streaming: chat.typing, chat.stream deltas with seq 1, 2, 3…, chat
   if (!record.usage) observe("no usage in the server's answer to ClawSocket's request (ClawSocket does not ask for it)");
 });
 
+await test("usage and finishReason: chat.response estimates the usage (this server sends none) and says an answer the max_tokens cut ended by length", async () => {
+  const frank = await client("rm-frank", "Frank");
+  const turn = await frank.turn("Tell me a very long tale about a brave cat, at least three hundred words.");
+  const record = await proxyRecordFor("Tell me a very long tale about a brave cat");
+  noteAnswer(turn, record, "frank", "Frank");
+  assertWholeAnswer(turn, "frank", 2);
+  const response = turn.response;
+  assert(record.body.max_tokens === 256, `ClawSocket sent max_tokens ${record.body.max_tokens}, expected agent.maxTokens 256`);
+  assert(response.finishReason === "length", `finishReason ${response.finishReason}, expected "length" (the server's finish_reasons: ${JSON.stringify(record.finishReasons)})`);
+  assert(response.usage && response.usage.estimated === true, `usage ${JSON.stringify(response.usage)}: expected an estimate, marked so`);
+  assert(response.usage.completionTokens > 0 && response.usage.promptTokens > 0, `usage ${JSON.stringify(response.usage)}`);
+  const user = record.body.messages[record.body.messages.length - 1];
+  assert(user.name === "Frank" && !String(user.content).startsWith("Frank:"), `the sender goes in the name field: ${JSON.stringify(user)}`);
+  observe(`frank: finishReason ${response.finishReason}, usage ${JSON.stringify(response.usage)}, ${turn.streams.length} deltas`);
+});
+
 await test("memory: the second turn carries the first (the history, and the request the server got)", async () => {
   const bob = await client("rm-bob", "Bob");
   const first = await bob.turn("My name is Zork. Please remember my name, and answer in one short sentence.");

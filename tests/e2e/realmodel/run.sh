@@ -132,6 +132,10 @@ model = "$MODEL_NAME"
 # The model server answers one request at a time: a turn queued behind another waits
 # for its response head that long.
 timeoutMs = 120000
+# SmolLM2's context is 2048 tokens: history is kept well under it, and answers short
+# (an answer the limit cuts ends with finishReason "length", which a check asks for).
+maxHistoryBytes = 4096
+maxTokens = 256
 
 [store]
 dir = "$RUN_DIR/data"
