@@ -105,6 +105,27 @@ run "web page resume after a drop" 90 node browser_resume.mjs
 run "web page group chat" 90 node browser_group.mjs
 run "web page logic (mock server)" 90 node page_mock.mjs
 
+# --- the seed's examples once more, against the original protocol ---
+# channels.websocket.events = [] must be exactly the original plugin's protocol: the
+# seed README's examples run unchanged against a second server configured so.
+ORIGINAL_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+ORIGINAL_DATA="$(mktemp -d "${TMPDIR:-/tmp}/clawsocket-e2e-original.XXXXXX")"
+ORIGINAL_LOG="$ARTIFACTS_DIR/e2e-server-original-protocol.log"
+(cd "$ROOT" && RUST_LOG="${RUST_LOG:-info}" CLAWSOCKET__STORE__DIR="$ORIGINAL_DATA" \
+  CLAWSOCKET__CHANNELS__WEBSOCKET__EVENTS='[]' \
+  exec "$BIN" --config "$CONFIG" --host 127.0.0.1 --port "$ORIGINAL_PORT") >"$ORIGINAL_LOG" 2>&1 &
+ORIGINAL_PID=$!
+for _ in $(seq 150); do
+  curl -fsS --max-time 2 "http://127.0.0.1:$ORIGINAL_PORT/healthz" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+export CLAWSOCKET_URL="http://127.0.0.1:$ORIGINAL_PORT" CLAWSOCKET_WS="ws://127.0.0.1:$ORIGINAL_PORT/ws"
+run "seed Node.js example, events = []" 30 node run_node_example.js
+run "seed Python example, events = []" 30 python3 run_python_example.py
+kill "$ORIGINAL_PID" 2>/dev/null || true
+wait "$ORIGINAL_PID" 2>/dev/null || true
+rm -rf "$ORIGINAL_DATA"
+
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
   echo "e2e: the server died during the tests; its log:"
   tail -n 40 "$SERVER_LOG" | sed 's/^/  | /'
