@@ -265,6 +265,31 @@ async fn a_third_node_ends_the_dead_owners_turn_even_when_the_next_turn_starts_q
     assert!(missed.is_empty(), "on node c, m1 never ended (no chat.error) for {missed:?}: it was replaced by m2");
 }
 
+/// Node a (owner of alice's session, mid-turn m1) and node b; then a's way to Redis
+/// is cut (its sockets stay open, its bytes are swallowed).
+struct CutOff {
+    on_b: WsClient,
+    _on_a: WsClient,
+    _nodes: [TestServer; 2],
+}
+
+async fn owner_cut_off_mid_turn(redis: &RedisServer, agent: &FakeAgent) -> CutOff {
+    let cut = Arc::new(AtomicBool::new(false));
+    let proxy = partition_proxy(redis.port(), cut.clone());
+    let a = node_at(&format!("redis://127.0.0.1:{proxy}"), "a", agent, &[]).await;
+    let b = node_at(&redis.url(), "b", agent, &[]).await;
+    let mut on_a = WsClient::connect_welcomed(&a.ws_url("senderId=alice")).await.0;
+    let on_b = WsClient::connect_welcomed(&b.ws_url("senderId=alice")).await.0;
+    on_a.send_json(json!({"type": "chat.send", "content": "long", "messageId": "m1"})).await;
+    loop {
+        if on_a.recv().await["type"] == "chat.stream" {
+            break;
+        }
+    }
+    cut.store(true, Ordering::SeqCst);
+    CutOff { on_b, _on_a: on_a, _nodes: [a, b] }
+}
+
 /// Finding: `renew_lease` treats a Redis error as nothing (`log::debug!`): an owner cut
 /// off from Redis keeps running its turn past its lease while another node takes the
 /// session and runs the next turn, so two nodes call the agent for one session at
@@ -273,19 +298,7 @@ async fn a_third_node_ends_the_dead_owners_turn_even_when_the_next_turn_starts_q
 async fn an_owner_cut_off_from_redis_stops_its_turn_before_another_node_runs_the_next() {
     let redis = RedisServer::start();
     let agent = paced_agent(250, Duration::from_millis(20));
-    let cut = Arc::new(AtomicBool::new(false));
-    let proxy = partition_proxy(redis.port(), cut.clone());
-    let a = node_at(&format!("redis://127.0.0.1:{proxy}"), "a", &agent, &[]).await;
-    let b = node_at(&redis.url(), "b", &agent, &[]).await;
-    let mut on_a = WsClient::connect_welcomed(&a.ws_url("senderId=alice")).await.0;
-    let mut on_b = WsClient::connect_welcomed(&b.ws_url("senderId=alice")).await.0;
-    on_a.send_json(json!({"type": "chat.send", "content": "long", "messageId": "m1"})).await;
-    loop {
-        if on_a.recv().await["type"] == "chat.stream" {
-            break;
-        }
-    }
-    cut.store(true, Ordering::SeqCst);
+    let CutOff { mut on_b, _on_a, _nodes } = owner_cut_off_mid_turn(&redis, &agent).await;
     actix_rt::time::sleep(Duration::from_millis(1600)).await; // a's 1 s lease ran out
 
     on_b.send_json(json!({"type": "chat.send", "content": "next", "messageId": "m2"})).await;
@@ -303,19 +316,7 @@ async fn an_owner_cut_off_from_redis_stops_its_turn_before_another_node_runs_the
 async fn a_command_forwarded_to_an_owner_cut_off_from_redis_is_answered() {
     let redis = RedisServer::start();
     let agent = paced_agent(250, Duration::from_millis(20));
-    let cut = Arc::new(AtomicBool::new(false));
-    let proxy = partition_proxy(redis.port(), cut.clone());
-    let a = node_at(&format!("redis://127.0.0.1:{proxy}"), "a", &agent, &[]).await;
-    let b = node_at(&redis.url(), "b", &agent, &[]).await;
-    let mut on_a = WsClient::connect_welcomed(&a.ws_url("senderId=alice")).await.0;
-    let mut on_b = WsClient::connect_welcomed(&b.ws_url("senderId=alice")).await.0;
-    on_a.send_json(json!({"type": "chat.send", "content": "long", "messageId": "m1"})).await;
-    loop {
-        if on_a.recv().await["type"] == "chat.stream" {
-            break;
-        }
-    }
-    cut.store(true, Ordering::SeqCst);
+    let CutOff { mut on_b, _on_a, _nodes } = owner_cut_off_mid_turn(&redis, &agent).await;
 
     on_b.send_json(json!({"type": "chat.send", "content": "next", "messageId": "m2"})).await;
     // Its 250 deltas take 5 s once it runs, after a's lease (1 s) ran out.
