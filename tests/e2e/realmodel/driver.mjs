@@ -208,7 +208,8 @@ function noteAnswer(turn, record, who, senderName) {
   const reasons = record ? record.finishReasons.join(",") || "none" : "?";
   log(`${who}: ${turn.streams.length} deltas in ${turn.ms} ms, finish_reason ${reasons}: ${short(answer, 160)}`);
   if (record && record.finishReasons.includes("length")) {
-    observe(`${who}: the server cut the answer with finish_reason "length" (${answer.length} chars); ClawSocket sent it as an ordinary chat.response`);
+    const said = turn.response ? turn.response.finishReason : undefined;
+    observe(`${who}: the server cut the answer with finish_reason "length" (${answer.length} chars); chat.response says finishReason ${JSON.stringify(said)}`);
   }
   const envelope = new RegExp(`^\\s*${senderName}\\s*:`);
   if (envelope.test(answer)) observe(`${who}: the answer starts with the "${senderName}:" envelope: ${short(answer, 80)}`);
