@@ -305,12 +305,13 @@ impl SessionActor {
         if subscribe {
             self.subscribe(from.clone(), ctx);
         }
+        // A retried message (or last tool result, by its messageId) gets its stored answer.
+        if self.memory.is_answered(&turn.message_id) {
+            return self.answer_again(&turn.message_id, from, ctx);
+        }
         if let ToolTurn::Result(result) = &turn.tools {
             let result = result.clone();
             return self.take_tool_result(from, turn, result, subscribe, ctx);
-        }
-        if self.memory.is_answered(&turn.message_id) {
-            return self.answer_again(&turn.message_id, from, ctx);
         }
         if let Some(running) = &self.running {
             if running.turn.message_id == turn.message_id {

@@ -319,6 +319,12 @@ async fn client_side_tools_round_trip_through_chat_tool_result() {
     let continued = client.turn("m1-tools").await;
     assert_eq!(last(&continued)["content"], "Sunny, and it is noon.", "{continued:?}");
     assert_eq!(agent.requests().len(), 2, "one continuation, once every call had its result");
+    let mut retried = tool_result("call_t", "12:00");
+    retried["messageId"] = json!("m1-tools");
+    client.send_json(retried).await;
+    let again = client.recv().await;
+    assert_eq!((&again["type"], &again["content"]), (&json!("chat.response"), &json!("Sunny, and it is noon.")));
+    assert_eq!(agent.requests().len(), 2, "a retried last result is answered from the record, not run again");
 
     let messages = agent.requests()[1].body["messages"].as_array().unwrap().clone();
     let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
