@@ -391,3 +391,34 @@ async fn with_no_events_a_media_line_stays_text_as_the_original_plugin_showed_it
     assert!(of_type(&frames, "chat.media").is_empty());
     assert_eq!(last(&frames)["content"], "Here is the chart:\nMEDIA: https://cdn.test/chart.png\nAnything else?");
 }
+
+#[actix_rt::test]
+async fn tool_results_sent_on_another_node_reach_the_owner_and_the_continuation_reaches_both() {
+    let redis = RedisServer::start();
+    let agent = tool_using_agent();
+    let openai = [("agent.kind", SettingValue::from("openai")), ("agent.url", agent.url_v1().into())];
+    let nodes = ready_nodes(&redis, &["a", "b"], &openai).await;
+    let mut on_a = WsClient::connect_welcomed(&nodes[0].ws_url("senderId=alice")).await.0;
+    let mut on_b = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=alice")).await.0;
+    on_b.join(json!({})).await;
+    assert_eq!(last(&on_a.chat("m1", "weather and time?").await)["finishReason"], "tool_calls");
+    on_b.turn("m1").await;
+
+    // Both results from the other node: forwarded to the owner, which continues.
+    on_b.send_json(tool_result("call_w", "sunny")).await;
+    let mut last_result = tool_result("call_t", "noon");
+    last_result["messageId"] = json!("m1-tools");
+    on_b.send_json(last_result).await;
+    for client in [&mut on_a, &mut on_b] {
+        let continued = client.turn("m1-tools").await;
+        assert_eq!(last(&continued)["content"], "Sunny, and it is noon.", "{continued:?}");
+    }
+    assert_eq!(agent.requests().len(), 2);
+    let roles: Vec<String> = agent.requests()[1].body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "tool", "tool"]);
+}
