@@ -199,6 +199,11 @@ pub fn stream_key(key: &SessionKey) -> String {
     format!("cs:ev:{{{key}}}")
 }
 
+/// The node a lease value (`node token`) names.
+fn node_of(lease: &str) -> String {
+    lease.split_once(' ').map_or(lease, |(node, _)| node).to_string()
+}
+
 /// The pub/sub channel of a node's inbox.
 pub fn inbox_channel(node: &str) -> String {
     format!("cs:node:{node}")
@@ -292,7 +297,7 @@ impl Cluster {
         if won == 1 {
             return Ok(Claim::Owner(Arc::from(value)));
         }
-        let node = value.split_once(' ').map_or(value.as_str(), |(node, _)| node).to_string();
+        let node = node_of(&value);
         Ok(Claim::HeldBy { node, lease: value })
     }
 
@@ -319,7 +324,7 @@ impl Cluster {
     /// when nobody does, or only a stale lease of this node.
     pub async fn holder_of(&self, key: &SessionKey) -> Result<Option<Claim>, ClusterError> {
         let Some(lease) = self.lease_holder(key).await? else { return Ok(None) };
-        let node = lease.split_once(' ').map_or(lease.as_str(), |(node, _)| node).to_string();
+        let node = node_of(&lease);
         if node == *self.node_id {
             return Ok(None);
         }
