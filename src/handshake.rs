@@ -118,6 +118,7 @@ pub(crate) async fn websocket_handshake(
         oversize,
         fragments: state.fragments.clone(),
         user_connection,
+        conversations: state.conversations.clone(),
     });
     let codec = Codec::new().max_size(max_bytes);
     Ok(response.streaming(ws::WebsocketContext::with_codec(actor, inbound, codec)))
