@@ -124,7 +124,7 @@ impl ClusterNode {
                 tools,
             })),
             ForwardedAction::Abort { message_id } => Forwarded::Abort { message_id },
-            ForwardedAction::Delete => Forwarded::Delete,
+            ForwardedAction::Delete { message_id } => Forwarded::Delete { message_id },
         };
         self.supervisor.do_send(RouteForwarded {
             target: command.target,

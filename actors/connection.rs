@@ -169,7 +169,8 @@ impl Actor for ConnectionActor {
             self.identity.sender_id,
             if self.identity.authenticated { "authenticated" } else { "anonymous" }
         );
-        let (version, features) = protocol::features(self.settings.channels.websocket.events());
+        let regenerate = !self.settings.agent.keeps_own_memory();
+        let (version, features) = protocol::features(self.settings.channels.websocket.events(), regenerate);
         let welcome = Outbound::Welcome {
             content: protocol::WELCOME_TEXT,
             connection_id: self.id.as_str(),
@@ -428,56 +429,91 @@ impl ConnectionActor {
             Inbound::Threads(request) => self.list_threads(request, ctx),
             Inbound::Title(request) => self.name_thread(request, ctx),
             Inbound::Regenerate(request) => self.regenerate(request, ctx),
-            Inbound::Delete(selector) => {
-                let target = self.target_of(&selector);
-                let user = self.identity.clone();
-                self.gated(&user, target, GroupAction::Delete, None, ctx, move |actor, target, ctx| {
-                    let from = actor.own_handle(ctx);
-                    actor.route(target, SessionCommand::Delete { from });
-                });
+            Inbound::Delete(request) => {
+                let target = self.target_of(&request.session);
+                let message_id = request.message_id;
+                if self.may_control(&target, ctx, message_id.as_deref()) {
+                    let user = self.identity.clone();
+                    let refusal_id = message_id.clone();
+                    self.gated(&user, target, GroupAction::Delete, refusal_id, ctx, move |actor, target, ctx| {
+                        let from = actor.own_handle(ctx);
+                        actor.route(target, SessionCommand::Delete { from, message_id });
+                    });
+                }
             }
             Inbound::Ping => reply(ctx, Outbound::Pong.to_frame()),
         }
     }
 
     /// `chat.threads`: the caller's conversations (or a group's, when the group
-    /// policy lets the caller read it), from the index.
+    /// policy lets the caller read it), from the index. An unauthenticated connection
+    /// may name another `senderId` only once it has sent as that identity.
     fn list_threads(&mut self, request: ThreadsRequest, ctx: &mut ws::WebsocketContext<Self>) {
         let identity = self.identity.for_message(request.sender_id.as_deref(), None);
+        let message_id = request.message_id.clone();
         let chat = match &request.group_id {
             Some(group) => Chat::Group(group.clone()),
             None => Chat::Direct(identity.sender_id.clone()),
         };
+        if !self.speaks_as(&chat) {
+            let text = "this connection has not sent as that senderId";
+            return self.refuse(ctx, ErrorCode::Forbidden, text, message_id.as_deref());
+        }
         let limit = request.limit.unwrap_or(protocol::DEFAULT_THREADS_LIMIT);
         let target = SessionTarget { chat, thread_id: None };
-        self.gated(&identity, target, GroupAction::History, None, ctx, move |actor, target, ctx| {
+        self.gated(&identity, target, GroupAction::History, message_id, ctx, move |actor, target, ctx| {
             let list = actor.conversations.list(target.chat, limit);
-            ctx.spawn(list.into_actor(actor).map(move |listed, actor, ctx| match listed {
-                Ok(sessions) => {
-                    let group_id = request.group_id.as_deref();
-                    reply(ctx, Outbound::Threads { group_id, sessions: &sessions }.to_frame());
-                }
-                Err(error) => {
-                    log::error!("connection {}: conversations not listed: {error}", actor.id);
-                    actor.refuse(ctx, ErrorCode::Internal, "the conversations could not be read; try again", None);
+            ctx.spawn(list.into_actor(actor).map(move |listed, actor, ctx| {
+                let message_id = request.message_id.as_deref();
+                match listed {
+                    Ok(sessions) => {
+                        let group_id = request.group_id.as_deref();
+                        reply(ctx, Outbound::Threads { message_id, group_id, sessions: &sessions }.to_frame());
+                    }
+                    Err(error) => {
+                        log::error!("connection {}: conversations not listed: {error}", actor.id);
+                        let text = "the conversations could not be read; try again";
+                        actor.refuse(ctx, ErrorCode::Internal, text, message_id);
+                    }
                 }
             }));
         });
     }
 
-    /// `chat.title`: names one of the caller's conversations (or a group's).
+    /// Whether this connection may list `chat`'s conversations as its own: a group
+    /// (the group policy decides), its own identity, or one it has sent as.
+    fn speaks_as(&self, chat: &Chat) -> bool {
+        match chat {
+            Chat::Group(_) => true,
+            Chat::Direct(sender) => {
+                *sender == self.identity.sender_id || self.subscribed.iter().any(|target| target.chat == *chat)
+            }
+        }
+    }
+
+    /// `chat.title`: names one of the caller's conversations (or a group's it joined
+    /// or sent into).
     fn name_thread(&mut self, request: TitleRequest, ctx: &mut ws::WebsocketContext<Self>) {
         let target = self.target_of(&request.session);
+        let message_id = request.message_id;
+        if !self.may_control(&target, ctx, message_id.as_deref()) {
+            return;
+        }
         let title = conversations::clean_title(&request.title).unwrap_or_default();
         let user = self.identity.clone();
-        self.gated(&user, target, GroupAction::Send, None, ctx, move |actor, target, ctx| {
+        let refusal_id = message_id.clone();
+        self.gated(&user, target, GroupAction::Send, refusal_id, ctx, move |actor, target, ctx| {
             let named = actor.conversations.title(target.chat, target.thread_id, title);
-            ctx.spawn(named.into_actor(actor).map(|named, actor, ctx| match named {
-                Ok(Some(session)) => reply(ctx, Outbound::Titled { session: &session }.to_frame()),
-                Ok(None) => actor.refuse(ctx, ErrorCode::NotFound, "no such conversation", None),
-                Err(error) => {
-                    log::error!("connection {}: conversation not named: {error}", actor.id);
-                    actor.refuse(ctx, ErrorCode::Internal, "the conversation could not be named; try again", None);
+            ctx.spawn(named.into_actor(actor).map(move |named, actor, ctx| {
+                let message_id = message_id.as_deref();
+                match named {
+                    Ok(Some(session)) => reply(ctx, Outbound::Titled { message_id, session: &session }.to_frame()),
+                    Ok(None) => actor.refuse(ctx, ErrorCode::NotFound, "no such conversation", message_id),
+                    Err(error) => {
+                        log::error!("connection {}: conversation not named: {error}", actor.id);
+                        let text = "the conversation could not be named; try again";
+                        actor.refuse(ctx, ErrorCode::Internal, text, message_id);
+                    }
                 }
             }));
         });

@@ -41,7 +41,7 @@ use crate::metrics::{Metrics, TurnOutcome};
 use crate::protocol::{
     self, AnswerDetails, ErrorCode, Frame, Outbound, Role, SendMessage, ToolResult, ToolTurn, TranscriptEntry,
 };
-use crate::session_memory::SessionMemory;
+use crate::session_memory::{Refusal, SessionMemory};
 use crate::store;
 
 #[path = "session_cluster.rs"]
@@ -138,8 +138,9 @@ pub enum SessionCommand {
     Forwarded { reply: Outbox, forwarded: Forwarded, hops: u8 },
     /// Send `from` the last `limit` transcript entries.
     History { from: Outbox, limit: usize },
-    /// Delete the conversation (a thread): its running turn is aborted first.
-    Delete { from: Outbox },
+    /// Delete the conversation (a thread): its running turn is aborted first;
+    /// `message_id` is the request's, echoed.
+    Delete { from: Outbox, message_id: Option<String> },
     /// A connection closed: forget it without acknowledging.
     Unsubscribe { id: ConnectionId },
 }
@@ -207,8 +208,9 @@ pub struct SessionActor {
     cluster: Option<ClusterState>,
     /// The tool results given so far for the last answer's calls (by its message id).
     tool_results: (Option<Arc<str>>, Vec<ToolResult>),
-    /// A `chat.delete` waiting for the turn being stored; then it runs before any turn.
-    pending_delete: Option<Outbox>,
+    /// A `chat.delete` (its sender and request id) waiting for the turn being stored;
+    /// then it runs before any turn.
+    pending_delete: Option<(Outbox, Option<String>)>,
     /// The conversation is being deleted: no turn starts until it is.
     deleting: bool,
     /// Whether a running turn is marked for listings (`ConversationIndex`).
@@ -307,7 +309,7 @@ impl SessionActor {
 impl SessionActor {
     /// Takes a turn (this node runs the session's turns); `subscribe`: its sender is
     /// one of this node's connections, subscribed by sending.
-    fn submit(&mut self, from: Outbox, turn: Box<Turn>, subscribe: bool, ctx: &mut Context<Self>) {
+    fn submit(&mut self, from: Outbox, mut turn: Box<Turn>, subscribe: bool, ctx: &mut Context<Self>) {
         if self.cluster_refuses(&from, Some(&turn.message_id)) {
             return;
         }
@@ -319,6 +321,13 @@ impl SessionActor {
         }
         if subscribe {
             self.subscribe(from.clone(), ctx);
+        }
+        if let ToolTurn::Regenerate(requested) = &mut turn.tools {
+            if let Err((code, text)) = self.pin_regeneration(requested, &turn.message_id, &turn.identity.sender_id) {
+                self.setup.metrics.error(code);
+                from.deliver(&Outbound::error_frame(code, text, Some(&turn.message_id)));
+                return;
+            }
         }
         // A retried message (or last tool result, by its messageId) gets its stored answer.
         if self.memory.is_answered(&turn.message_id) {
@@ -357,6 +366,35 @@ impl SessionActor {
         }
         self.queue.push_back(turn);
         self.start_next_turn(ctx);
+    }
+
+    /// A regeneration, as it arrives: refused where the agent keeps its own memory or
+    /// its new id names another answer; without a `messageId` it is pinned to the
+    /// answer that is last now (or will be, after the turns ahead of it), so a turn
+    /// from another tab cannot change what it regenerates.
+    fn pin_regeneration(&self, requested: &mut Option<String>, new_id: &str, requester: &str) -> Result<(), Refusal> {
+        if self.setup.settings.agent.keeps_own_memory() {
+            return Err((
+                ErrorCode::InvalidMessage,
+                "this agent keeps its own memory of the conversation (agent.kind openclaw): an answer cannot be regenerated",
+            ));
+        }
+        if self.memory.recent_answer(new_id).is_some_and(|answer| answer.answer.supersedes.is_none()) {
+            return Err((ErrorCode::InvalidMessage, "newMessageId names a message that was already answered"));
+        }
+        if self.memory.is_answered(new_id) {
+            return Ok(()); // a retry: answered from the store
+        }
+        if self.running.is_none() && self.queue.is_empty() {
+            // Nothing runs before it: refused now, to its sender alone.
+            self.memory.regeneration(requested.as_deref(), requester)?;
+        }
+        if requested.is_none() {
+            let ahead = self.queue.back().map(|turn| &turn.message_id);
+            let last = ahead.or(self.running.as_ref().map(|running| &running.turn.message_id)).map(|id| id.to_string());
+            *requested = last.or_else(|| self.memory.last_answer().map(|answer| answer.message_id.clone()));
+        }
+        Ok(())
     }
 
     fn join(&mut self, from: Outbox, after_seq: u64, ctx: &mut Context<Self>) {
@@ -433,8 +471,8 @@ impl SessionActor {
     /// `chat.delete`: the running and queued turns are aborted, then (once a turn being
     /// stored is stored) the transcript, its idempotency record and its index entry
     /// are deleted; the thread starts anew with the next message.
-    fn delete(&mut self, from: Outbox, ctx: &mut Context<Self>) {
-        if self.cluster_refuses(&from, None) {
+    fn delete(&mut self, from: Outbox, message_id: Option<String>, ctx: &mut Context<Self>) {
+        if self.cluster_refuses(&from, message_id.as_deref()) {
             return;
         }
         let unknown = self.memory.is_empty()
@@ -448,7 +486,7 @@ impl SessionActor {
                 false => (ErrorCode::NotFound, "no such thread"),
             };
             self.setup.metrics.error(code);
-            from.deliver(&Outbound::error_frame(code, text, None));
+            from.deliver(&Outbound::error_frame(code, text, message_id.as_deref()));
             return;
         }
         if let Some(running) = self.running.take() {
@@ -462,11 +500,11 @@ impl SessionActor {
             self.broadcast(&aborted_frame(&queued.message_id), ctx);
         }
         self.tool_results = (None, Vec::new());
-        self.pending_delete = Some(from);
+        self.pending_delete = Some((from, message_id));
         self.start_next_turn(ctx);
     }
 
-    fn delete_now(&mut self, from: Outbox, ctx: &mut Context<Self>) {
+    fn delete_now(&mut self, from: Outbox, message_id: Option<String>, ctx: &mut Context<Self>) {
         self.deleting = true;
         self.mark_running(None);
         let thread_id = self.setup.target.thread_id.clone().unwrap_or_default();
@@ -480,6 +518,7 @@ impl SessionActor {
                     session.memory = SessionMemory::new(session.memory_window(), answers);
                     let target = &session.setup.target;
                     let frame = Outbound::Deleted {
+                        message_id: message_id.as_deref(),
                         session_key: session.setup.key.as_str(),
                         thread_id: target.thread_id.as_deref().unwrap_or_default(),
                         group_id: match &target.chat {
@@ -495,7 +534,7 @@ impl SessionActor {
                     log::error!("session {}: not deleted: {error}", session.setup.key);
                     session.setup.metrics.error(ErrorCode::Internal);
                     let text = "the conversation could not be deleted; try again";
-                    from.deliver(&Outbound::error_frame(ErrorCode::Internal, text, None));
+                    from.deliver(&Outbound::error_frame(ErrorCode::Internal, text, message_id.as_deref()));
                 }
             }
             session.start_next_turn(ctx);
@@ -527,8 +566,10 @@ impl Handler<SessionCommand> for SessionActor {
             }
             SessionCommand::Forwarded { reply, forwarded, hops } => self.through_owner(reply, forwarded, hops, ctx),
             SessionCommand::History { from, limit } => self.read_history(from, limit, ctx),
-            SessionCommand::Delete { from } if self.runs_turns() => self.delete(from, ctx),
-            SessionCommand::Delete { from } => self.through_owner(from, Forwarded::Delete, 0, ctx),
+            SessionCommand::Delete { from, message_id } if self.runs_turns() => self.delete(from, message_id, ctx),
+            SessionCommand::Delete { from, message_id } => {
+                self.through_owner(from, Forwarded::Delete { message_id }, 0, ctx)
+            }
             SessionCommand::Unsubscribe { id } => self.unsubscribe(&[id], ctx),
         }
         // A command that left nothing behind (a history read, an abort of nothing, in a
@@ -678,8 +719,8 @@ impl SessionActor {
         if self.running.is_some() || self.persisting.is_some() || self.deleting {
             return;
         }
-        if let Some(from) = self.pending_delete.take() {
-            return self.delete_now(from, ctx);
+        if let Some((from, message_id)) = self.pending_delete.take() {
+            return self.delete_now(from, message_id, ctx);
         }
         if self.draining {
             if let Some(drained) = self.drained.take() {
@@ -694,7 +735,7 @@ impl SessionActor {
             return;
         };
         if let ToolTurn::Regenerate(requested) = &turn.tools {
-            match self.memory.regeneration(requested.as_deref()) {
+            match self.memory.regeneration(requested.as_deref(), &turn.identity.sender_id) {
                 Ok(regeneration) => ask_again(&mut turn, regeneration.asked, &self.setup.target),
                 Err((code, text)) => {
                     self.setup.metrics.error(code);
@@ -846,6 +887,8 @@ impl SessionActor {
         let superseding = entries.iter().filter(|entry| entry.answer.supersedes.is_some()).count();
         let target = &self.setup.target;
         TurnRecord {
+            answer_id: turn.message_id.to_string(),
+            transcript: None,
             session_key: self.setup.key.to_string(),
             thread_id: target.thread_id.clone(),
             group_id: match &target.chat {
@@ -963,7 +1006,12 @@ impl SessionActor {
     }
 
     fn is_idle(&self) -> bool {
-        self.subscribers.is_empty() && self.running.is_none() && self.persisting.is_none() && self.queue.is_empty()
+        self.subscribers.is_empty()
+            && self.running.is_none()
+            && self.persisting.is_none()
+            && self.queue.is_empty()
+            && !self.deleting
+            && self.pending_delete.is_none()
     }
 
     fn schedule_idle_check(&mut self, ctx: &mut Context<Self>) {
@@ -991,11 +1039,9 @@ impl SessionActor {
     }
 }
 
-/// Makes a regeneration the message it asks again: the stored user message, as its
-/// sender sent it, in this conversation.
+/// Makes a regeneration the message it asks again: the stored user message, sent again
+/// by the one who asked it (only they may regenerate it), in this conversation.
 fn ask_again(turn: &mut Turn, asked: TranscriptEntry, target: &SessionTarget) {
-    turn.identity.sender_id = asked.sender_id;
-    turn.identity.sender_name = asked.sender_name;
     turn.message.content = asked.content;
     turn.message.thread_id.clone_from(&target.thread_id);
     if let Chat::Group(group) = &target.chat {
@@ -1014,7 +1060,8 @@ fn shown_details(details: &AnswerDetails, events: Events) -> AnswerDetails {
         usage: details.usage.filter(|_| events.usage),
         tool_call_id: None,
         attachments: if events.any() { details.attachments.clone() } else { Vec::new() },
-        supersedes: details.supersedes.clone().filter(|_| events.any()),
+        // Not an event kind: only a client that regenerated meets it (SPEC §11).
+        supersedes: details.supersedes.clone(),
     }
 }
 

@@ -43,7 +43,7 @@ pub struct ClusterLink {
 pub enum Forwarded {
     Submit(Box<Turn>),
     Abort { message_id: Option<String> },
-    Delete,
+    Delete { message_id: Option<String> },
 }
 
 impl Forwarded {
@@ -52,7 +52,7 @@ impl Forwarded {
         match self {
             Forwarded::Submit(turn) => Some(turn.message_id.to_string()),
             Forwarded::Abort { message_id } => message_id.clone(),
-            Forwarded::Delete => None,
+            Forwarded::Delete { message_id } => message_id.clone(),
         }
     }
 }
@@ -229,7 +229,7 @@ impl SessionActor {
                 tools: turn.tools.clone(),
             },
             Forwarded::Abort { message_id } => ForwardedAction::Abort { message_id: message_id.clone() },
-            Forwarded::Delete => ForwardedAction::Delete,
+            Forwarded::Delete { message_id } => ForwardedAction::Delete { message_id: message_id.clone() },
         };
         ForwardedCommand {
             id: id.to_string(),
@@ -296,7 +296,7 @@ impl SessionActor {
                 self.submit(reply, turn, subscribe, ctx);
             }
             Forwarded::Abort { message_id } => self.abort(message_id, ctx),
-            Forwarded::Delete => self.delete(reply, ctx),
+            Forwarded::Delete { message_id } => self.delete(reply, message_id, ctx),
         }
     }
 

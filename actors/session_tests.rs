@@ -7,7 +7,6 @@ use super::*;
 use crate::actors::outbox::{Outgoing, ToConnection};
 use crate::actors::store_writer::StoreThreads;
 use crate::config::{Environment, SettingValue};
-use crate::conversations::TranscriptDirs;
 use crate::identity::{Chat, ConnectionId};
 use crate::limits::ByteBudget;
 use crate::protocol::Inbound;
@@ -77,8 +76,7 @@ async fn a_session_runs_a_turn_for_a_test_subscriber_without_a_socket() {
     let target = SessionTarget { chat: Chat::Direct("u1".into()), thread_id: None };
     let key = target.key("main");
     let transcript_path = store::transcript_path(store.path(), &key);
-    let dirs = TranscriptDirs { store_dir: store.path().into(), default_agent_dir: store.path().into() };
-    let conversations = ConversationIndex::local(StoreThreads::start(1), dirs);
+    let conversations = ConversationIndex::local(StoreThreads::start(1), store.path().into());
     let session = SessionActor::new(SessionSetup {
         store: conversations.transcript_store(&key, &target, store.path()),
         conversations,

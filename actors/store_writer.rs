@@ -27,7 +27,7 @@ use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 use futures_util::future::{BoxFuture, FutureExt};
 
 use crate::cluster::Cluster;
-use crate::conversations::{self, ThreadSummary, TranscriptDirs, TranscriptMeta, TurnRecord};
+use crate::conversations::{OwnerDir, ThreadSummary, TurnRecord};
 use crate::identity::{Chat, SessionKey, SessionTarget};
 use crate::protocol::TranscriptEntry;
 use crate::store::{self, StoreError};
@@ -62,8 +62,6 @@ impl StoreThreads {
 #[rtype(result = "Result<LoadedSession, StoreError>")]
 pub struct LoadSession {
     pub transcript: PathBuf,
-    /// Written beside a transcript that has none yet (one from before the index).
-    pub meta: Arc<TranscriptMeta>,
     pub agents_md: Option<PathBuf>,
     /// How many of the last entries to keep in memory.
     pub keep: usize,
@@ -94,34 +92,23 @@ pub struct FindAnswer {
     pub message_id: String,
 }
 
-/// Append one completed turn and fsync it (and write the transcript's sidecar with the
-/// first turn); answers the entries back.
+/// Append one completed turn and fsync it; answers the entries back.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<TranscriptEntry>, StoreError>")]
 pub struct AppendTurn {
     pub transcript: PathBuf,
-    pub meta: Arc<TranscriptMeta>,
     pub entries: Vec<TranscriptEntry>,
 }
 
-/// Remove a transcript and its sidecar (`chat.delete`).
+/// Remove a transcript (`chat.delete`).
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct DeleteTranscript {
     pub transcript: PathBuf,
 }
 
-/// One owner's conversation index file (one node alone), and where its transcripts
-/// are for a rebuild.
-#[derive(Clone)]
-pub struct IndexFile {
-    pub path: PathBuf,
-    pub owner: Chat,
-    pub dirs: Arc<TranscriptDirs>,
-}
-
-/// What to do with an owner's index (each on the index file's own store thread, so
-/// every change to one file is made one at a time).
+/// What to do with an owner's index (each on the owner directory's own store thread,
+/// so every change to its files is made one at a time).
 pub enum IndexChange {
     /// A turn was stored.
     Record(TurnRecord),
@@ -138,15 +125,16 @@ pub enum IndexChange {
 #[derive(Message)]
 #[rtype(result = "Result<Vec<ThreadSummary>, StoreError>")]
 pub struct ChangeIndex {
-    pub index: IndexFile,
+    pub index: OwnerDir,
     pub change: IndexChange,
 }
 
 /// Where a session's transcript lives: the one interface a session uses for it.
 #[derive(Clone)]
 pub enum TranscriptStore {
-    /// A JSONL file, every operation on its store thread; its index on the index's.
-    File { writer: Addr<StoreWriter>, path: PathBuf, meta: Arc<TranscriptMeta>, index: (Addr<StoreWriter>, IndexFile) },
+    /// A JSONL file, every operation on its store thread; its owner's index on that
+    /// directory's.
+    File { writer: Addr<StoreWriter>, path: PathBuf, index: (Addr<StoreWriter>, OwnerDir) },
     /// A Redis list shared by every node (cluster mode), its index a Redis hash.
     Redis { cluster: Arc<Cluster>, key: SessionKey, owner: Chat },
 }
@@ -160,8 +148,8 @@ impl TranscriptStore {
         answers: usize,
     ) -> BoxFuture<'static, Result<LoadedSession, StoreError>> {
         match self.clone() {
-            TranscriptStore::File { writer, path, meta, .. } => {
-                let load = writer.send(LoadSession { transcript: path, meta, agents_md, keep, answers });
+            TranscriptStore::File { writer, path, .. } => {
+                let load = writer.send(LoadSession { transcript: path, agents_md, keep, answers });
                 async move { load.await? }.boxed()
             }
             TranscriptStore::Redis { cluster, key, .. } => async move {
@@ -216,8 +204,9 @@ impl TranscriptStore {
         record: TurnRecord,
     ) -> BoxFuture<'static, Result<Vec<TranscriptEntry>, StoreError>> {
         match self.clone() {
-            TranscriptStore::File { writer, path, meta, index: (index_writer, index) } => {
-                let append = writer.send(AppendTurn { transcript: path, meta, entries });
+            TranscriptStore::File { writer, path, index: (index_writer, index) } => {
+                let record = TurnRecord { transcript: Some(path.clone()), ..record };
+                let append = writer.send(AppendTurn { transcript: path, entries });
                 async move {
                     let entries = append.await??;
                     index_writer.do_send(ChangeIndex { index, change: IndexChange::Record(record) });
@@ -234,14 +223,20 @@ impl TranscriptStore {
         }
     }
 
-    /// Deletes the transcript, its idempotency record and its index entry (`chat.delete`).
+    /// Deletes the transcript, its idempotency record and its index entry
+    /// (`chat.delete`). Done once the transcript is gone: an index entry that could not
+    /// be removed is logged (the listing is wrong until the thread's next turn).
     pub fn delete(&self, lease: Option<Arc<str>>, thread_id: String) -> BoxFuture<'static, Result<(), StoreError>> {
         match self.clone() {
-            TranscriptStore::File { writer, path, index: (index_writer, index), .. } => {
+            TranscriptStore::File { writer, path, index: (index_writer, index) } => {
                 let delete = writer.send(DeleteTranscript { transcript: path });
                 async move {
                     delete.await??;
-                    index_writer.send(ChangeIndex { index, change: IndexChange::Remove(Some(thread_id)) }).await??;
+                    let change = ChangeIndex { index, change: IndexChange::Remove(Some(thread_id)) };
+                    if let Err(error) = index_writer.send(change).await.map_err(StoreError::from).and_then(|done| done)
+                    {
+                        log::warn!("a deleted conversation is still listed in its index: {error}");
+                    }
                     Ok(())
                 }
                 .boxed()
@@ -276,9 +271,6 @@ impl Handler<LoadSession> for StoreWriter {
 
     fn handle(&mut self, message: LoadSession, _ctx: &mut Self::Context) -> Self::Result {
         let tail = transcript::load_tail(&message.transcript, message.keep, message.answers)?;
-        if !tail.recent.is_empty() {
-            conversations::write_meta_if_missing(&message.transcript, &message.meta)?;
-        }
         let system_prompt = message.agents_md.and_then(read_agents_md);
         Ok(LoadedSession { tail, system_prompt })
     }
@@ -305,11 +297,6 @@ impl Handler<AppendTurn> for StoreWriter {
 
     fn handle(&mut self, message: AppendTurn, _ctx: &mut Self::Context) -> Self::Result {
         transcript::append(&message.transcript, &message.entries)?;
-        if let Err(error) = conversations::write_meta_if_missing(&message.transcript, &message.meta) {
-            log::error!(
-                "a transcript's sidecar was not written (its conversation cannot be rebuilt into an index): {error}"
-            );
-        }
         Ok(message.entries)
     }
 }
@@ -318,7 +305,7 @@ impl Handler<DeleteTranscript> for StoreWriter {
     type Result = Result<(), StoreError>;
 
     fn handle(&mut self, message: DeleteTranscript, _ctx: &mut Self::Context) -> Self::Result {
-        conversations::delete_transcript(&message.transcript)
+        transcript::delete(&message.transcript)
     }
 }
 
@@ -335,31 +322,22 @@ impl Handler<ChangeIndex> for StoreWriter {
     }
 }
 
-/// Applies one change to an index file: loaded (or rebuilt), changed, written back
+/// Applies one change to an owner's index: loaded (or rebuilt), changed, written back
 /// when it changed. Answers the entries the change concerns.
 fn change_index(message: ChangeIndex) -> Result<Vec<ThreadSummary>, StoreError> {
-    let IndexFile { path, owner, dirs } = &message.index;
-    let (mut index, rebuilt) = conversations::load_or_rebuild(path, owner, dirs)?;
+    let owner = &message.index;
+    let mut index = owner.load()?;
     let (changed, concerned) = match message.change {
         IndexChange::List { limit } => (false, index.newest(limit)),
-        // A rebuilt index already has the turn (it was appended first).
-        IndexChange::Record(record) => {
-            if !rebuilt {
-                index.record(&record);
-            }
-            (!rebuilt, Vec::new())
+        IndexChange::Record(record) => (owner.record(&mut index, &record)?, Vec::new()),
+        IndexChange::Remove(thread_id) => (owner.remove(&mut index, thread_id.as_deref()), Vec::new()),
+        IndexChange::Title { thread_id, title } => {
+            let named = owner.set_title(&mut index, thread_id.as_deref(), &title);
+            (named.is_some(), named.into_iter().collect())
         }
-        IndexChange::Remove(thread_id) => (index.remove(thread_id.as_deref()), Vec::new()),
-        IndexChange::Title { thread_id, title } => match index.set_title(thread_id.as_deref(), &title) {
-            Some(entry) => {
-                conversations::title_transcript(dirs, owner, thread_id.as_deref(), &title);
-                (true, vec![entry])
-            }
-            None => (false, Vec::new()),
-        },
     };
     if changed {
-        conversations::save(path, &index)?;
+        owner.save(&index)?;
     }
     Ok(concerned)
 }
@@ -370,20 +348,20 @@ fn change_index(message: ChangeIndex) -> Result<Vec<ThreadSummary>, StoreError> 
 /// cluster: Redis (`cluster_conversations.rs`).
 #[derive(Clone)]
 pub enum ConversationIndex {
-    Local { threads: StoreThreads, dirs: Arc<TranscriptDirs>, running: Arc<Mutex<HashMap<String, Arc<str>>>> },
+    Local { threads: StoreThreads, store_dir: PathBuf, running: Arc<Mutex<HashMap<String, Arc<str>>>> },
     Redis { cluster: Arc<Cluster> },
 }
 
 impl ConversationIndex {
     /// The index of one node alone, under `store_dir`.
-    pub fn local(threads: StoreThreads, dirs: TranscriptDirs) -> ConversationIndex {
-        ConversationIndex::Local { threads, dirs: Arc::new(dirs), running: Arc::default() }
+    pub fn local(threads: StoreThreads, store_dir: PathBuf) -> ConversationIndex {
+        ConversationIndex::Local { threads, store_dir, running: Arc::default() }
     }
 
-    /// Where `owner`'s index file is and the thread that writes it (one node alone).
-    fn file_of(&self, owner: &Chat) -> Option<(Addr<StoreWriter>, IndexFile)> {
-        let ConversationIndex::Local { threads, dirs, .. } = self else { return None };
-        Some(index_file(threads, dirs, owner))
+    /// Where `owner`'s conversations are and the thread that writes them (one node alone).
+    fn file_of(&self, owner: &Chat) -> Option<(Addr<StoreWriter>, OwnerDir)> {
+        let ConversationIndex::Local { threads, store_dir, .. } = self else { return None };
+        Some(owner_dir(threads, store_dir, owner))
     }
 
     /// Where the transcript of session `key` (of conversation `target`, with the agent
@@ -391,16 +369,10 @@ impl ConversationIndex {
     pub fn transcript_store(&self, key: &SessionKey, target: &SessionTarget, agent_dir: &Path) -> TranscriptStore {
         let owner = target.chat.clone();
         match self {
-            ConversationIndex::Local { threads, dirs, .. } => {
-                let index = index_file(threads, dirs, &owner);
+            ConversationIndex::Local { threads, store_dir, .. } => {
+                let index = owner_dir(threads, store_dir, &owner);
                 let path = store::transcript_path(agent_dir, key);
-                let meta = TranscriptMeta {
-                    session_key: key.to_string(),
-                    owner,
-                    thread_id: target.thread_id.clone(),
-                    title: None,
-                };
-                TranscriptStore::File { writer: threads.for_file(&path), path, meta: Arc::new(meta), index }
+                TranscriptStore::File { writer: threads.for_file(&path), path, index }
             }
             ConversationIndex::Redis { cluster } => {
                 TranscriptStore::Redis { cluster: cluster.clone(), key: key.clone(), owner }
@@ -479,8 +451,8 @@ impl ConversationIndex {
     }
 }
 
-/// `owner`'s index file (one node alone) and the store thread that writes it.
-fn index_file(threads: &StoreThreads, dirs: &Arc<TranscriptDirs>, owner: &Chat) -> (Addr<StoreWriter>, IndexFile) {
-    let path = conversations::index_path(&dirs.store_dir, owner);
-    (threads.for_file(&path), IndexFile { path, owner: owner.clone(), dirs: dirs.clone() })
+/// `owner`'s conversations (one node alone) and the store thread that writes them.
+fn owner_dir(threads: &StoreThreads, store_dir: &Path, owner: &Chat) -> (Addr<StoreWriter>, OwnerDir) {
+    let dir = OwnerDir::of(store_dir, owner);
+    (threads.for_file(&dir.index_path()), dir)
 }

@@ -40,7 +40,7 @@ use crate::config::{AgentKind, Settings};
 use crate::identity::{Chat, ConnectionId, SessionKey, SessionTarget, GUEST_PREFIX};
 use crate::metrics::Metrics;
 use crate::openclaw_agents;
-use crate::protocol::{Disconnect, ErrorCode, Outbound};
+use crate::protocol::{Disconnect, ErrorCode, Outbound, ToolTurn};
 use crate::store::{self, StoreError};
 
 /// A connection is open (after auth): register it.
@@ -302,11 +302,14 @@ impl Supervisor {
     }
 
     /// Holds `route` until its sender's agent exists. Only a `chat.send` provisions
-    /// one; anything else waits only behind a creation under way, and is otherwise
-    /// answered as for a user with no conversation yet.
+    /// one; anything else (a tool result or a regeneration too) waits only behind a
+    /// creation under way, and is otherwise answered as for a user with no
+    /// conversation yet.
     fn wait_for_agent(&mut self, sender_id: &str, route: Route, ctx: &mut Context<Self>) {
         let how = match &route.command {
-            SessionCommand::Submit { turn, .. } => Wait::Provision { user_data: turn.identity.auth_data.clone() },
+            SessionCommand::Submit { turn, .. } if turn.tools == ToolTurn::Message => {
+                Wait::Provision { user_data: turn.identity.auth_data.clone() }
+            }
             _ if self.cluster.is_some() => Wait::Lookup,
             _ => Wait::IfUnderWay,
         };
@@ -450,13 +453,17 @@ fn answer_without_agent(route: Route, key: &SessionKey) {
         SessionCommand::Leave { from } => {
             from.deliver(&Outbound::Left { session_key }.to_frame());
         }
-        SessionCommand::Delete { from } => {
-            from.deliver(&Outbound::error_frame(ErrorCode::NotFound, "no such thread", None));
+        SessionCommand::Delete { from, message_id } => {
+            from.deliver(&Outbound::error_frame(ErrorCode::NotFound, "no such thread", message_id.as_deref()));
         }
-        SessionCommand::Submit { .. }
-        | SessionCommand::Abort { .. }
-        | SessionCommand::Unsubscribe { .. }
-        | SessionCommand::Forwarded { .. } => {}
+        SessionCommand::Submit { from, turn } => {
+            let (code, text) = match turn.tools {
+                ToolTurn::Regenerate(_) => (ErrorCode::NotFound, "this conversation has no answer to regenerate"),
+                _ => (ErrorCode::InvalidMessage, "no tool call of this conversation is waiting for a result"),
+            };
+            from.deliver(&Outbound::error_frame(code, text, Some(&turn.message_id)));
+        }
+        SessionCommand::Abort { .. } | SessionCommand::Unsubscribe { .. } | SessionCommand::Forwarded { .. } => {}
     }
 }
 

@@ -31,7 +31,7 @@ use crate::identity::{Chat, SessionKey};
 use crate::protocol::{Role, TranscriptEntry};
 use crate::redact;
 use crate::stream_entries;
-use crate::transcript::{self, Tail};
+use crate::transcript::{Superseded, Tail};
 
 /// How long one Redis command may take before it counts as Redis being down.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -214,12 +214,15 @@ pub(crate) fn conversation_field(thread_id: Option<&str>) -> &str {
 /// KEYS: lease, transcript, answered ids, index hash, index order. ARGV: lease value,
 /// the answer's message id, how many ids to keep, the thread's field, the entry a
 /// first turn creates (JSON), messages added, the turn's time, the most entries an
-/// index keeps, then the entries. An entry that does not decode (damaged) is made
-/// anew, its count from the transcript's length.
+/// index keeps, then the entries. Everything is read and computed before the first
+/// write (a script that fails part-way is not rolled back). An entry that does not
+/// decode (damaged) is made anew, its count from the transcript's length.
 const APPEND: &str = r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 9, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
-redis.call('RPUSH', KEYS[3], ARGV[2])
-redis.call('LTRIM', KEYS[3], -tonumber(ARGV[3]), -1)
+local function number(value)
+  local n = tonumber(value) or 0
+  if n ~= n or n < 0 or n > 1e15 then return 0 end
+  return math.floor(n)
+end
 local fresh = cjson.decode(ARGV[5])
 local entry = nil
 local stored = redis.call('HGET', KEYS[4], ARGV[4])
@@ -229,20 +232,23 @@ if stored then
 end
 if entry then
   entry.sessionKey = fresh.sessionKey
-  entry.messageCount = tonumber(entry.messageCount) + tonumber(ARGV[6])
-  entry.lastActivity = math.max(tonumber(entry.lastActivity) or 0, tonumber(ARGV[7]))
-  if entry.title == nil or entry.title == '' then entry.title = fresh.title end
+  entry.messageCount = number(entry.messageCount) + number(ARGV[6])
+  entry.lastActivity = math.max(number(entry.lastActivity), number(ARGV[7]))
+  if type(entry.title) ~= 'string' or entry.title == '' then entry.title = fresh.title end
 else
   entry = fresh
-  if stored then entry.messageCount = redis.call('LLEN', KEYS[2]) end
+  if stored then entry.messageCount = redis.call('LLEN', KEYS[2]) + #ARGV - 8 end
 end
-redis.call('HSET', KEYS[4], ARGV[4], cjson.encode(entry))
+local encoded = cjson.encode(entry)
+for i = 9, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[3]), -1)
+redis.call('HSET', KEYS[4], ARGV[4], encoded)
 redis.call('ZADD', KEYS[5], entry.lastActivity, ARGV[4])
 local excess = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[8])
 if excess > 0 then
-  local oldest = redis.call('ZRANGE', KEYS[5], 0, excess - 1)
+  for _, field in ipairs(redis.call('ZRANGE', KEYS[5], 0, excess - 1)) do redis.call('HDEL', KEYS[4], field) end
   redis.call('ZREMRANGEBYRANK', KEYS[5], 0, excess - 1)
-  redis.call('HDEL', KEYS[4], unpack(oldest))
 end
 return 1";
 
@@ -521,11 +527,28 @@ impl Cluster {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // A regenerated answer hides the one before it: twice the lines hold enough.
-        let lines: Vec<String> = self.commands().lrange(transcript_key(key), -(2 * limit as isize), -1).await?;
-        let mut entries = transcript::visible(lines.iter().filter_map(|line| parse_entry(line)).collect());
-        entries.drain(..entries.len().saturating_sub(limit));
-        Ok(entries)
+        // Pages back from the end until `limit` entries are visible (regenerated answers
+        // hide the ones they supersede), or the list's start.
+        let page = limit.max(16) as isize;
+        let mut superseded = Superseded::default();
+        let mut kept = Vec::with_capacity(limit);
+        let mut end: isize = -1;
+        loop {
+            let lines: Vec<String> = self.commands().lrange(transcript_key(key), end - page + 1, end).await?;
+            for entry in lines.iter().rev().filter_map(|line| parse_entry(line)) {
+                if !superseded.hides(&entry) {
+                    kept.push(entry);
+                }
+                if kept.len() == limit {
+                    break;
+                }
+            }
+            if kept.len() == limit || (lines.len() as isize) < page {
+                kept.reverse();
+                return Ok(kept);
+            }
+            end -= page;
+        }
     }
 
     /// The stored answer to `message_id`, searched from the end in pages.

@@ -11,20 +11,22 @@ use std::time::Duration;
 use redis::{AsyncCommands, Script};
 
 use crate::cluster::{
-    answered_key, conversation_field, conversations_key, conversations_order_key, lease_key, stream_key,
-    transcript_key, Cluster, ClusterError,
+    answered_key, conversation_field, conversations_key, conversations_order_key, lease_key, transcript_key, Cluster,
+    ClusterError,
 };
 use crate::conversations::ThreadSummary;
 use crate::identity::{Chat, SessionKey};
 
-/// KEYS: lease, transcript, answered ids, stream, index, index order. ARGV: lease
-/// value, the thread's field. Deletes the conversation if this node holds the lease.
+/// KEYS: lease, transcript, answered ids, index, index order. ARGV: lease value, the
+/// thread's field. Deletes the conversation if this node holds the lease. (Its event
+/// stream stays until it expires: the frames that ended its turns, and `chat.deleted`,
+/// still reach the other nodes' tabs through it.)
 static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-        redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-        redis.call('HDEL', KEYS[5], ARGV[2])
-        redis.call('ZREM', KEYS[6], ARGV[2])
+        redis.call('DEL', KEYS[2], KEYS[3])
+        redis.call('HDEL', KEYS[4], ARGV[2])
+        redis.call('ZREM', KEYS[5], ARGV[2])
         return 1",
     )
 });
@@ -63,7 +65,6 @@ impl Cluster {
             .key(lease_key(key))
             .key(transcript_key(key))
             .key(answered_key(key))
-            .key(stream_key(key))
             .key(conversations_key(owner))
             .key(conversations_order_key(owner))
             .arg(lease)

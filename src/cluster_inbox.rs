@@ -63,7 +63,7 @@ pub enum ForwardedAction {
     /// A `chat.abort`.
     Abort { message_id: Option<String> },
     /// A `chat.delete`.
-    Delete,
+    Delete { message_id: Option<String> },
 }
 
 impl InboxMessage {

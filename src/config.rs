@@ -273,6 +273,13 @@ impl AgentSettings {
             (style, _) => style,
         }
     }
+
+    /// Whether the agent keeps its own memory of a conversation (the OpenClaw gateway,
+    /// by session key): then a regenerated answer could not replace the old one in
+    /// what it sees, and regeneration is not offered.
+    pub fn keeps_own_memory(&self) -> bool {
+        self.kind == AgentKind::Openclaw
+    }
 }
 
 /// `store.*`.

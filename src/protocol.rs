@@ -222,6 +222,8 @@ pub enum ToolTurn {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ThreadsRequest {
+    /// Echoed in the answer (and an error), to match it to the request.
+    pub message_id: Option<String>,
     pub group_id: Option<String>,
     pub limit: Option<usize>,
     /// Honoured only on unauthenticated connections, as in `chat.send`.
@@ -233,6 +235,8 @@ pub struct ThreadsRequest {
 #[serde(rename_all = "camelCase")]
 pub struct TitleRequest {
     pub title: String,
+    /// Echoed in the answer (and an error), to match it to the request.
+    pub message_id: Option<String>,
     #[serde(flatten)]
     pub session: SessionSelector,
 }
@@ -250,6 +254,16 @@ pub struct RegenerateRequest {
     pub session: SessionSelector,
 }
 
+/// `chat.delete`: deletes a thread (`threadId` required).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteRequest {
+    /// Echoed in the answer (and an error), to match it to the request.
+    pub message_id: Option<String>,
+    #[serde(flatten)]
+    pub session: SessionSelector,
+}
+
 /// A decoded, validated client message.
 #[derive(Debug, Clone)]
 pub enum Inbound {
@@ -262,8 +276,7 @@ pub enum Inbound {
     Threads(ThreadsRequest),
     Title(TitleRequest),
     Regenerate(RegenerateRequest),
-    /// `chat.delete` of a thread (`threadId` required).
-    Delete(SessionSelector),
+    Delete(DeleteRequest),
     Ping,
 }
 
@@ -378,6 +391,7 @@ fn validate(inbound: &Inbound) -> Result<(), String> {
             if threads.limit.is_some_and(|limit| limit == 0 || limit > MAX_THREADS_LIMIT) {
                 return Err(format!("field `limit` must be between 1 and {MAX_THREADS_LIMIT}"));
             }
+            check_id("messageId", threads.message_id.as_deref())?;
             check_id("groupId", threads.group_id.as_deref())?;
             check_id("senderId", threads.sender_id.as_deref())
         }
@@ -386,6 +400,7 @@ fn validate(inbound: &Inbound) -> Result<(), String> {
                 let most = crate::conversations::MAX_TITLE_CHARS;
                 return Err(format!("field `title` must be 1 to {most} characters"));
             }
+            check_id("messageId", title.message_id.as_deref())?;
             validate_selector(&title.session)
         }
         Inbound::Regenerate(regenerate) => {
@@ -393,11 +408,12 @@ fn validate(inbound: &Inbound) -> Result<(), String> {
             check_id("newMessageId", regenerate.new_message_id.as_deref())?;
             validate_selector(&regenerate.session)
         }
-        Inbound::Delete(selector) => {
-            if selector.thread_id.is_none() {
+        Inbound::Delete(delete) => {
+            if delete.session.thread_id.is_none() {
                 return Err("field `threadId` is required: only a thread can be deleted".into());
             }
-            validate_selector(selector)
+            check_id("messageId", delete.message_id.as_deref())?;
+            validate_selector(&delete.session)
         }
         Inbound::Ping => Ok(()),
     }
@@ -624,18 +640,24 @@ pub enum Outbound<'a> {
     #[serde(rename = "chat.threads")]
     Threads {
         #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         group_id: Option<&'a str>,
         sessions: &'a [crate::conversations::ThreadSummary],
     },
     /// A conversation was named (`chat.title`).
     #[serde(rename = "chat.titled")]
     Titled {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<&'a str>,
         #[serde(flatten)]
         session: &'a crate::conversations::ThreadSummary,
     },
     /// A thread was deleted (`chat.delete`).
     #[serde(rename = "chat.deleted")]
     Deleted {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<&'a str>,
         session_key: &'a str,
         thread_id: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -646,14 +668,18 @@ pub enum Outbound<'a> {
 }
 
 /// What the welcome frame lists as `features` for these `events` (nothing with `[]`:
-/// the original protocol), and the `protocol` it names.
-pub fn features(events: crate::config::Events) -> (Option<u8>, Vec<&'static str>) {
+/// the original protocol), and the `protocol` it names; `regenerate` unless the agent
+/// keeps its own memory.
+pub fn features(events: crate::config::Events, regenerate: bool) -> (Option<u8>, Vec<&'static str>) {
     if !events.any() {
         return (None, Vec::new());
     }
     let kinds = [(events.reasoning, "reasoning"), (events.tool, "tool"), (events.usage, "usage")];
     let mut features: Vec<&'static str> = kinds.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect();
     features.extend(["threads", "groups", "resume", "conversations"]);
+    if regenerate {
+        features.push("regenerate");
+    }
     (Some(2), features)
 }
 

@@ -187,7 +187,9 @@ mod properties {
             Inbound::Regenerate(regenerate) => {
                 prop_assert!(ids_ok(&[regenerate.message_id.as_ref(), regenerate.new_message_id.as_ref()]));
             }
-            Inbound::Delete(selector) => prop_assert!(ids_ok(&[selector.thread_id.as_ref()])),
+            Inbound::Delete(delete) => {
+                prop_assert!(ids_ok(&[delete.session.thread_id.as_ref(), delete.message_id.as_ref()]))
+            }
             Inbound::Join(_) | Inbound::Leave(_) | Inbound::Ping => {}
         }
         Ok(())

@@ -25,7 +25,6 @@ use crate::auth::{AnswerCache, Authenticator};
 use crate::backend::{self, AgentBackend};
 use crate::cluster::{self, Cluster};
 use crate::config::{GroupPolicy, Settings};
-use crate::conversations::TranscriptDirs;
 use crate::error::StartError;
 use crate::groups::{self, GroupAccess};
 use crate::handshake;
@@ -34,7 +33,6 @@ use crate::metrics::Metrics;
 use crate::openclaw_agents;
 use crate::redact;
 use crate::shutdown::{self, GracefulShutdown, SOCKET_CLOSE_SECS};
-use crate::store;
 
 /// A started service: await `server` to run it (or `serve_until_signal`);
 /// `supervisor` answers registry questions; `shutdown` stops it gracefully.
@@ -200,13 +198,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
 fn conversation_index(settings: &Settings, store: &StoreThreads, cluster: Option<&Arc<Cluster>>) -> ConversationIndex {
     match cluster {
         Some(cluster) => ConversationIndex::Redis { cluster: cluster.clone() },
-        None => {
-            let dirs = TranscriptDirs {
-                store_dir: settings.store.dir.clone(),
-                default_agent_dir: store::default_agent_dir(&settings.store.dir, &settings.agent.id),
-            };
-            ConversationIndex::local(store.clone(), dirs)
-        }
+        None => ConversationIndex::local(store.clone(), settings.store.dir.clone()),
     }
 }
 

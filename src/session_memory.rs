@@ -56,8 +56,9 @@ impl SessionMemory {
     }
 
     /// What regenerating the last answer runs again (`chat.regenerate`): `requested`,
-    /// when given, must name the last answer or the user message it answers.
-    pub fn regeneration(&self, requested: Option<&str>) -> Result<Regeneration, Refusal> {
+    /// when given, must name the last answer or the user message it answers, and only
+    /// `requester`, who asked it, may (in a group, nobody regenerates another's question).
+    pub fn regeneration(&self, requested: Option<&str>, requester: &str) -> Result<Regeneration, Refusal> {
         let position = self
             .recent
             .iter()
@@ -70,6 +71,9 @@ impl SessionMemory {
         ))?;
         if requested.is_some_and(|id| id != answer.message_id && id != asked.message_id) {
             return Err((ErrorCode::InvalidMessage, "only the last turn can be regenerated"));
+        }
+        if asked.sender_id != requester {
+            return Err((ErrorCode::Forbidden, "only the one who asked may regenerate the answer"));
         }
         Ok(Regeneration { asked: asked.clone(), replaces: answer.message_id.clone() })
     }

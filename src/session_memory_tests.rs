@@ -59,14 +59,14 @@ fn regenerated(id: &str, replaces: &str) -> TranscriptEntry {
 fn a_regeneration_asks_the_last_user_message_again_and_its_answer_takes_the_old_ones_place() {
     let mut memory = SessionMemory::new(10, 10);
     assert_eq!(
-        memory.regeneration(None).map(|_| ()),
+        memory.regeneration(None, "u").map(|_| ()),
         Err((ErrorCode::NotFound, "this conversation has no answer to regenerate"))
     );
     memory.remember(turn("m1"));
     memory.remember(turn("m2"));
-    let again = memory.regeneration(Some("m2")).expect("the last turn");
+    let again = memory.regeneration(Some("m2"), "u").expect("the last turn");
     assert_eq!((again.asked.message_id.as_str(), again.replaces.as_str()), ("m2", "m2"));
-    assert_eq!(memory.regeneration(Some("m1")).map(|_| ()).unwrap_err().0, ErrorCode::InvalidMessage);
+    assert_eq!(memory.regeneration(Some("m1"), "u").map(|_| ()).unwrap_err().0, ErrorCode::InvalidMessage);
     assert_eq!(memory.before_last_message(10).len(), 2, "what the agent saw before m2");
 
     memory.remember(vec![regenerated("r1", "m2")]);
@@ -74,9 +74,10 @@ fn a_regeneration_asks_the_last_user_message_again_and_its_answer_takes_the_old_
     let ids: Vec<&str> = kept.iter().map(|e| e.message_id.as_str()).collect();
     assert_eq!(ids, ["m1", "m1", "m2", "r1"], "the old answer is gone from memory");
     assert!(memory.is_answered("m2") && memory.is_answered("r1"));
-    let twice = memory.regeneration(Some("r1")).expect("a regenerated answer is the last one");
+    let twice = memory.regeneration(Some("r1"), "u").expect("a regenerated answer is the last one");
     assert_eq!((twice.asked.message_id.as_str(), twice.replaces.as_str()), ("m2", "r1"));
-    assert!(memory.regeneration(Some("m2")).is_ok(), "the user message names the turn too");
+    assert!(memory.regeneration(Some("m2"), "u").is_ok(), "the user message names the turn too");
+    assert_eq!(memory.regeneration(None, "someone else").map(|_| ()).unwrap_err().0, ErrorCode::Forbidden);
 }
 
 #[test]
@@ -84,5 +85,5 @@ fn an_answer_to_tool_results_is_not_regenerated() {
     let mut memory = SessionMemory::new(10, 10);
     memory.remember(turn("m1"));
     memory.remember(vec![entry(Role::Tool, "c1"), entry(Role::Assistant, "c1")]);
-    assert_eq!(memory.regeneration(None).map(|_| ()).unwrap_err().0, ErrorCode::InvalidMessage);
+    assert_eq!(memory.regeneration(None, "u").map(|_| ()).unwrap_err().0, ErrorCode::InvalidMessage);
 }

@@ -172,14 +172,6 @@ impl Superseded {
     }
 }
 
-/// `entries` (oldest first) without the answers superseded by later ones.
-pub fn visible(entries: Vec<TranscriptEntry>) -> Vec<TranscriptEntry> {
-    let mut superseded = Superseded::default();
-    let mut kept: Vec<TranscriptEntry> = entries.into_iter().rev().filter(|entry| !superseded.hides(entry)).collect();
-    kept.reverse();
-    kept
-}
-
 /// The stored answer to `message_id`, searched from the end. Read-only.
 pub fn find_answer(path: &Path, message_id: &str) -> Result<Option<TranscriptEntry>, StoreError> {
     let mut found = None;
@@ -312,6 +304,14 @@ fn assemble<'a>(head: &'a [u8], pieces: &mut Vec<Vec<u8>>) -> Cow<'a, [u8]> {
         line.extend_from_slice(&piece);
     }
     Cow::Owned(line)
+}
+
+/// Removes a transcript (`chat.delete`); a missing file is no error.
+pub fn delete(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(io_error(path)(error)),
+        _ => Ok(()),
+    }
 }
 
 fn cut_at(path: &Path, length: u64) -> Result<(), StoreError> {

@@ -246,12 +246,15 @@ async fn regenerates_the_last_answer(mode: Mode) {
     send(&mut alice, "m2", "how are you", Some("t1")).await;
     let calls = agent.requests().len();
 
-    let frames = {
-        alice
-            .send_json(json!({"type": "chat.regenerate", "threadId": "t1", "messageId": "m2", "newMessageId": "r1"}))
+    let taken =
+        ask(&mut alice, json!({"type": "chat.regenerate", "threadId": "t1", "newMessageId": "m1"}), "chat.response")
             .await;
-        alice.turn("r1").await
-    };
+    assert_eq!(taken["code"], "invalid_message", "a new id that names an answered message: {taken}");
+    // Asked on the other node (in a cluster, forwarded to the session's owner).
+    other_tab
+        .send_json(json!({"type": "chat.regenerate", "threadId": "t1", "messageId": "m2", "newMessageId": "r1"}))
+        .await;
+    let frames = alice.turn("r1").await;
     let answer = last(&frames);
     assert_eq!(answer["type"], "chat.response", "{frames:?}");
     assert_eq!(answer["supersedes"], "m2");
@@ -260,6 +263,7 @@ async fn regenerates_the_last_answer(mode: Mode) {
     assert_eq!(contents(asked), ["hello", "answer 0", "how are you"], "the agent is asked the last message again");
     assert_eq!(asked.body["messages"], agent.requests()[1].body["messages"], "exactly as the first time");
     let seen_elsewhere = other_tab.turn("r1").await;
+    assert_eq!(last(&seen_elsewhere)["content"], answer["content"]);
     assert_eq!(last(&seen_elsewhere)["supersedes"], "m2", "every tab sees the new answer");
 
     let shown = history(&mut alice, json!({"threadId": "t1"})).await;
@@ -291,6 +295,24 @@ async fn regenerates_the_last_answer(mode: Mode) {
         ["hello", "answer 0", "how are you", &format!("answer {calls}"), "and now"],
         "the agent sees the new answer, not the old"
     );
+    // A chain of regenerations: history still reaches back past the hidden answers
+    // (in a cluster, read by the node that is not the owner straight from Redis).
+    for n in 0..20 {
+        let id = format!("chain{n}");
+        alice.send_json(json!({"type": "chat.regenerate", "threadId": "t1", "newMessageId": id})).await;
+        let chained = alice.turn(&id).await;
+        assert_eq!(last(&chained)["type"], "chat.response", "{chained:?}");
+    }
+    let shown = history(&mut other_tab, json!({"threadId": "t1", "limit": 4})).await;
+    let roles_and_questions: Vec<(&str, &str)> = shown
+        .iter()
+        .map(|(role, content)| (role.as_str(), if role == "user" { content.as_str() } else { "" }))
+        .collect();
+    assert_eq!(
+        roles_and_questions,
+        [("user", "how are you"), ("assistant", ""), ("user", "and now"), ("assistant", "")]
+    );
+    assert_eq!(shown[3].1, format!("answer {}", agent.requests().len() - 1), "the last regeneration");
     if let Some(redis) = &deployment.redis {
         let stored = redis.command(&["LRANGE", "cs:tx:{agent:main:websocket:direct:alice:thread:t1}", "0", "-1"]);
         assert!(stored.contains("answer 1") && stored.contains("supersedes"), "the old answer stays, superseded");
@@ -331,8 +353,11 @@ async fn deletes_one_thread(mode: Mode) {
 
     let no_thread = ask(&mut alice, json!({"type": "chat.delete"}), "chat.deleted").await;
     assert_eq!(no_thread["code"], "invalid_message");
-    let unknown = ask(&mut alice, json!({"type": "chat.delete", "threadId": "t9"}), "chat.deleted").await;
-    assert_eq!(unknown["code"], "not_found");
+    let unknown =
+        ask(&mut alice, json!({"type": "chat.delete", "threadId": "t9", "messageId": "d9"}), "chat.deleted").await;
+    assert_eq!((unknown["code"].as_str(), unknown["messageId"].as_str()), (Some("not_found"), Some("d9")));
+    let mut watcher = deployment.connect(1, "senderId=alice").await;
+    watcher.join(json!({"threadId": "t1"})).await;
     let bobs_try = ask(&mut bob, json!({"type": "chat.delete", "threadId": "t2"}), "chat.deleted").await;
     assert_eq!(bobs_try["code"], "not_found", "bob cannot reach alice's thread");
 
@@ -344,12 +369,22 @@ async fn deletes_one_thread(mode: Mode) {
         }
     }
     let mut other_tab = deployment.connect(1, "senderId=alice").await;
-    let deleted = ask(&mut other_tab, json!({"type": "chat.delete", "threadId": "t1"}), "chat.deleted").await;
+    let deleted =
+        ask(&mut other_tab, json!({"type": "chat.delete", "threadId": "t1", "messageId": "d1"}), "chat.deleted").await;
     assert_eq!(deleted["type"], "chat.deleted", "{deleted}");
+    assert_eq!(deleted["messageId"], "d1");
     assert_eq!(deleted["threadId"], "t1");
     assert_eq!(deleted["sessionKey"], "agent:main:websocket:direct:alice:thread:t1");
     let ended = alice.turn("m3").await;
     assert_eq!(last(&ended)["code"], "aborted", "{ended:?}");
+    let watched = watcher.turn("m3").await;
+    assert_eq!(last(&watched)["code"], "aborted", "a tab on another node sees the turn end: {watched:?}");
+    let told = ask(&mut watcher, json!({"type": "ping"}), "chat.deleted").await;
+    assert_eq!(
+        (told["type"].as_str(), told["threadId"].as_str()),
+        (Some("chat.deleted"), Some("t1")),
+        "and the deletion"
+    );
 
     let listed = threads(&mut other_tab, json!({})).await;
     assert_eq!(thread_ids(&listed), [Some("t2".to_string()), None], "t1 gone, the others untouched");
@@ -383,7 +418,8 @@ async fn groups_follow_the_group_policy(mode: Mode) {
     let auth = FakeAuth::start(
         AuthScript::new()
             .user("tok-alice", json!({"userId": "alice", "username": "Alice", "groups": ["team"]}))
-            .user("tok-bob", json!({"userId": "bob", "username": "Bob"})),
+            .user("tok-bob", json!({"userId": "bob", "username": "Bob"}))
+            .user("tok-carol", json!({"userId": "carol", "username": "Carol", "groups": ["team"]})),
     );
     let settings: Vec<(&str, SettingValue)> = vec![
         ("channels.websocket.auth.enabled", true.into()),
@@ -418,9 +454,16 @@ async fn groups_follow_the_group_policy(mode: Mode) {
     assert_eq!(not_named["code"], "forbidden");
     assert_eq!(threads(&mut alice, json!({"groupId": "team"})).await, listed, "untouched");
 
+    let mut carol = deployment.connect(1, "token=tok-carol").await;
+    carol.join(json!({"groupId": "team", "threadId": "plans"})).await;
+    let not_hers =
+        ask(&mut carol, json!({"type": "chat.regenerate", "groupId": "team", "threadId": "plans"}), "chat.response")
+            .await;
+    assert_eq!(not_hers["code"], "forbidden", "only who asked regenerates: {not_hers}");
+
     let deleted =
         ask(&mut alice, json!({"type": "chat.delete", "groupId": "team", "threadId": "plans"}), "chat.deleted").await;
-    assert_eq!(deleted["groupId"], "team");
+    assert_eq!(deleted["groupId"], "team", "{deleted}");
     assert!(threads(&mut alice, json!({"groupId": "team"})).await.is_empty());
 }
 
@@ -432,6 +475,65 @@ async fn a_groups_conversations_follow_the_group_policy_alone() {
 #[actix_rt::test]
 async fn a_groups_conversations_follow_the_group_policy_on_two_nodes() {
     groups_follow_the_group_policy(Mode::Cluster).await;
+}
+
+async fn another_identity_cannot_be_named(mode: Mode, extra: &[(&str, SettingValue)], prefix: &str) {
+    let agent = numbered_agent();
+    let deployment = Deployment::start(mode, &agent, extra).await;
+    let mut bob = deployment.connect(0, "senderId=bob").await;
+    send(&mut bob, "b1", "bob's secret plans", Some("work")).await;
+    let mut mallory = deployment.connect(1, "senderId=mallory").await;
+    for (frame, answer) in [
+        (json!({"type": "chat.threads", "senderId": "bob", "messageId": "q1"}), "chat.threads"),
+        (json!({"type": "chat.title", "senderId": "bob", "threadId": "work", "title": "pwned"}), "chat.titled"),
+        (json!({"type": "chat.delete", "senderId": "bob", "threadId": "work"}), "chat.deleted"),
+    ] {
+        let refused = ask(&mut mallory, frame.clone(), answer).await;
+        assert_eq!(refused["code"], "forbidden", "{frame} → {refused}");
+    }
+    let listed = threads(&mut bob, json!({})).await;
+    assert_eq!((listed.len(), listed[0]["title"].as_str()), (1, Some("bob's secret plans")), "untouched");
+    assert_eq!(listed[0]["sessionKey"], format!("agent:main:websocket:direct:{prefix}bob:thread:work"));
+    // Having sent as another id (what an unauthenticated connection may do), it may list it.
+    send(&mut mallory, "x1", "hello", None).await;
+    mallory.send_json(json!({"type": "chat.send", "senderId": "alias", "messageId": "a1", "content": "hi"})).await;
+    mallory.turn("a1").await;
+    assert_eq!(threads(&mut mallory, json!({"senderId": "alias"})).await.len(), 1);
+}
+
+#[actix_rt::test]
+async fn an_unauthenticated_sender_id_does_not_reach_anothers_conversations_alone() {
+    another_identity_cannot_be_named(Mode::Alone, &[], "").await;
+}
+
+#[actix_rt::test]
+async fn a_guest_cannot_reach_another_guests_conversations_on_two_nodes() {
+    let auth = crate::support::fake_auth::FakeAuth::start(crate::support::fake_auth::AuthScript::new());
+    let guests: Vec<(&str, SettingValue)> = vec![
+        ("channels.websocket.auth.enabled", true.into()),
+        ("channels.websocket.auth.required", false.into()),
+        ("channels.websocket.auth.endpoint", auth.url.as_str().into()),
+    ];
+    another_identity_cannot_be_named(Mode::Cluster, &guests, "guest:").await;
+}
+
+#[actix_rt::test]
+async fn an_agent_with_its_own_memory_offers_no_regeneration() {
+    let agent = numbered_agent();
+    let settings: Vec<(&str, SettingValue)> =
+        vec![("agent.kind", "openclaw".into()), ("agent.url", agent.url().into()), ("agent.token", "gw".into())];
+    let server = crate::support::spawn_server(&settings);
+    let (mut alice, welcome) = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await;
+    let features = welcome["features"].as_array().unwrap();
+    assert!(features.contains(&json!("conversations")) && !features.contains(&json!("regenerate")), "{welcome}");
+    send(&mut alice, "m1", "hello", None).await;
+    let refused = ask(&mut alice, json!({"type": "chat.regenerate", "newMessageId": "r1"}), "chat.response").await;
+    assert_eq!((refused["code"].as_str(), refused["messageId"].as_str()), (Some("invalid_message"), Some("r1")));
+    assert_eq!(agent.requests().len(), 1, "the agent was not asked again");
+
+    let openai = Deployment::start(Mode::Alone, &agent, &[]).await;
+    let (_, welcome) = WsClient::connect_welcomed(&openai.ws(0, "senderId=alice")).await;
+    assert!(welcome["features"].as_array().unwrap().contains(&json!("regenerate")), "{welcome}");
 }
 
 #[actix_rt::test]
@@ -447,8 +549,10 @@ async fn the_index_survives_a_restart_and_is_rebuilt_when_deleted_or_damaged_by_
     alice.recv().await;
     let before = threads(&mut alice, json!({})).await;
     drop(alice);
-    let index = server.store_dir().join("conversations/direct");
-    let index_file = std::fs::read_dir(&index).unwrap().next().unwrap().unwrap().path();
+    let owners = server.store_dir().join("conversations/direct");
+    let owner = std::fs::read_dir(&owners).unwrap().next().unwrap().unwrap().path();
+    assert!(owner.file_name().unwrap().to_string_lossy().starts_with("alice-"), "{owner:?}");
+    let index_file = owner.join("index.json");
     server.kill();
 
     let server = ChildServer::start_in(dir.path(), &config, &[]).await;
