@@ -33,6 +33,7 @@ use crate::frame_guard::OversizeSignal;
 use crate::groups::{GroupAccess, GroupAction, Verdict as GroupVerdict};
 use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
 use crate::limits::{ByteBudget, ConnectionSlot, RateLimiter, UserConnection, Verdict};
+use crate::media::{MediaStore, OwnedError};
 use crate::metrics::{LimitHit, Metrics};
 use crate::protocol::{self, Disconnect, ErrorCode, Frame, Inbound, Outbound, SessionSelector, ToolResult, ToolTurn};
 
@@ -75,6 +76,8 @@ pub struct ConnectionActor {
     outbound: Arc<ByteBudget>,
     /// This connection's place under `limits.perUser.maxConnections`.
     _user_connection: UserConnection,
+    /// Where a `chat.send`'s `mediaIds` are checked to be the sender's.
+    media: Arc<MediaStore>,
     /// Last time the peer showed it is alive (any frame, or a pong).
     last_heartbeat: Instant,
     opened_at: Instant,
@@ -111,6 +114,8 @@ pub struct ConnectionSetup {
     pub fragments: Arc<ByteBudget>,
     /// Its place under `limits.perUser.maxConnections`.
     pub user_connection: UserConnection,
+    /// Uploads (`mediaIds` are checked against it).
+    pub media: Arc<MediaStore>,
 }
 
 impl ConnectionActor {
@@ -130,6 +135,7 @@ impl ConnectionActor {
             fragments: setup.fragments,
             outbound,
             _user_connection: setup.user_connection,
+            media: setup.media,
             last_heartbeat: now,
             opened_at: now,
             metrics: setup.metrics,
@@ -439,19 +445,58 @@ impl ConnectionActor {
             return;
         }
         let refusal_id = Some(message_id.clone());
-        let user = identity.clone();
-        self.gated(&user, target, GroupAction::Send, refusal_id, ctx, move |actor, target, ctx| {
-            actor.subscribed.insert(target.clone());
-            let turn = Turn {
-                message_id: Arc::from(message_id),
-                identity,
-                message,
-                origin: actor.id.clone(),
-                tools: ToolTurn::Message,
-            };
-            let from = actor.own_handle(ctx);
-            actor.route(target, SessionCommand::Submit { from, turn: Box::new(turn) });
-        });
+        let (user, media_ids) = (identity.clone(), message.media_ids.clone());
+        let send = move |actor: &mut Self, ctx: &mut ws::WebsocketContext<Self>| {
+            let user = identity.clone();
+            actor.gated(&user, target, GroupAction::Send, refusal_id, ctx, move |actor, target, ctx| {
+                actor.subscribed.insert(target.clone());
+                let turn = Turn {
+                    message_id: Arc::from(message_id),
+                    identity,
+                    message,
+                    origin: actor.id.clone(),
+                    tools: ToolTurn::Message,
+                };
+                let from = actor.own_handle(ctx);
+                actor.route(target, SessionCommand::Submit { from, turn: Box::new(turn) });
+            });
+        };
+        match media_ids.is_empty() {
+            true => send(self, ctx),
+            false => self.check_media_then(media_ids, user.sender_id, ctx, send),
+        }
+    }
+
+    /// Runs `then` once every one of `ids` is an upload of `owner`'s (read from the
+    /// media index: this connection's next messages wait meanwhile, as for a group
+    /// verdict); else answers `media_forbidden`, the same for an unknown id as for
+    /// someone else's (ids are not confirmed to outsiders).
+    fn check_media_then(
+        &mut self,
+        ids: Vec<String>,
+        owner: String,
+        ctx: &mut ws::WebsocketContext<Self>,
+        then: impl FnOnce(&mut Self, &mut ws::WebsocketContext<Self>) + 'static,
+    ) {
+        let media = self.media.clone();
+        self.awaiting_verdict = true;
+        let check = async move { media.owned_by(&ids, &owner).await };
+        ctx.spawn(check.into_actor(self).map(move |checked, actor, ctx| {
+            actor.awaiting_verdict = false;
+            match checked {
+                Ok(_) => then(actor, ctx),
+                Err(OwnedError::NotOwned(id)) => {
+                    let text = format!("mediaIds: {id:?} is not an upload of this sender's (POST /media)");
+                    actor.refuse(ctx, ErrorCode::MediaForbidden, &text, None);
+                }
+                Err(OwnedError::Store(error)) => {
+                    log::error!("connection {}: the media index could not be read: {error}", actor.id);
+                    let text = "the media of this message could not be checked; try again later";
+                    actor.refuse(ctx, ErrorCode::Internal, text, None);
+                }
+            }
+            actor.release_held(ctx);
+        }));
     }
 
     /// A `chat.toolResult` goes to its session like a `chat.send` (same identity, group

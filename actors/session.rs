@@ -35,7 +35,8 @@ use crate::answer::FinishedAnswer;
 use crate::backend::prompt::{self, PromptInput};
 use crate::backend::{AgentBackend, TurnRequest};
 use crate::config::{Events, Settings};
-use crate::identity::{ConnectionId, Identity, SessionKey, SessionTarget, UserToken};
+use crate::identity::{Chat, ConnectionId, Identity, SessionKey, SessionTarget, UserToken};
+use crate::media::MediaStore;
 use crate::metrics::{Metrics, TurnOutcome};
 use crate::protocol::{
     self, AnswerDetails, ErrorCode, Frame, Outbound, Role, SendMessage, ToolResult, ToolTurn, TranscriptEntry,
@@ -161,6 +162,8 @@ pub struct SessionSetup {
     pub metrics: Arc<Metrics>,
     /// Cluster mode: how to reach Redis, the stream reader and the owner.
     pub cluster: Option<ClusterLink>,
+    /// Uploads: those a turn carries are recorded as this session's.
+    pub media: Arc<MediaStore>,
 }
 
 /// The turn being answered.
@@ -340,6 +343,7 @@ impl SessionActor {
         if self.setup.target.is_group() && turn.tools == ToolTurn::Message {
             self.relay_group_message(&turn, ctx);
         }
+        self.attach_media(&turn);
         self.queue.push_back(turn);
         self.start_next_turn(ctx);
     }
@@ -568,6 +572,7 @@ impl SessionActor {
             thread_id: message.thread_id.as_deref(),
             reply_to_message_id: message.reply_to_message_id.as_deref(),
             reply_to_body: message.reply_to_body.as_deref(),
+            media_ids: &message.media_ids,
         }
         .to_frame();
         let others = self.subscribers.values().filter(|subscriber| subscriber.id != turn.origin);
@@ -575,6 +580,29 @@ impl SessionActor {
         self.publish_except(&frame, &turn.origin);
         if !dropped.is_empty() {
             self.unsubscribe(&dropped, ctx);
+        }
+    }
+
+    /// Records a taken turn's uploads as this session's (its group's members may read
+    /// them; they go when it is deleted), off this thread; a failure is logged.
+    fn attach_media(&self, turn: &Turn) {
+        if turn.message.media_ids.is_empty() {
+            return;
+        }
+        let (media, ids, key) = (self.setup.media.clone(), turn.message.media_ids.clone(), self.setup.key.clone());
+        let group = self.group_id().map(String::from);
+        actix::spawn(async move {
+            if let Err(error) = media.attach(&ids, &key, group.as_deref()).await {
+                log::error!("session {key}: its media {ids:?} not recorded: {error}");
+            }
+        });
+    }
+
+    /// The group this session is of, if it is a group's.
+    fn group_id(&self) -> Option<&str> {
+        match &self.setup.target.chat {
+            Chat::Group(group) => Some(group),
+            Chat::Direct(_) => None,
         }
     }
 
@@ -636,6 +664,9 @@ impl SessionActor {
             history: self.history_for_backend(),
             system_prompt: self.system_prompt.clone(),
             confirm_agent_for: self.setup.confirm_new_agent.filter(|_| self.turns_started == 1),
+            media_ids: turn.message.media_ids.clone(),
+            owner: turn.identity.sender_id.clone(),
+            group_id: self.group_id().map(String::from),
         }
     }
 
@@ -696,7 +727,11 @@ impl SessionActor {
             sender_id: turn.identity.sender_id.clone(),
             sender_name: turn.identity.sender_name.clone(),
             ts,
-            answer: AnswerDetails { tool_call_id: tool_call_id.map(String::from), ..AnswerDetails::default() },
+            answer: AnswerDetails {
+                tool_call_id: tool_call_id.map(String::from),
+                media_ids: if role == Role::User { turn.message.media_ids.clone() } else { Vec::new() },
+                ..AnswerDetails::default()
+            },
         };
         match &turn.tools {
             ToolTurn::Continuation(results) => {
@@ -846,6 +881,7 @@ fn shown_details(details: &AnswerDetails, events: Events) -> AnswerDetails {
         usage: details.usage.filter(|_| events.usage),
         tool_call_id: None,
         attachments: if events.any() { details.attachments.clone() } else { Vec::new() },
+        media_ids: Vec::new(),
     }
 }
 

@@ -38,6 +38,7 @@ use crate::backend::AgentBackend;
 use crate::cluster::{AgentReservation, Cluster};
 use crate::config::{AgentKind, Settings};
 use crate::identity::{Chat, ConnectionId, SessionKey, SessionTarget, GUEST_PREFIX};
+use crate::media::MediaStore;
 use crate::metrics::Metrics;
 use crate::openclaw_agents;
 use crate::protocol::{Disconnect, Outbound};
@@ -173,6 +174,8 @@ pub struct SupervisorSetup {
     pub metrics: Arc<Metrics>,
     /// Cluster mode: Redis and the stream reader; `None` alone.
     pub cluster: Option<ClusterWiring>,
+    /// Uploads and attachments, for the sessions.
+    pub media: Arc<MediaStore>,
 }
 
 /// The registries.
@@ -187,6 +190,7 @@ pub struct Supervisor {
     store: StoreThreads,
     metrics: Arc<Metrics>,
     cluster: Option<ClusterWiring>,
+    media: Arc<MediaStore>,
     /// Set by `ShutDown`: every new turn is answered `shutting_down`.
     shutting_down: bool,
 }
@@ -205,6 +209,7 @@ impl Supervisor {
             store: setup.store,
             metrics: setup.metrics,
             cluster: setup.cluster,
+            media: setup.media,
             shutting_down: false,
         }
     }
@@ -286,6 +291,7 @@ impl Supervisor {
                     backend: self.backend.clone(),
                     idle: ctx.address().recipient(),
                     metrics: self.metrics.clone(),
+                    media: self.media.clone(),
                 };
                 let address = SessionActor::start_in_arbiter(&route.arbiter, move |_| SessionActor::new(setup));
                 self.metrics.sessions_active.inc();
