@@ -445,7 +445,7 @@ impl ConnectionActor {
             return;
         }
         let refusal_id = Some(message_id.clone());
-        let (user, media_ids) = (identity.clone(), message.media_ids.clone());
+        let (user, media_ids, media_refusal_id) = (identity.clone(), message.media_ids.clone(), message_id.clone());
         let send = move |actor: &mut Self, ctx: &mut ws::WebsocketContext<Self>| {
             let user = identity.clone();
             actor.gated(&user, target, GroupAction::Send, refusal_id, ctx, move |actor, target, ctx| {
@@ -463,7 +463,7 @@ impl ConnectionActor {
         };
         match media_ids.is_empty() {
             true => send(self, ctx),
-            false => self.check_media_then(media_ids, user.sender_id, ctx, send),
+            false => self.check_media_then(media_ids, user.sender_id, media_refusal_id, ctx, send),
         }
     }
 
@@ -475,6 +475,7 @@ impl ConnectionActor {
         &mut self,
         ids: Vec<String>,
         owner: String,
+        message_id: String,
         ctx: &mut ws::WebsocketContext<Self>,
         then: impl FnOnce(&mut Self, &mut ws::WebsocketContext<Self>) + 'static,
     ) {
@@ -487,12 +488,12 @@ impl ConnectionActor {
                 Ok(_) => then(actor, ctx),
                 Err(OwnedError::NotOwned(id)) => {
                     let text = format!("mediaIds: {id:?} is not an upload of this sender's (POST /media)");
-                    actor.refuse(ctx, ErrorCode::MediaForbidden, &text, None);
+                    actor.refuse(ctx, ErrorCode::MediaForbidden, &text, Some(&message_id));
                 }
                 Err(OwnedError::Store(error)) => {
                     log::error!("connection {}: the media index could not be read: {error}", actor.id);
                     let text = "the media of this message could not be checked; try again later";
-                    actor.refuse(ctx, ErrorCode::Internal, text, None);
+                    actor.refuse(ctx, ErrorCode::Internal, text, Some(&message_id));
                 }
             }
             actor.release_held(ctx);

@@ -24,7 +24,7 @@ use crate::support::fake_auth::{AuthScript, FakeAuth};
 use crate::support::http::{self, Body, HttpAnswer};
 use crate::support::redis::RedisServer;
 use crate::support::server::{spawn_server_on_store, TestServer};
-use crate::support::{spawn_server, WsClient};
+use crate::support::{eventually, spawn_server, WsClient};
 
 /// The smallest valid PNG (1×1).
 pub const PNG: &[u8] = &[
@@ -184,9 +184,28 @@ async fn each_limit_has_its_status_and_code_and_a_refused_upload_leaves_nothing(
     let bob = http::send(addr, "POST", "/media?senderId=bob", &text, Body::Whole(&FULL)).await;
     assert_eq!(bob.status, 201, "the quota is per user");
 
+    // A client that goes away mid-body: its temp file goes too, and its bytes are not counted.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut gone = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head =
+            "POST /media?senderId=carol HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 900\r\n\r\n";
+        gone.write_all(head.as_bytes()).await.unwrap();
+        gone.write_all(&FULL[..300]).await.unwrap();
+        eventually("the upload's temp file exists", || {
+            let dir = store.path().join("media");
+            async move { files_under(&dir).iter().any(|file| file.contains(".part")) }
+        })
+        .await;
+    }
+    eventually("the broken-off upload's temp file is removed", || {
+        let dir = store.path().join("media");
+        async move { !files_under(&dir).iter().any(|file| file.contains(".part")) }
+    })
+    .await;
     let files = files_under(&store.path().join("media"));
-    assert!(!files.iter().any(|file| file.contains(".part")), "no temp file left: {files:?}");
     assert_eq!(files.iter().filter(|file| file.starts_with("alice/")).count(), 3, "{files:?}");
+    assert!(!files.iter().any(|file| file.starts_with("carol")), "{files:?}");
 }
 
 fn auth_server(auth: &FakeAuth, required: bool) -> TestServer {
@@ -319,6 +338,7 @@ async fn someone_elses_or_an_unknown_media_id_is_refused_before_any_agent_call()
         bob.send_json(send_with_media(message_id, "look", &[id])).await;
         let refused = bob.recv().await;
         assert_eq!((refused["type"].as_str(), refused["code"].as_str()), (Some("chat.error"), Some("media_forbidden")));
+        assert_eq!(refused["messageId"], message_id);
         assert!(refused["error"].as_str().unwrap().contains(id), "{refused}");
     }
     bob.send_json(send_with_media("b3", "look", &["../../etc/passwd"])).await;
