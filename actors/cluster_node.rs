@@ -124,6 +124,7 @@ impl ClusterNode {
                 tools,
             })),
             ForwardedAction::Abort { message_id } => Forwarded::Abort { message_id },
+            ForwardedAction::Delete => Forwarded::Delete,
         };
         self.supervisor.do_send(RouteForwarded {
             target: command.target,

@@ -26,16 +26,21 @@ use bytes::BytesMut;
 
 use super::outbox::{Bound, Outbox, Outgoing, ToConnection};
 use super::session::{SessionCommand, Turn};
+use super::store_writer::ConversationIndex;
 use super::supervisor::{ConnectionClosed, ConnectionOpened, Route, Supervisor};
 use crate::backend::prompt;
 use crate::config::{DmPolicy, GroupPolicy, Settings};
+use crate::conversations;
 use crate::frame_guard::OversizeSignal;
 use crate::groups::{GroupAccess, GroupAction, Verdict as GroupVerdict};
 use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
 use crate::limits::{ByteBudget, ConnectionSlot, RateLimiter, UserConnection, Verdict};
 use crate::media::{MediaStore, OwnedError};
 use crate::metrics::{LimitHit, Metrics};
-use crate::protocol::{self, Disconnect, ErrorCode, Frame, Inbound, Outbound, SessionSelector, ToolResult, ToolTurn};
+use crate::protocol::{
+    self, Disconnect, ErrorCode, Frame, Inbound, Outbound, RegenerateRequest, SessionSelector, ThreadsRequest,
+    TitleRequest, ToolResult, ToolTurn,
+};
 
 /// Messages that may wait behind one group verdict; more are refused `rate_limited`.
 const MAX_HELD_MESSAGES: usize = 64;
@@ -95,6 +100,8 @@ pub struct ConnectionActor {
     /// than `limits.maxMessageBytes`: the inbound stream then ends in an error that
     /// means 1009.
     oversize: OversizeSignal,
+    /// Where `chat.threads` and `chat.title` are answered from.
+    conversations: ConversationIndex,
 }
 
 /// What the handshake hands a new connection.
@@ -116,6 +123,8 @@ pub struct ConnectionSetup {
     pub user_connection: UserConnection,
     /// Uploads (`mediaIds` are checked against it).
     pub media: Arc<MediaStore>,
+    /// Where `chat.threads` and `chat.title` are answered from.
+    pub conversations: ConversationIndex,
 }
 
 impl ConnectionActor {
@@ -145,6 +154,7 @@ impl ConnectionActor {
             held: VecDeque::new(),
             _slot: setup.slot,
             oversize: setup.oversize,
+            conversations: setup.conversations,
         }
     }
 }
@@ -421,8 +431,78 @@ impl ConnectionActor {
                     });
                 }
             }
+            Inbound::Threads(request) => self.list_threads(request, ctx),
+            Inbound::Title(request) => self.name_thread(request, ctx),
+            Inbound::Regenerate(request) => self.regenerate(request, ctx),
+            Inbound::Delete(selector) => {
+                let target = self.target_of(&selector);
+                let user = self.identity.clone();
+                self.gated(&user, target, GroupAction::Delete, None, ctx, move |actor, target, ctx| {
+                    let from = actor.own_handle(ctx);
+                    actor.route(target, SessionCommand::Delete { from });
+                });
+            }
             Inbound::Ping => reply(ctx, Outbound::Pong.to_frame()),
         }
+    }
+
+    /// `chat.threads`: the caller's conversations (or a group's, when the group
+    /// policy lets the caller read it), from the index.
+    fn list_threads(&mut self, request: ThreadsRequest, ctx: &mut ws::WebsocketContext<Self>) {
+        let identity = self.identity.for_message(request.sender_id.as_deref(), None);
+        let chat = match &request.group_id {
+            Some(group) => Chat::Group(group.clone()),
+            None => Chat::Direct(identity.sender_id.clone()),
+        };
+        let limit = request.limit.unwrap_or(protocol::DEFAULT_THREADS_LIMIT);
+        let target = SessionTarget { chat, thread_id: None };
+        self.gated(&identity, target, GroupAction::History, None, ctx, move |actor, target, ctx| {
+            let list = actor.conversations.list(target.chat, limit);
+            ctx.spawn(list.into_actor(actor).map(move |listed, actor, ctx| match listed {
+                Ok(sessions) => {
+                    let group_id = request.group_id.as_deref();
+                    reply(ctx, Outbound::Threads { group_id, sessions: &sessions }.to_frame());
+                }
+                Err(error) => {
+                    log::error!("connection {}: conversations not listed: {error}", actor.id);
+                    actor.refuse(ctx, ErrorCode::Internal, "the conversations could not be read; try again", None);
+                }
+            }));
+        });
+    }
+
+    /// `chat.title`: names one of the caller's conversations (or a group's).
+    fn name_thread(&mut self, request: TitleRequest, ctx: &mut ws::WebsocketContext<Self>) {
+        let target = self.target_of(&request.session);
+        let title = conversations::clean_title(&request.title).unwrap_or_default();
+        let user = self.identity.clone();
+        self.gated(&user, target, GroupAction::Send, None, ctx, move |actor, target, ctx| {
+            let named = actor.conversations.title(target.chat, target.thread_id, title);
+            ctx.spawn(named.into_actor(actor).map(|named, actor, ctx| match named {
+                Ok(Some(session)) => reply(ctx, Outbound::Titled { session: &session }.to_frame()),
+                Ok(None) => actor.refuse(ctx, ErrorCode::NotFound, "no such conversation", None),
+                Err(error) => {
+                    log::error!("connection {}: conversation not named: {error}", actor.id);
+                    actor.refuse(ctx, ErrorCode::Internal, "the conversation could not be named; try again", None);
+                }
+            }));
+        });
+    }
+
+    /// `chat.regenerate`: a turn of its own (through the session's queue), running the
+    /// last user message again.
+    fn regenerate(&mut self, request: RegenerateRequest, ctx: &mut ws::WebsocketContext<Self>) {
+        let identity = self.identity.for_message(request.session.sender_id.as_deref(), None);
+        let message_id = request.new_message_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let target = self.target_of(&request.session);
+        let turn = Turn {
+            message_id: Arc::from(message_id.as_str()),
+            identity,
+            message: protocol::SendMessage::default(),
+            origin: self.id.clone(),
+            tools: ToolTurn::Regenerate(request.message_id),
+        };
+        self.submit_turn(target, turn, Some(message_id), ctx);
     }
 
     fn submit(&mut self, message: protocol::SendMessage, ctx: &mut ws::WebsocketContext<Self>) {
@@ -441,29 +521,41 @@ impl ConnectionActor {
             _ => Chat::Direct(identity.sender_id.clone()),
         };
         let target = SessionTarget { chat, thread_id: message.thread_id.clone() };
-        if !self.has_room_for(&target, Some(&message_id), ctx) {
+        let turn = Turn {
+            message_id: Arc::from(message_id.as_str()),
+            identity,
+            message,
+            origin: self.id.clone(),
+            tools: ToolTurn::Message,
+        };
+        self.submit_turn(target, turn, Some(message_id), ctx);
+    }
+
+    /// Sends `turn` to its session, subscribing this connection to it, when the
+    /// connection has room for one more session and the group policy allows.
+    fn submit_turn(
+        &mut self,
+        target: SessionTarget,
+        turn: Turn,
+        refusal_id: Option<String>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        if !self.has_room_for(&target, refusal_id.as_deref(), ctx) {
             return;
         }
-        let refusal_id = Some(message_id.clone());
-        let (user, media_ids, media_refusal_id) = (identity.clone(), message.media_ids.clone(), message_id.clone());
+        let (user, media_ids) = (turn.identity.clone(), turn.message.media_ids.clone());
+        let owner = turn.identity.sender_id.clone();
+        let media_refusal_id = refusal_id.clone();
         let send = move |actor: &mut Self, ctx: &mut ws::WebsocketContext<Self>| {
-            let user = identity.clone();
             actor.gated(&user, target, GroupAction::Send, refusal_id, ctx, move |actor, target, ctx| {
                 actor.subscribed.insert(target.clone());
-                let turn = Turn {
-                    message_id: Arc::from(message_id),
-                    identity,
-                    message,
-                    origin: actor.id.clone(),
-                    tools: ToolTurn::Message,
-                };
                 let from = actor.own_handle(ctx);
                 actor.route(target, SessionCommand::Submit { from, turn: Box::new(turn) });
             });
         };
         match media_ids.is_empty() {
             true => send(self, ctx),
-            false => self.check_media_then(media_ids, user.sender_id, media_refusal_id, ctx, send),
+            false => self.check_media_then(media_ids, owner, media_refusal_id, ctx, send),
         }
     }
 
@@ -475,7 +567,7 @@ impl ConnectionActor {
         &mut self,
         ids: Vec<String>,
         owner: String,
-        message_id: String,
+        message_id: Option<String>,
         ctx: &mut ws::WebsocketContext<Self>,
         then: impl FnOnce(&mut Self, &mut ws::WebsocketContext<Self>) + 'static,
     ) {
@@ -488,12 +580,12 @@ impl ConnectionActor {
                 Ok(_) => then(actor, ctx),
                 Err(OwnedError::NotOwned(id)) => {
                     let text = format!("mediaIds: {id:?} is not an upload of this sender's (POST /media)");
-                    actor.refuse(ctx, ErrorCode::MediaForbidden, &text, Some(&message_id));
+                    actor.refuse(ctx, ErrorCode::MediaForbidden, &text, message_id.as_deref());
                 }
                 Err(OwnedError::Store(error)) => {
                     log::error!("connection {}: the media index could not be read: {error}", actor.id);
                     let text = "the media of this message could not be checked; try again later";
-                    actor.refuse(ctx, ErrorCode::Internal, text, Some(&message_id));
+                    actor.refuse(ctx, ErrorCode::Internal, text, message_id.as_deref());
                 }
             }
             actor.release_held(ctx);
@@ -505,24 +597,15 @@ impl ConnectionActor {
     /// call of its last answer has a result.
     fn submit_tool_result(&mut self, result: protocol::ToolResultMessage, ctx: &mut ws::WebsocketContext<Self>) {
         let identity = self.identity.for_message(result.session.sender_id.as_deref(), None);
-        let message_id = result.message_id.clone().unwrap_or_default();
         let target = self.target_of(&result.session);
-        if !self.has_room_for(&target, None, ctx) {
-            return;
-        }
-        let user = identity.clone();
-        self.gated(&user, target, GroupAction::Send, None, ctx, move |actor, target, ctx| {
-            actor.subscribed.insert(target.clone());
-            let turn = Turn {
-                message_id: Arc::from(message_id),
-                identity,
-                message: protocol::SendMessage::default(),
-                origin: actor.id.clone(),
-                tools: ToolTurn::Result(ToolResult { tool_call_id: result.tool_call_id, content: result.content }),
-            };
-            let from = actor.own_handle(ctx);
-            actor.route(target, SessionCommand::Submit { from, turn: Box::new(turn) });
-        });
+        let turn = Turn {
+            message_id: Arc::from(result.message_id.unwrap_or_default()),
+            identity,
+            message: protocol::SendMessage::default(),
+            origin: self.id.clone(),
+            tools: ToolTurn::Result(ToolResult { tool_call_id: result.tool_call_id, content: result.content }),
+        };
+        self.submit_turn(target, turn, None, ctx);
     }
 
     /// Whether this connection may subscribe to `target` (it already is, or it holds

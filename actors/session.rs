@@ -30,11 +30,12 @@ use super::agent_bridge::{
     AgentBridge, Attach, BridgeReports, DropSubscribers, SetSubscribers, StopTurn, TurnFinished, TurnSetup,
 };
 use super::outbox::{fan_out, Outbox};
-use super::store_writer::TranscriptStore;
+use super::store_writer::{ConversationIndex, TranscriptStore};
 use crate::answer::FinishedAnswer;
 use crate::backend::prompt::{self, PromptInput};
 use crate::backend::{AgentBackend, TurnRequest};
 use crate::config::{Events, Settings};
+use crate::conversations::{self, TurnRecord};
 use crate::identity::{Chat, ConnectionId, Identity, SessionKey, SessionTarget, UserToken};
 use crate::media::MediaStore;
 use crate::metrics::{Metrics, TurnOutcome};
@@ -138,6 +139,8 @@ pub enum SessionCommand {
     Forwarded { reply: Outbox, forwarded: Forwarded, hops: u8 },
     /// Send `from` the last `limit` transcript entries.
     History { from: Outbox, limit: usize },
+    /// Delete the conversation (a thread): its running turn is aborted first.
+    Delete { from: Outbox },
     /// A connection closed: forget it without acknowledging.
     Unsubscribe { id: ConnectionId },
 }
@@ -159,6 +162,8 @@ pub struct SessionSetup {
     pub idle: Recipient<SessionIdle>,
     /// Where its transcript lives: a file on its store thread, or Redis.
     pub store: TranscriptStore,
+    /// Where its running turn is marked for conversation listings.
+    pub conversations: ConversationIndex,
     pub metrics: Arc<Metrics>,
     /// Cluster mode: how to reach Redis, the stream reader and the owner.
     pub cluster: Option<ClusterLink>,
@@ -205,6 +210,12 @@ pub struct SessionActor {
     cluster: Option<ClusterState>,
     /// The tool results given so far for the last answer's calls (by its message id).
     tool_results: (Option<Arc<str>>, Vec<ToolResult>),
+    /// A `chat.delete` waiting for the turn being stored; then it runs before any turn.
+    pending_delete: Option<Outbox>,
+    /// The conversation is being deleted: no turn starts until it is.
+    deleting: bool,
+    /// Whether a running turn is marked for listings (`ConversationIndex`).
+    marked_running: bool,
 }
 
 impl SessionActor {
@@ -225,6 +236,9 @@ impl SessionActor {
             drained: None,
             cluster: setup.cluster.clone().map(ClusterState::new),
             tool_results: (None, Vec::new()),
+            pending_delete: None,
+            deleting: false,
+            marked_running: false,
             setup,
         }
     }
@@ -249,6 +263,7 @@ impl Actor for SessionActor {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.mark_running(None);
         self.stop_following(ctx);
         self.release_lease();
         log::debug!("session {} retired", self.setup.key);
@@ -418,6 +433,80 @@ impl SessionActor {
     }
 }
 
+impl SessionActor {
+    /// `chat.delete`: the running and queued turns are aborted, then (once a turn being
+    /// stored is stored) the transcript, its idempotency record and its index entry
+    /// are deleted; the thread starts anew with the next message.
+    fn delete(&mut self, from: Outbox, ctx: &mut Context<Self>) {
+        if self.cluster_refuses(&from, None) {
+            return;
+        }
+        let unknown = self.memory.is_empty()
+            && self.running.is_none()
+            && self.queue.is_empty()
+            && self.persisting.is_none()
+            && !self.deleting;
+        if self.load_failed || unknown {
+            let (code, text) = match self.load_failed {
+                true => (ErrorCode::Internal, "this conversation could not be read from the store; try again later"),
+                false => (ErrorCode::NotFound, "no such thread"),
+            };
+            self.setup.metrics.error(code);
+            from.deliver(&Outbound::error_frame(code, text, None));
+            return;
+        }
+        if let Some(running) = self.running.take() {
+            running.bridge.do_send(StopTurn);
+            self.setup.metrics.turn(TurnOutcome::Aborted, running.started.elapsed());
+            self.setup.metrics.error(ErrorCode::Aborted);
+            self.broadcast(&aborted_frame(&running.turn.message_id), ctx);
+        }
+        for queued in std::mem::take(&mut self.queue) {
+            self.setup.metrics.error(ErrorCode::Aborted);
+            self.broadcast(&aborted_frame(&queued.message_id), ctx);
+        }
+        self.tool_results = (None, Vec::new());
+        self.pending_delete = Some(from);
+        self.start_next_turn(ctx);
+    }
+
+    fn delete_now(&mut self, from: Outbox, ctx: &mut Context<Self>) {
+        self.deleting = true;
+        self.mark_running(None);
+        let thread_id = self.setup.target.thread_id.clone().unwrap_or_default();
+        let delete = self.setup.store.delete(self.lease(), thread_id);
+        ctx.spawn(delete.into_actor(self).map(move |deleted, session, ctx| {
+            session.deleting = false;
+            match deleted {
+                Ok(()) => {
+                    log::info!("session {} deleted", session.setup.key);
+                    let answers = session.setup.settings.store.idempotency_window;
+                    session.memory = SessionMemory::new(session.memory_window(), answers);
+                    let target = &session.setup.target;
+                    let frame = Outbound::Deleted {
+                        session_key: session.setup.key.as_str(),
+                        thread_id: target.thread_id.as_deref().unwrap_or_default(),
+                        group_id: match &target.chat {
+                            Chat::Group(group) => Some(group.as_str()),
+                            Chat::Direct(_) => None,
+                        },
+                    }
+                    .to_frame();
+                    from.deliver(&frame);
+                    session.broadcast_except(&frame, &from.id, ctx);
+                }
+                Err(error) => {
+                    log::error!("session {}: not deleted: {error}", session.setup.key);
+                    session.setup.metrics.error(ErrorCode::Internal);
+                    let text = "the conversation could not be deleted; try again";
+                    from.deliver(&Outbound::error_frame(ErrorCode::Internal, text, None));
+                }
+            }
+            session.start_next_turn(ctx);
+        }));
+    }
+}
+
 impl Handler<SessionCommand> for SessionActor {
     type Result = ();
 
@@ -442,6 +531,8 @@ impl Handler<SessionCommand> for SessionActor {
             }
             SessionCommand::Forwarded { reply, forwarded, hops } => self.through_owner(reply, forwarded, hops, ctx),
             SessionCommand::History { from, limit } => self.read_history(from, limit, ctx),
+            SessionCommand::Delete { from } if self.runs_turns() => self.delete(from, ctx),
+            SessionCommand::Delete { from } => self.through_owner(from, Forwarded::Delete, 0, ctx),
             SessionCommand::Unsubscribe { id } => self.unsubscribe(&[id], ctx),
         }
         // A command that left nothing behind (a history read, an abort of nothing, in a
@@ -575,9 +666,14 @@ impl SessionActor {
             media_ids: &message.media_ids,
         }
         .to_frame();
-        let others = self.subscribers.values().filter(|subscriber| subscriber.id != turn.origin);
-        let dropped = fan_out(others, &frame);
-        self.publish_except(&frame, &turn.origin);
+        self.broadcast_except(&frame, &turn.origin, ctx);
+    }
+
+    /// Sends `frame` to every subscriber but `except`, on every node.
+    fn broadcast_except(&mut self, frame: &Frame, except: &ConnectionId, ctx: &mut Context<Self>) {
+        let others = self.subscribers.values().filter(|subscriber| subscriber.id != *except);
+        let dropped = fan_out(others, frame);
+        self.publish_except(frame, except);
         if !dropped.is_empty() {
             self.unsubscribe(&dropped, ctx);
         }
@@ -607,19 +703,35 @@ impl SessionActor {
     }
 
     fn start_next_turn(&mut self, ctx: &mut Context<Self>) {
-        if self.running.is_some() || self.persisting.is_some() {
+        if self.running.is_some() || self.persisting.is_some() || self.deleting {
             return;
+        }
+        if let Some(from) = self.pending_delete.take() {
+            return self.delete_now(from, ctx);
         }
         if self.draining {
             if let Some(drained) = self.drained.take() {
                 let _ = drained.send(());
             }
+            self.mark_running(None);
             return;
         }
-        let Some(turn) = self.queue.pop_front() else {
+        let Some(mut turn) = self.queue.pop_front() else {
+            self.mark_running(None);
             self.schedule_idle_check(ctx);
             return;
         };
+        if let ToolTurn::Regenerate(requested) = &turn.tools {
+            match self.memory.regeneration(requested.as_deref()) {
+                Ok(regeneration) => ask_again(&mut turn, regeneration.asked, &self.setup.target),
+                Err((code, text)) => {
+                    self.setup.metrics.error(code);
+                    self.broadcast(&Outbound::error_frame(code, text, Some(&turn.message_id)), ctx);
+                    return self.start_next_turn(ctx);
+                }
+            }
+        }
+        self.mark_running(Some(turn.message_id.clone()));
         self.turns_started += 1;
         let number = self.turns_started;
         let request = self.turn_request(&turn);
@@ -653,7 +765,7 @@ impl SessionActor {
         });
         let tool_results = match &turn.tools {
             ToolTurn::Continuation(results) => results.clone(),
-            ToolTurn::Message | ToolTurn::Result(_) => Vec::new(),
+            ToolTurn::Message | ToolTurn::Result(_) | ToolTurn::Regenerate(_) => Vec::new(),
         };
         TurnRequest {
             session_key: self.setup.key.clone(),
@@ -661,7 +773,7 @@ impl SessionActor {
             content: turn.message.content.clone(),
             prompt,
             tool_results,
-            history: self.history_for_backend(),
+            history: self.history_for_backend(turn),
             system_prompt: self.system_prompt.clone(),
             confirm_agent_for: self.setup.confirm_new_agent.filter(|_| self.turns_started == 1),
             media_ids: turn.message.media_ids.clone(),
@@ -670,12 +782,27 @@ impl SessionActor {
         }
     }
 
-    /// The stored messages a memory-less backend must be sent, oldest first.
-    fn history_for_backend(&self) -> Vec<TranscriptEntry> {
+    /// The stored messages a memory-less backend must be sent, oldest first (for a
+    /// regeneration, those before the message asked again).
+    fn history_for_backend(&self, turn: &Turn) -> Vec<TranscriptEntry> {
         if !self.setup.backend.wants_history() {
             return Vec::new();
         }
-        self.memory.last(self.setup.settings.agent.max_history)
+        let count = self.setup.settings.agent.max_history;
+        match turn.tools {
+            ToolTurn::Regenerate(_) => self.memory.before_last_message(count),
+            _ => self.memory.last(count),
+        }
+    }
+
+    /// Marks (or unmarks) the running turn for conversation listings, once per change.
+    fn mark_running(&mut self, message_id: Option<Arc<str>>) {
+        if !self.marked_running && message_id.is_none() {
+            return;
+        }
+        self.marked_running = message_id.is_some();
+        let ttl = self.setup.settings.limits.turn_timeout() + STORE_FLUSH_TIMEOUT;
+        actix::spawn(self.setup.conversations.mark_running(&self.setup.key, message_id, ttl));
     }
 
     /// Appends the completed turn to the store (fsynced, off this thread), then
@@ -683,6 +810,10 @@ impl SessionActor {
     fn persist_turn(&mut self, turn: Box<Turn>, answer: FinishedAnswer, ctx: &mut Context<Self>) {
         let ts = store::now_millis();
         let mut entries = self.asked_entries(&turn, ts);
+        let mut details = answer.details;
+        if let ToolTurn::Regenerate(_) = turn.tools {
+            details.supersedes = self.memory.last_answer().map(|replaced| replaced.message_id.clone());
+        }
         entries.push(TranscriptEntry {
             role: Role::Assistant,
             content: answer.text,
@@ -690,10 +821,12 @@ impl SessionActor {
             sender_id: self.setup.agent_id.to_string(),
             sender_name: self.setup.agent_id.to_string(),
             ts,
-            answer: answer.details,
+            answer: details,
         });
         self.persisting = Some(turn.message_id.clone());
-        let write = self.setup.store.append(entries, self.lease(), self.setup.settings.store.idempotency_window);
+        let record = self.turn_record(&turn, &entries, ts);
+        let window = self.setup.settings.store.idempotency_window;
+        let write = self.setup.store.append(entries, self.lease(), window, record);
         ctx.spawn(write.into_actor(self).map(move |written, session, ctx| {
             session.persisting = None;
             let entries = match written {
@@ -738,6 +871,28 @@ impl SessionActor {
                 results.iter().map(|result| entry(Role::Tool, &result.content, Some(&result.tool_call_id))).collect()
             }
             ToolTurn::Message | ToolTurn::Result(_) => vec![entry(Role::User, &turn.message.content, None)],
+            // The message asked again is stored already.
+            ToolTurn::Regenerate(_) => Vec::new(),
+        }
+    }
+
+    /// What a stored turn changes in the conversation's index entry.
+    fn turn_record(&self, turn: &Turn, entries: &[TranscriptEntry], ts: u64) -> TurnRecord {
+        let superseding = entries.iter().filter(|entry| entry.answer.supersedes.is_some()).count();
+        let target = &self.setup.target;
+        TurnRecord {
+            session_key: self.setup.key.to_string(),
+            thread_id: target.thread_id.clone(),
+            group_id: match &target.chat {
+                Chat::Group(group) => Some(group.clone()),
+                Chat::Direct(_) => None,
+            },
+            ts,
+            added: (entries.len() - superseding) as u64,
+            title: match turn.tools {
+                ToolTurn::Message => conversations::default_title(&turn.message.content),
+                _ => String::new(),
+            },
         }
     }
 
@@ -871,6 +1026,19 @@ impl SessionActor {
     }
 }
 
+/// Makes a regeneration the message it asks again: the stored user message, as its
+/// sender sent it, in this conversation.
+fn ask_again(turn: &mut Turn, asked: TranscriptEntry, target: &SessionTarget) {
+    turn.identity.sender_id = asked.sender_id;
+    turn.identity.sender_name = asked.sender_name;
+    turn.message.content = asked.content;
+    turn.message.thread_id.clone_from(&target.thread_id);
+    if let Chat::Group(group) = &target.chat {
+        turn.message.group_id = Some(group.clone());
+        turn.message.chat_type = protocol::ChatType::Group;
+    }
+}
+
 /// An answer's details as `events` shows them: none of them with `[]` (the original
 /// protocol), the finish reason with any kind on.
 fn shown_details(details: &AnswerDetails, events: Events) -> AnswerDetails {
@@ -882,6 +1050,7 @@ fn shown_details(details: &AnswerDetails, events: Events) -> AnswerDetails {
         tool_call_id: None,
         attachments: if events.any() { details.attachments.clone() } else { Vec::new() },
         media_ids: Vec::new(),
+        supersedes: details.supersedes.clone().filter(|_| events.any()),
     }
 }
 

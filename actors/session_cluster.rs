@@ -43,6 +43,7 @@ pub struct ClusterLink {
 pub enum Forwarded {
     Submit(Box<Turn>),
     Abort { message_id: Option<String> },
+    Delete,
 }
 
 impl Forwarded {
@@ -51,6 +52,7 @@ impl Forwarded {
         match self {
             Forwarded::Submit(turn) => Some(turn.message_id.to_string()),
             Forwarded::Abort { message_id } => message_id.clone(),
+            Forwarded::Delete => None,
         }
     }
 }
@@ -227,6 +229,7 @@ impl SessionActor {
                 tools: turn.tools.clone(),
             },
             Forwarded::Abort { message_id } => ForwardedAction::Abort { message_id: message_id.clone() },
+            Forwarded::Delete => ForwardedAction::Delete,
         };
         ForwardedCommand {
             id: id.to_string(),
@@ -293,6 +296,7 @@ impl SessionActor {
                 self.submit(reply, turn, subscribe, ctx);
             }
             Forwarded::Abort { message_id } => self.abort(message_id, ctx),
+            Forwarded::Delete => self.delete(reply, ctx),
         }
     }
 

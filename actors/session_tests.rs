@@ -5,8 +5,9 @@ use serde_json::Value;
 
 use super::*;
 use crate::actors::outbox::{Outgoing, ToConnection};
-use crate::actors::store_writer::{StoreThreads, TranscriptStore};
+use crate::actors::store_writer::StoreThreads;
 use crate::config::{Environment, SettingValue};
+use crate::conversations::TranscriptDirs;
 use crate::identity::{Chat, ConnectionId};
 use crate::limits::ByteBudget;
 use crate::protocol::Inbound;
@@ -77,11 +78,11 @@ async fn a_session_runs_a_turn_for_a_test_subscriber_without_a_socket() {
     let key = target.key("main");
     let transcript_path = store::transcript_path(store.path(), &key);
     let media = crate::media::MediaStore::new(&settings, None).unwrap();
+    let dirs = TranscriptDirs { store_dir: store.path().into(), default_agent_dir: store.path().into() };
+    let conversations = ConversationIndex::local(StoreThreads::start(1), dirs);
     let session = SessionActor::new(SessionSetup {
-        store: TranscriptStore::File {
-            writer: StoreThreads::start(1).for_file(&transcript_path),
-            path: transcript_path.clone(),
-        },
+        store: conversations.transcript_store(&key, &target, store.path()),
+        conversations,
         cluster: None,
         key,
         agent_id: Arc::from("main"),

@@ -12,17 +12,23 @@
 //! [`TranscriptStore`] is the seam a session sees: its transcript as a file on these
 //! threads (one node alone), or as a Redis list written under the session's lease
 //! (cluster mode). Both keep the promise of SPEC §6: the answer goes out only after
-//! the append is durable (fsync; Redis's `appendfsync`).
+//! the append is durable (fsync; Redis's `appendfsync`). Both keep the conversation's
+//! entry in its owner's index (`conversations.rs`) up to date with each turn: one node
+//! alone on the index file's own store thread, after the append; a cluster in the
+//! same Redis script as the append.
 
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 use futures_util::future::{BoxFuture, FutureExt};
 
 use crate::cluster::Cluster;
-use crate::identity::SessionKey;
+use crate::conversations::{self, ThreadSummary, TranscriptDirs, TranscriptMeta, TurnRecord};
+use crate::identity::{Chat, SessionKey, SessionTarget};
 use crate::protocol::TranscriptEntry;
 use crate::store::{self, StoreError};
 use crate::transcript;
@@ -56,6 +62,8 @@ impl StoreThreads {
 #[rtype(result = "Result<LoadedSession, StoreError>")]
 pub struct LoadSession {
     pub transcript: PathBuf,
+    /// Written beside a transcript that has none yet (one from before the index).
+    pub meta: Arc<TranscriptMeta>,
     pub agents_md: Option<PathBuf>,
     /// How many of the last entries to keep in memory.
     pub keep: usize,
@@ -86,21 +94,61 @@ pub struct FindAnswer {
     pub message_id: String,
 }
 
-/// Append one completed turn and fsync it; answers the entries back.
+/// Append one completed turn and fsync it (and write the transcript's sidecar with the
+/// first turn); answers the entries back.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<TranscriptEntry>, StoreError>")]
 pub struct AppendTurn {
     pub transcript: PathBuf,
+    pub meta: Arc<TranscriptMeta>,
     pub entries: Vec<TranscriptEntry>,
+}
+
+/// Remove a transcript and its sidecar (`chat.delete`).
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct DeleteTranscript {
+    pub transcript: PathBuf,
+}
+
+/// One owner's conversation index file (one node alone), and where its transcripts
+/// are for a rebuild.
+#[derive(Clone)]
+pub struct IndexFile {
+    pub path: PathBuf,
+    pub owner: Chat,
+    pub dirs: Arc<TranscriptDirs>,
+}
+
+/// What to do with an owner's index (each on the index file's own store thread, so
+/// every change to one file is made one at a time).
+pub enum IndexChange {
+    /// A turn was stored.
+    Record(TurnRecord),
+    /// A thread was deleted.
+    Remove(Option<String>),
+    /// A thread was named; answers its entry.
+    Title { thread_id: Option<String>, title: String },
+    /// Read the `limit` newest entries.
+    List { limit: usize },
+}
+
+/// Apply `change` to `index`: loaded (or rebuilt from the transcripts when missing or
+/// damaged), changed, written atomically. Answers the entries the change concerns.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<ThreadSummary>, StoreError>")]
+pub struct ChangeIndex {
+    pub index: IndexFile,
+    pub change: IndexChange,
 }
 
 /// Where a session's transcript lives: the one interface a session uses for it.
 #[derive(Clone)]
 pub enum TranscriptStore {
-    /// A JSONL file, every operation on its store thread.
-    File { writer: Addr<StoreWriter>, path: PathBuf },
-    /// A Redis list shared by every node (cluster mode).
-    Redis { cluster: Arc<Cluster>, key: SessionKey },
+    /// A JSONL file, every operation on its store thread; its index on the index's.
+    File { writer: Addr<StoreWriter>, path: PathBuf, meta: Arc<TranscriptMeta>, index: (Addr<StoreWriter>, IndexFile) },
+    /// A Redis list shared by every node (cluster mode), its index a Redis hash.
+    Redis { cluster: Arc<Cluster>, key: SessionKey, owner: Chat },
 }
 
 impl TranscriptStore {
@@ -112,11 +160,11 @@ impl TranscriptStore {
         answers: usize,
     ) -> BoxFuture<'static, Result<LoadedSession, StoreError>> {
         match self.clone() {
-            TranscriptStore::File { writer, path } => {
-                let load = writer.send(LoadSession { transcript: path, agents_md, keep, answers });
+            TranscriptStore::File { writer, path, meta, .. } => {
+                let load = writer.send(LoadSession { transcript: path, meta, agents_md, keep, answers });
                 async move { load.await? }.boxed()
             }
-            TranscriptStore::Redis { cluster, key } => async move {
+            TranscriptStore::Redis { cluster, key, .. } => async move {
                 let tail = cluster.load_tail(&key, keep, answers).await?;
                 let system_prompt = match agents_md {
                     Some(path) => store::off_thread(move || Ok(read_agents_md(path))).await?,
@@ -131,44 +179,76 @@ impl TranscriptStore {
     /// The last `limit` entries, oldest first.
     pub fn read_tail(&self, limit: usize) -> BoxFuture<'static, Result<Vec<TranscriptEntry>, StoreError>> {
         match self.clone() {
-            TranscriptStore::File { writer, path } => {
+            TranscriptStore::File { writer, path, .. } => {
                 let read = writer.send(ReadTail { transcript: path, limit });
                 async move { read.await? }.boxed()
             }
-            TranscriptStore::Redis { cluster, key } => async move { Ok(cluster.read_tail(&key, limit).await?) }.boxed(),
+            TranscriptStore::Redis { cluster, key, .. } => {
+                async move { Ok(cluster.read_tail(&key, limit).await?) }.boxed()
+            }
         }
     }
 
     /// The stored answer to `message_id`.
     pub fn find_answer(&self, message_id: String) -> BoxFuture<'static, Result<Option<TranscriptEntry>, StoreError>> {
         match self.clone() {
-            TranscriptStore::File { writer, path } => {
+            TranscriptStore::File { writer, path, .. } => {
                 let find = writer.send(FindAnswer { transcript: path, message_id });
                 async move { find.await? }.boxed()
             }
-            TranscriptStore::Redis { cluster, key } => {
+            TranscriptStore::Redis { cluster, key, .. } => {
                 async move { Ok(cluster.find_answer(&key, &message_id).await?) }.boxed()
             }
         }
     }
 
-    /// Appends a completed turn durably; `lease` (cluster mode) fences the write, and
-    /// the last `answers` answers' ids are kept apart for a node taking over.
+    /// Appends a completed turn durably and records it in the conversation's index
+    /// entry; `lease` (cluster mode) fences the write, and the last `answers` answers'
+    /// ids are kept apart for a node taking over. (One node alone: the index is
+    /// written after the append on its own thread, not waited for: a listing, on that
+    /// thread too, comes after it; one that could not be written costs the listing,
+    /// not the turn, and is logged.)
     pub fn append(
         &self,
         entries: Vec<TranscriptEntry>,
         lease: Option<Arc<str>>,
         answers: usize,
+        record: TurnRecord,
     ) -> BoxFuture<'static, Result<Vec<TranscriptEntry>, StoreError>> {
         match self.clone() {
-            TranscriptStore::File { writer, path } => {
-                let append = writer.send(AppendTurn { transcript: path, entries });
-                async move { append.await? }.boxed()
+            TranscriptStore::File { writer, path, meta, index: (index_writer, index) } => {
+                let append = writer.send(AppendTurn { transcript: path, meta, entries });
+                async move {
+                    let entries = append.await??;
+                    index_writer.do_send(ChangeIndex { index, change: IndexChange::Record(record) });
+                    Ok(entries)
+                }
+                .boxed()
             }
-            TranscriptStore::Redis { cluster, key } => async move {
+            TranscriptStore::Redis { cluster, key, owner } => async move {
                 let lease = lease.ok_or(crate::cluster::ClusterError::LeaseLost)?;
-                cluster.append(&key, &lease, &entries, answers).await?;
+                cluster.append(&key, &lease, &entries, answers, &owner, &record).await?;
                 Ok(entries)
+            }
+            .boxed(),
+        }
+    }
+
+    /// Deletes the transcript, its idempotency record and its index entry (`chat.delete`).
+    pub fn delete(&self, lease: Option<Arc<str>>, thread_id: String) -> BoxFuture<'static, Result<(), StoreError>> {
+        match self.clone() {
+            TranscriptStore::File { writer, path, index: (index_writer, index), .. } => {
+                let delete = writer.send(DeleteTranscript { transcript: path });
+                async move {
+                    delete.await??;
+                    index_writer.send(ChangeIndex { index, change: IndexChange::Remove(Some(thread_id)) }).await??;
+                    Ok(())
+                }
+                .boxed()
+            }
+            TranscriptStore::Redis { cluster, key, owner } => async move {
+                let lease = lease.ok_or(crate::cluster::ClusterError::LeaseLost)?;
+                Ok(cluster.delete_conversation(&key, &lease, &owner, &thread_id).await?)
             }
             .boxed(),
         }
@@ -196,6 +276,9 @@ impl Handler<LoadSession> for StoreWriter {
 
     fn handle(&mut self, message: LoadSession, _ctx: &mut Self::Context) -> Self::Result {
         let tail = transcript::load_tail(&message.transcript, message.keep, message.answers)?;
+        if !tail.recent.is_empty() {
+            conversations::write_meta_if_missing(&message.transcript, &message.meta)?;
+        }
         let system_prompt = message.agents_md.and_then(read_agents_md);
         Ok(LoadedSession { tail, system_prompt })
     }
@@ -222,6 +305,182 @@ impl Handler<AppendTurn> for StoreWriter {
 
     fn handle(&mut self, message: AppendTurn, _ctx: &mut Self::Context) -> Self::Result {
         transcript::append(&message.transcript, &message.entries)?;
+        if let Err(error) = conversations::write_meta_if_missing(&message.transcript, &message.meta) {
+            log::error!(
+                "a transcript's sidecar was not written (its conversation cannot be rebuilt into an index): {error}"
+            );
+        }
         Ok(message.entries)
     }
+}
+
+impl Handler<DeleteTranscript> for StoreWriter {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, message: DeleteTranscript, _ctx: &mut Self::Context) -> Self::Result {
+        conversations::delete_transcript(&message.transcript)
+    }
+}
+
+impl Handler<ChangeIndex> for StoreWriter {
+    type Result = Result<Vec<ThreadSummary>, StoreError>;
+
+    fn handle(&mut self, message: ChangeIndex, _ctx: &mut Self::Context) -> Self::Result {
+        let recorded = matches!(message.change, IndexChange::Record(_));
+        change_index(message).inspect_err(|error| {
+            if recorded {
+                log::error!("a turn was stored but not listed in its conversation index: {error}");
+            }
+        })
+    }
+}
+
+/// Applies one change to an index file: loaded (or rebuilt), changed, written back
+/// when it changed. Answers the entries the change concerns.
+fn change_index(message: ChangeIndex) -> Result<Vec<ThreadSummary>, StoreError> {
+    let IndexFile { path, owner, dirs } = &message.index;
+    let (mut index, rebuilt) = conversations::load_or_rebuild(path, owner, dirs)?;
+    let (changed, concerned) = match message.change {
+        IndexChange::List { limit } => (false, index.newest(limit)),
+        // A rebuilt index already has the turn (it was appended first).
+        IndexChange::Record(record) => {
+            if !rebuilt {
+                index.record(&record);
+            }
+            (!rebuilt, Vec::new())
+        }
+        IndexChange::Remove(thread_id) => (index.remove(thread_id.as_deref()), Vec::new()),
+        IndexChange::Title { thread_id, title } => match index.set_title(thread_id.as_deref(), &title) {
+            Some(entry) => {
+                conversations::title_transcript(dirs, owner, thread_id.as_deref(), &title);
+                (true, vec![entry])
+            }
+            None => (false, Vec::new()),
+        },
+    };
+    if changed {
+        conversations::save(path, &index)?;
+    }
+    Ok(concerned)
+}
+
+/// The conversation indexes as connections and sessions use them (SPEC §11): list an
+/// owner's conversations, name one, and say which turn runs where. One node alone:
+/// the index files on the store threads, running turns in this process's memory; a
+/// cluster: Redis (`cluster_conversations.rs`).
+#[derive(Clone)]
+pub enum ConversationIndex {
+    Local { threads: StoreThreads, dirs: Arc<TranscriptDirs>, running: Arc<Mutex<HashMap<String, Arc<str>>>> },
+    Redis { cluster: Arc<Cluster> },
+}
+
+impl ConversationIndex {
+    /// The index of one node alone, under `store_dir`.
+    pub fn local(threads: StoreThreads, dirs: TranscriptDirs) -> ConversationIndex {
+        ConversationIndex::Local { threads, dirs: Arc::new(dirs), running: Arc::default() }
+    }
+
+    /// Where `owner`'s index file is and the thread that writes it (one node alone).
+    fn file_of(&self, owner: &Chat) -> Option<(Addr<StoreWriter>, IndexFile)> {
+        let ConversationIndex::Local { threads, dirs, .. } = self else { return None };
+        Some(index_file(threads, dirs, owner))
+    }
+
+    /// Where the transcript of session `key` (of conversation `target`, with the agent
+    /// in `agent_dir`) lives, its index entry beside it: a file, or Redis.
+    pub fn transcript_store(&self, key: &SessionKey, target: &SessionTarget, agent_dir: &Path) -> TranscriptStore {
+        let owner = target.chat.clone();
+        match self {
+            ConversationIndex::Local { threads, dirs, .. } => {
+                let index = index_file(threads, dirs, &owner);
+                let path = store::transcript_path(agent_dir, key);
+                let meta = TranscriptMeta {
+                    session_key: key.to_string(),
+                    owner,
+                    thread_id: target.thread_id.clone(),
+                    title: None,
+                };
+                TranscriptStore::File { writer: threads.for_file(&path), path, meta: Arc::new(meta), index }
+            }
+            ConversationIndex::Redis { cluster } => {
+                TranscriptStore::Redis { cluster: cluster.clone(), key: key.clone(), owner }
+            }
+        }
+    }
+
+    /// The `limit` most recently active conversations of `owner`, newest first.
+    pub fn list(&self, owner: Chat, limit: usize) -> BoxFuture<'static, Result<Vec<ThreadSummary>, StoreError>> {
+        match (self.clone(), self.file_of(&owner)) {
+            (ConversationIndex::Local { running, .. }, Some((writer, index))) => {
+                let list = writer.send(ChangeIndex { index, change: IndexChange::List { limit } });
+                async move {
+                    let mut sessions = list.await??;
+                    let running = running.lock().unwrap_or_else(PoisonError::into_inner);
+                    for session in &mut sessions {
+                        session.in_flight = running.get(&session.session_key).map(|id| id.to_string());
+                    }
+                    Ok(sessions)
+                }
+                .boxed()
+            }
+            (ConversationIndex::Redis { cluster }, _) => {
+                async move { Ok(cluster.list_conversations(&owner, limit).await?) }.boxed()
+            }
+            (ConversationIndex::Local { .. }, None) => async { Ok(Vec::new()) }.boxed(),
+        }
+    }
+
+    /// Names `owner`'s conversation `thread_id`; `None` when it has none such.
+    pub fn title(
+        &self,
+        owner: Chat,
+        thread_id: Option<String>,
+        title: String,
+    ) -> BoxFuture<'static, Result<Option<ThreadSummary>, StoreError>> {
+        match (self.clone(), self.file_of(&owner)) {
+            (ConversationIndex::Redis { cluster }, _) => {
+                async move { Ok(cluster.title_conversation(&owner, thread_id.as_deref(), &title).await?) }.boxed()
+            }
+            (_, Some((writer, index))) => {
+                let change = writer.send(ChangeIndex { index, change: IndexChange::Title { thread_id, title } });
+                async move { Ok(change.await??.pop()) }.boxed()
+            }
+            (ConversationIndex::Local { .. }, None) => async { Ok(None) }.boxed(),
+        }
+    }
+
+    /// Marks the turn running in `key` (`None`: no turn runs) for listings; a mark in
+    /// Redis expires after `ttl` (a node that dies mid-turn cannot clear it).
+    pub fn mark_running(
+        &self,
+        key: &SessionKey,
+        message_id: Option<Arc<str>>,
+        ttl: Duration,
+    ) -> BoxFuture<'static, ()> {
+        match self {
+            ConversationIndex::Local { running, .. } => {
+                let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
+                match message_id {
+                    Some(id) => running.insert(key.to_string(), id),
+                    None => running.remove(key.as_str()),
+                };
+                async {}.boxed()
+            }
+            ConversationIndex::Redis { cluster } => {
+                let (cluster, key) = (cluster.clone(), key.clone());
+                async move {
+                    if let Err(error) = cluster.mark_running(&key, message_id.as_deref(), ttl).await {
+                        log::warn!("cluster: session {key}: the running turn was not marked for listings: {error}");
+                    }
+                }
+                .boxed()
+            }
+        }
+    }
+}
+
+/// `owner`'s index file (one node alone) and the store thread that writes it.
+fn index_file(threads: &StoreThreads, dirs: &Arc<TranscriptDirs>, owner: &Chat) -> (Addr<StoreWriter>, IndexFile) {
+    let path = conversations::index_path(&dirs.store_dir, owner);
+    (threads.for_file(&path), IndexFile { path, owner: owner.clone(), dirs: dirs.clone() })
 }

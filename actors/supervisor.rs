@@ -30,7 +30,7 @@ use super::session::{
     drain_sessions, shutting_down_frame, ClusterLink, Drained, Forwarded, Retire, SessionActor, SessionCommand,
     SessionIdle, SessionSetup,
 };
-use super::store_writer::{StoreThreads, TranscriptStore};
+use super::store_writer::ConversationIndex;
 use super::stream_reader::StreamReader;
 use crate::agent_roster::{AgentRoster, Lookup, Wait};
 use crate::agents::{self, AgentRecord, AgentRegistry};
@@ -41,7 +41,7 @@ use crate::identity::{Chat, ConnectionId, SessionKey, SessionTarget, GUEST_PREFI
 use crate::media::MediaStore;
 use crate::metrics::Metrics;
 use crate::openclaw_agents;
-use crate::protocol::{Disconnect, Outbound};
+use crate::protocol::{Disconnect, ErrorCode, Outbound};
 use crate::store::{self, StoreError};
 
 /// A connection is open (after auth): register it.
@@ -169,8 +169,9 @@ pub struct SupervisorSetup {
     pub unconfirmed: Vec<String>,
     /// The home directory, for `~` in the agent templates.
     pub home: PathBuf,
-    /// The store threads; each session gets the one its transcript belongs to.
-    pub store: StoreThreads,
+    /// Where sessions store their transcripts and their entries in the conversation
+    /// indexes (the store threads, or Redis).
+    pub conversations: ConversationIndex,
     pub metrics: Arc<Metrics>,
     /// Cluster mode: Redis and the stream reader; `None` alone.
     pub cluster: Option<ClusterWiring>,
@@ -187,7 +188,7 @@ pub struct Supervisor {
     sessions: HashMap<SessionKey, SessionEntry>,
     /// Dynamic agents, their creations and the commands waiting for them.
     agents: AgentRoster<Route>,
-    store: StoreThreads,
+    conversations: ConversationIndex,
     metrics: Arc<Metrics>,
     cluster: Option<ClusterWiring>,
     media: Arc<MediaStore>,
@@ -206,7 +207,7 @@ impl Supervisor {
             connections: HashMap::new(),
             sessions: HashMap::new(),
             agents: AgentRoster::new(setup.agents, max_agents, setup.unconfirmed),
-            store: setup.store,
+            conversations: setup.conversations,
             metrics: setup.metrics,
             cluster: setup.cluster,
             media: setup.media,
@@ -278,10 +279,14 @@ impl Supervisor {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(vacant) => {
                 let confirm = self.agents.take_unconfirmed(&binding.agent_id);
-                let (store, cluster) = session_store(self.cluster.as_ref(), &self.store, &key, &binding);
                 let setup = SessionSetup {
-                    store,
-                    cluster,
+                    store: self.conversations.transcript_store(&key, &route.target, &binding.agent_dir),
+                    conversations: self.conversations.clone(),
+                    cluster: self.cluster.as_ref().map(|wiring| ClusterLink {
+                        cluster: wiring.cluster.clone(),
+                        reader: wiring.reader.clone(),
+                        agent_dir: binding.agent_dir.clone(),
+                    }),
                     workspace: binding.workspace,
                     confirm_new_agent: confirm.then(|| Duration::from_millis(self.settings.agent.confirm_agent_ms)),
                     key,
@@ -437,31 +442,6 @@ impl AgentFiles {
     }
 }
 
-/// Where a new session's transcript lives: Redis in a cluster (with the link to the
-/// other nodes), else its file on its store thread.
-fn session_store(
-    cluster: Option<&ClusterWiring>,
-    threads: &StoreThreads,
-    key: &SessionKey,
-    binding: &Binding,
-) -> (TranscriptStore, Option<ClusterLink>) {
-    match cluster {
-        Some(wiring) => {
-            let store = TranscriptStore::Redis { cluster: wiring.cluster.clone(), key: key.clone() };
-            let link = ClusterLink {
-                cluster: wiring.cluster.clone(),
-                reader: wiring.reader.clone(),
-                agent_dir: binding.agent_dir.clone(),
-            };
-            (store, Some(link))
-        }
-        None => {
-            let path = store::transcript_path(&binding.agent_dir, key);
-            (TranscriptStore::File { writer: threads.for_file(&path), path }, None)
-        }
-    }
-}
-
 /// A command other than `chat.send` from a user who has no agent (and so no
 /// conversation) yet: an empty history, a join acknowledged, nothing to leave or abort.
 fn answer_without_agent(route: Route, key: &SessionKey) {
@@ -475,6 +455,9 @@ fn answer_without_agent(route: Route, key: &SessionKey) {
         }
         SessionCommand::Leave { from } => {
             from.deliver(&Outbound::Left { session_key }.to_frame());
+        }
+        SessionCommand::Delete { from } => {
+            from.deliver(&Outbound::error_frame(ErrorCode::NotFound, "no such thread", None));
         }
         SessionCommand::Submit { .. }
         | SessionCommand::Abort { .. }

@@ -134,6 +134,7 @@ impl TurnAnswer {
             tool_call_id: None,
             attachments: self.attachments,
             media_ids: Vec::new(),
+            supersedes: None,
         };
         FinishedAnswer { text: self.text, details }
     }

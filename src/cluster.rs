@@ -25,12 +25,13 @@ use tokio::sync::oneshot;
 
 use crate::agents::AgentRecord;
 use crate::config::ClusterSettings;
+use crate::conversations::{TurnRecord, MAX_INDEXED};
 use crate::followed_turn;
-use crate::identity::SessionKey;
+use crate::identity::{Chat, SessionKey};
 use crate::protocol::{Role, TranscriptEntry};
 use crate::redact;
 use crate::stream_entries;
-use crate::transcript::Tail;
+use crate::transcript::{self, Tail};
 
 /// How long one Redis command may take before it counts as Redis being down.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -145,16 +146,7 @@ impl Scripts {
                 r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
                 return 0",
             ),
-            // KEYS: lease, transcript. ARGV: lease value, entries...
-            // KEYS: lease, transcript, answered ids. ARGV: lease value, the answer's
-            // message id, how many ids to keep, entries...
-            append: Script::new(
-                r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-                for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
-                redis.call('RPUSH', KEYS[3], ARGV[2])
-                redis.call('LTRIM', KEYS[3], -tonumber(ARGV[3]), -1)
-                return 1",
-            ),
+            append: Script::new(APPEND),
             // KEYS: lease, stream. ARGV: lease value, maxlen, ttl, then (frames, except)
             // pairs ('' = no except). Returns the last id, or 0 without the lease.
             publish: Script::new(
@@ -176,7 +168,7 @@ impl Scripts {
 }
 
 /// The key of a session's lease.
-fn lease_key(key: &SessionKey) -> String {
+pub(crate) fn lease_key(key: &SessionKey) -> String {
     format!("cs:lease:{{{key}}}")
 }
 
@@ -184,15 +176,75 @@ fn fence_key(key: &SessionKey) -> String {
     format!("cs:fence:{{{key}}}")
 }
 
-fn transcript_key(key: &SessionKey) -> String {
+pub(crate) fn transcript_key(key: &SessionKey) -> String {
     format!("cs:tx:{{{key}}}")
 }
 
 /// The message ids of a session's last answers (`store.idempotencyWindow` of them),
 /// so a node taking the session over reads ids, not the whole transcript.
-fn answered_key(key: &SessionKey) -> String {
+pub(crate) fn answered_key(key: &SessionKey) -> String {
     format!("cs:ans:{{{key}}}")
 }
+
+/// An owner's conversation index: a hash of entries (JSON) by thread.
+pub(crate) fn conversations_key(owner: &Chat) -> String {
+    format!("cs:threads:{{{}}}", owner_name(owner))
+}
+
+/// An owner's conversations by last activity (a sorted set of threads), so a listing
+/// reads only the newest entries.
+pub(crate) fn conversations_order_key(owner: &Chat) -> String {
+    format!("cs:threads-order:{{{}}}", owner_name(owner))
+}
+
+fn owner_name(owner: &Chat) -> String {
+    match owner {
+        Chat::Direct(sender) => format!("direct:{sender}"),
+        Chat::Group(group) => format!("group:{group}"),
+    }
+}
+
+/// A thread's field in its owner's index (`""`: the default session; no thread id is
+/// empty).
+pub(crate) fn conversation_field(thread_id: Option<&str>) -> &str {
+    thread_id.unwrap_or_default()
+}
+
+/// Appends a turn under the lease and records it in the conversation index.
+/// KEYS: lease, transcript, answered ids, index hash, index order. ARGV: lease value,
+/// the answer's message id, how many ids to keep, the thread's field, the entry a
+/// first turn creates (JSON), messages added, the turn's time, the most entries an
+/// index keeps, then the entries. An entry that does not decode (damaged) is made
+/// anew, its count from the transcript's length.
+const APPEND: &str = r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+for i = 9, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[3]), -1)
+local fresh = cjson.decode(ARGV[5])
+local entry = nil
+local stored = redis.call('HGET', KEYS[4], ARGV[4])
+if stored then
+  local ok, decoded = pcall(cjson.decode, stored)
+  if ok and type(decoded) == 'table' and tonumber(decoded.messageCount) then entry = decoded end
+end
+if entry then
+  entry.sessionKey = fresh.sessionKey
+  entry.messageCount = tonumber(entry.messageCount) + tonumber(ARGV[6])
+  entry.lastActivity = math.max(tonumber(entry.lastActivity) or 0, tonumber(ARGV[7]))
+  if entry.title == nil or entry.title == '' then entry.title = fresh.title end
+else
+  entry = fresh
+  if stored then entry.messageCount = redis.call('LLEN', KEYS[2]) end
+end
+redis.call('HSET', KEYS[4], ARGV[4], cjson.encode(entry))
+redis.call('ZADD', KEYS[5], entry.lastActivity, ARGV[4])
+local excess = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[8])
+if excess > 0 then
+  local oldest = redis.call('ZRANGE', KEYS[5], 0, excess - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[5], 0, excess - 1)
+  redis.call('HDEL', KEYS[4], unpack(oldest))
+end
+return 1";
 
 /// The key of a session's event stream.
 pub fn stream_key(key: &SessionKey) -> String {
@@ -358,22 +410,35 @@ impl Cluster {
 
     /// Appends a completed turn's entries (and its answer's id, keeping the last
     /// `answers` ids), if this node still holds `lease`.
+    /// The conversation's entry in its owner's index is brought up to date in the same
+    /// script (`record`).
     pub async fn append(
         &self,
         key: &SessionKey,
         lease: &str,
         entries: &[TranscriptEntry],
         answers: usize,
+        owner: &Chat,
+        record: &TurnRecord,
     ) -> Result<(), ClusterError> {
         let answered =
             entries.iter().find(|entry| entry.role == Role::Assistant).map(|entry| entry.message_id.as_str());
+        let new_entry =
+            serde_json::to_string(&record.new_entry()).map_err(|error| ClusterError::Unexpected(error.to_string()))?;
         let mut invocation = self.scripts.append.key(lease_key(key));
         invocation
             .key(transcript_key(key))
             .key(answered_key(key))
+            .key(conversations_key(owner))
+            .key(conversations_order_key(owner))
             .arg(lease)
             .arg(answered.unwrap_or_default())
-            .arg(answers.max(1));
+            .arg(answers.max(1))
+            .arg(conversation_field(record.thread_id.as_deref()))
+            .arg(new_entry)
+            .arg(record.added)
+            .arg(record.ts)
+            .arg(MAX_INDEXED);
         for entry in entries {
             let line = serde_json::to_string(entry).map_err(|error| ClusterError::Unexpected(error.to_string()))?;
             invocation.arg(line);
@@ -456,8 +521,11 @@ impl Cluster {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let lines: Vec<String> = self.commands().lrange(transcript_key(key), -(limit as isize), -1).await?;
-        Ok(lines.iter().filter_map(|line| parse_entry(line)).collect())
+        // A regenerated answer hides the one before it: twice the lines hold enough.
+        let lines: Vec<String> = self.commands().lrange(transcript_key(key), -(2 * limit as isize), -1).await?;
+        let mut entries = transcript::visible(lines.iter().filter_map(|line| parse_entry(line)).collect());
+        entries.drain(..entries.len().saturating_sub(limit));
+        Ok(entries)
     }
 
     /// The stored answer to `message_id`, searched from the end in pages.

@@ -62,6 +62,8 @@ pub enum ForwardedAction {
     },
     /// A `chat.abort`.
     Abort { message_id: Option<String> },
+    /// A `chat.delete`.
+    Delete,
 }
 
 impl InboxMessage {

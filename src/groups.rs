@@ -31,6 +31,8 @@ pub enum GroupAction {
     Join,
     History,
     Abort,
+    /// `chat.delete` of a group's thread.
+    Delete,
 }
 
 impl GroupAction {
@@ -40,6 +42,7 @@ impl GroupAction {
             GroupAction::Join => "join",
             GroupAction::History => "history",
             GroupAction::Abort => "abort",
+            GroupAction::Delete => "delete",
         }
     }
 }

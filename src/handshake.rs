@@ -112,6 +112,7 @@ pub(crate) async fn websocket_handshake(
         fragments: state.fragments.clone(),
         user_connection,
         media: state.media.clone(),
+        conversations: state.conversations.clone(),
     });
     let codec = Codec::new().max_size(max_bytes);
     Ok(response.streaming(ws::WebsocketContext::with_codec(actor, inbound, codec)))

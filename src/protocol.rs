@@ -55,6 +55,9 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 const MAX_HISTORY_LIMIT: usize = 1000;
 /// Most uploads one `chat.send` may carry (`mediaIds`).
 pub const MAX_MEDIA_IDS: usize = 16;
+/// Default and largest `limit` of a `chat.threads` request.
+pub const DEFAULT_THREADS_LIMIT: usize = 50;
+const MAX_THREADS_LIMIT: usize = 1000;
 
 /// Defines [`ErrorCode`] from one list: each variant with its wire word, and `ALL`.
 macro_rules! error_codes {
@@ -203,7 +206,8 @@ pub struct ToolResult {
     pub content: String,
 }
 
-/// What kind of turn a queued turn is (client-side tools, SPEC §10).
+/// What kind of turn a queued turn is (client-side tools, SPEC §10; regeneration,
+/// SPEC §11).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ToolTurn {
@@ -214,6 +218,41 @@ pub enum ToolTurn {
     Result(ToolResult),
     /// The model's continuation, given every result.
     Continuation(Vec<ToolResult>),
+    /// A `chat.regenerate`: the last user message again, its new answer superseding
+    /// the last one; names the message the client meant (else the last answered).
+    Regenerate(Option<String>),
+}
+
+/// `chat.threads`: the caller's conversations, or a group's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThreadsRequest {
+    pub group_id: Option<String>,
+    pub limit: Option<usize>,
+    /// Honoured only on unauthenticated connections, as in `chat.send`.
+    pub sender_id: Option<String>,
+}
+
+/// `chat.title`: names a conversation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TitleRequest {
+    pub title: String,
+    #[serde(flatten)]
+    pub session: SessionSelector,
+}
+
+/// `chat.regenerate`: the last turn again, as a new turn.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegenerateRequest {
+    /// The answered message to regenerate; it must be the last (default: the last).
+    pub message_id: Option<String>,
+    /// The new turn's own id (a retry with the same id gets its answer, not a third
+    /// one); else one is made up.
+    pub new_message_id: Option<String>,
+    #[serde(flatten)]
+    pub session: SessionSelector,
 }
 
 /// A decoded, validated client message.
@@ -225,6 +264,11 @@ pub enum Inbound {
     History(HistoryRequest),
     Join(JoinRequest),
     Leave(SessionSelector),
+    Threads(ThreadsRequest),
+    Title(TitleRequest),
+    Regenerate(RegenerateRequest),
+    /// `chat.delete` of a thread (`threadId` required).
+    Delete(SessionSelector),
     Ping,
 }
 
@@ -281,12 +325,16 @@ pub fn decode(bytes: &[u8]) -> Result<Inbound, DecodeError> {
         "chat.history" => Inbound::History(fields(object).map_err(&fail)?),
         "chat.join" => Inbound::Join(fields(object).map_err(&fail)?),
         "chat.leave" => Inbound::Leave(fields(object).map_err(&fail)?),
+        "chat.threads" => Inbound::Threads(fields(object).map_err(&fail)?),
+        "chat.title" => Inbound::Title(fields(object).map_err(&fail)?),
+        "chat.regenerate" => Inbound::Regenerate(fields(object).map_err(&fail)?),
+        "chat.delete" => Inbound::Delete(fields(object).map_err(&fail)?),
         "ping" => Inbound::Ping,
         other => {
             let shown: String = other.chars().take(64).collect();
             return Err(DecodeError::new(
                 ErrorCode::UnsupportedType,
-                format!("unsupported message type `{shown}` (expected chat.send, chat.toolResult, chat.abort, chat.history, chat.join, chat.leave or ping)"),
+                format!("unsupported message type `{shown}` (expected chat.send, chat.toolResult, chat.abort, chat.history, chat.join, chat.leave, chat.threads, chat.title, chat.regenerate, chat.delete or ping)"),
                 message_id,
             ));
         }
@@ -331,6 +379,31 @@ fn validate(inbound: &Inbound) -> Result<(), String> {
         }
         Inbound::Join(join) => validate_selector(&join.session),
         Inbound::Leave(selector) => validate_selector(selector),
+        Inbound::Threads(threads) => {
+            if threads.limit.is_some_and(|limit| limit == 0 || limit > MAX_THREADS_LIMIT) {
+                return Err(format!("field `limit` must be between 1 and {MAX_THREADS_LIMIT}"));
+            }
+            check_id("groupId", threads.group_id.as_deref())?;
+            check_id("senderId", threads.sender_id.as_deref())
+        }
+        Inbound::Title(title) => {
+            if crate::conversations::clean_title(&title.title).is_none() {
+                let most = crate::conversations::MAX_TITLE_CHARS;
+                return Err(format!("field `title` must be 1 to {most} characters"));
+            }
+            validate_selector(&title.session)
+        }
+        Inbound::Regenerate(regenerate) => {
+            check_id("messageId", regenerate.message_id.as_deref())?;
+            check_id("newMessageId", regenerate.new_message_id.as_deref())?;
+            validate_selector(&regenerate.session)
+        }
+        Inbound::Delete(selector) => {
+            if selector.thread_id.is_none() {
+                return Err("field `threadId` is required: only a thread can be deleted".into());
+            }
+            validate_selector(selector)
+        }
         Inbound::Ping => Ok(()),
     }
 }
@@ -433,6 +506,10 @@ pub struct AnswerDetails {
     /// A user message's uploads (`chat.send` `mediaIds`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub media_ids: Vec<String>,
+    /// A regenerated answer: the message id of the answer it replaces (which stays in
+    /// the file, hidden from history and from what the agent sees).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<String>,
 }
 
 /// An attachment an answer carried.
@@ -565,6 +642,27 @@ pub enum Outbound<'a> {
     },
     #[serde(rename = "chat.left")]
     Left { session_key: &'a str },
+    /// The caller's (or a group's) conversations, newest first.
+    #[serde(rename = "chat.threads")]
+    Threads {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group_id: Option<&'a str>,
+        sessions: &'a [crate::conversations::ThreadSummary],
+    },
+    /// A conversation was named (`chat.title`).
+    #[serde(rename = "chat.titled")]
+    Titled {
+        #[serde(flatten)]
+        session: &'a crate::conversations::ThreadSummary,
+    },
+    /// A thread was deleted (`chat.delete`).
+    #[serde(rename = "chat.deleted")]
+    Deleted {
+        session_key: &'a str,
+        thread_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group_id: Option<&'a str>,
+    },
     #[serde(rename = "pong")]
     Pong,
 }
@@ -577,7 +675,7 @@ pub fn features(events: crate::config::Events) -> (Option<u8>, Vec<&'static str>
     }
     let kinds = [(events.reasoning, "reasoning"), (events.tool, "tool"), (events.usage, "usage")];
     let mut features: Vec<&'static str> = kinds.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect();
-    features.extend(["threads", "groups", "resume", "media"]);
+    features.extend(["threads", "groups", "resume", "conversations", "media"]);
     (Some(2), features)
 }
 

@@ -179,6 +179,15 @@ mod properties {
                 prop_assert!(is_valid_id(&result.tool_call_id));
                 prop_assert!(ids_ok(&[result.message_id.as_ref()]));
             }
+            Inbound::Threads(threads) => {
+                prop_assert!(threads.limit.is_none_or(|limit| (1..=MAX_THREADS_LIMIT).contains(&limit)));
+                prop_assert!(ids_ok(&[threads.group_id.as_ref(), threads.sender_id.as_ref()]));
+            }
+            Inbound::Title(title) => prop_assert!(crate::conversations::clean_title(&title.title).is_some()),
+            Inbound::Regenerate(regenerate) => {
+                prop_assert!(ids_ok(&[regenerate.message_id.as_ref(), regenerate.new_message_id.as_ref()]));
+            }
+            Inbound::Delete(selector) => prop_assert!(ids_ok(&[selector.thread_id.as_ref()])),
             Inbound::Join(_) | Inbound::Leave(_) | Inbound::Ping => {}
         }
         Ok(())

@@ -18,7 +18,7 @@ use actix_web::middleware::Logger;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
 use crate::actors::cluster_node::ClusterNode;
-use crate::actors::store_writer::StoreThreads;
+use crate::actors::store_writer::{ConversationIndex, StoreThreads};
 use crate::actors::stream_reader::StreamReader;
 use crate::actors::supervisor::{ClusterWiring, Supervisor, SupervisorSetup};
 use crate::agents::AgentRegistry;
@@ -26,6 +26,7 @@ use crate::auth::{AnswerCache, Authenticator};
 use crate::backend::{self, AgentBackend};
 use crate::cluster::{self, Cluster};
 use crate::config::{GroupPolicy, Settings};
+use crate::conversations::TranscriptDirs;
 use crate::error::StartError;
 use crate::groups::{self, GroupAccess};
 use crate::handshake;
@@ -35,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::openclaw_agents;
 use crate::redact;
 use crate::shutdown::{self, GracefulShutdown, SOCKET_CLOSE_SECS};
+use crate::store;
 
 /// A started service: await `server` to run it (or `serve_until_signal`);
 /// `supervisor` answers registry questions; `shutdown` stops it gracefully.
@@ -61,6 +63,8 @@ pub(crate) struct AppState {
     pub cluster: Option<Arc<Cluster>>,
     /// Uploads and the agent's attachments (`POST /media`, `GET /media/{id}`).
     pub media: Arc<MediaStore>,
+    /// Every owner's conversations (`chat.threads`, `chat.title`).
+    pub conversations: ConversationIndex,
 }
 
 /// Binds the configured address, for `main`. A failure names the address and, for
@@ -111,13 +115,15 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     let backend = backend::from_settings(&settings, media.clone());
     let wiring =
         cluster.clone().map(|cluster| ClusterWiring { reader: StreamReader::new(cluster.clone()).start(), cluster });
+    let store = StoreThreads::start(settings.store.threads);
+    let conversations = conversation_index(&settings, &store, cluster.as_ref());
     let supervisor = Supervisor::new(SupervisorSetup {
         settings: settings.clone(),
         backend: backend.clone(),
         agents,
         unconfirmed: written_back,
         home: settings.home.clone(),
-        store: StoreThreads::start(settings.store.threads),
+        conversations: conversations.clone(),
         metrics: metrics.clone(),
         cluster: wiring,
         media: media.clone(),
@@ -151,6 +157,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         fragments: ByteBudget::new(settings.limits.max_pending_fragment_bytes),
         cluster,
         media,
+        conversations,
     });
     let server = HttpServer::new(move || {
         let enabled = state.settings.channels.websocket.enabled;
@@ -198,6 +205,20 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         grace: Duration::from_millis(settings.limits.shutdown_grace_ms),
     };
     Ok(RunningServer { server, supervisor, local_addr, shutdown })
+}
+
+/// The conversation indexes: files on the store threads alone, Redis in a cluster.
+fn conversation_index(settings: &Settings, store: &StoreThreads, cluster: Option<&Arc<Cluster>>) -> ConversationIndex {
+    match cluster {
+        Some(cluster) => ConversationIndex::Redis { cluster: cluster.clone() },
+        None => {
+            let dirs = TranscriptDirs {
+                store_dir: settings.store.dir.clone(),
+                default_agent_dir: store::default_agent_dir(&settings.store.dir, &settings.agent.id),
+            };
+            ConversationIndex::local(store.clone(), dirs)
+        }
+    }
 }
 
 /// Cluster mode (a Redis URL set): the handle to Redis, not connected yet (a node

@@ -8,7 +8,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use crate::protocol::{Role, TranscriptEntry};
+use crate::protocol::{ErrorCode, Role, TranscriptEntry};
 use crate::transcript::Tail;
 
 /// A session's memory of its transcript.
@@ -40,15 +40,51 @@ impl SessionMemory {
         memory
     }
 
-    /// Records a turn just stored.
+    /// Records a turn just stored (a regenerated answer takes the place of the one it
+    /// supersedes).
     pub fn remember(&mut self, entries: Vec<TranscriptEntry>) {
         for entry in entries {
             if entry.role == Role::Assistant {
                 self.answered.insert(Arc::from(entry.message_id.as_str()));
             }
+            if let Some(replaced) = &entry.answer.supersedes {
+                self.recent.retain(|kept| kept.role != Role::Assistant || kept.message_id != *replaced);
+            }
             self.recent.push_back(entry);
         }
         self.trim();
+    }
+
+    /// What regenerating the last answer runs again (`chat.regenerate`): `requested`,
+    /// when given, must name the last answer or the user message it answers.
+    pub fn regeneration(&self, requested: Option<&str>) -> Result<Regeneration, Refusal> {
+        let position = self
+            .recent
+            .iter()
+            .rposition(|entry| entry.role == Role::Assistant)
+            .ok_or((ErrorCode::NotFound, "this conversation has no answer to regenerate"))?;
+        let answer = &self.recent[position];
+        let asked = self.recent.range(..position).next_back().filter(|entry| entry.role == Role::User).ok_or((
+            ErrorCode::InvalidMessage,
+            "the last answer follows tool results; only an answer to a user message can be regenerated",
+        ))?;
+        if requested.is_some_and(|id| id != answer.message_id && id != asked.message_id) {
+            return Err((ErrorCode::InvalidMessage, "only the last turn can be regenerated"));
+        }
+        Ok(Regeneration { asked: asked.clone(), replaces: answer.message_id.clone() })
+    }
+
+    /// The last `count` entries before the last user message (what the agent sees of
+    /// the conversation when that message is regenerated).
+    pub fn before_last_message(&self, count: usize) -> Vec<TranscriptEntry> {
+        let end = self.recent.iter().rposition(|entry| entry.role == Role::User).unwrap_or(self.recent.len());
+        let start = end.saturating_sub(count);
+        self.recent.range(start..end).cloned().collect()
+    }
+
+    /// Whether nothing of the conversation is known (no entry in memory or on disk).
+    pub fn is_empty(&self) -> bool {
+        self.recent.is_empty() && !self.more_on_disk
     }
 
     fn trim(&mut self) {
@@ -86,6 +122,18 @@ impl SessionMemory {
         let start = self.recent.len().saturating_sub(count);
         self.recent.range(start..).cloned().collect()
     }
+}
+
+/// Why a regeneration cannot run: the code and sentence of its `chat.error`.
+pub type Refusal = (ErrorCode, &'static str);
+
+/// The last turn, to be run again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Regeneration {
+    /// The user message answered.
+    pub asked: TranscriptEntry,
+    /// The answer the new one supersedes.
+    pub replaces: String,
 }
 
 /// The last `capacity` ids inserted, as a set: the oldest go first.

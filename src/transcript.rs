@@ -8,12 +8,15 @@
 //!   last line left by a crash). Every other read ([`read_tail`], [`find_answer`]) is
 //!   read-only and skips what it cannot parse.
 //! - Reads go backwards from the end of the file and stop when they have what they need.
+//! - A regenerated answer supersedes the one before it (`supersedes`, SPEC §11): the old
+//!   line stays in the file; reads for history and memory leave it out ([`Superseded`]).
 //!
 //! All operations on one session's file are ordered by the caller: the session's own
 //! `StoreWriter` thread (`actors/store_writer.rs`) runs them one at a time. Every
 //! function here blocks.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -108,13 +111,16 @@ fn open_for_append(path: &Path) -> Result<File, StoreError> {
 /// answers. A missing file is an empty transcript.
 pub fn load_tail(path: &Path, keep: usize, answers: usize) -> Result<Tail, StoreError> {
     let mut tail = Tail::default();
+    let mut superseded = Superseded::default();
     let torn = walk_back(path, |line| {
         if tail.recent.len() < keep {
             if let Some(entry) = parse_entry(path, line) {
                 if entry.role == Role::Assistant && tail.answered.len() < answers {
                     tail.answered.push(entry.message_id.clone());
                 }
-                tail.recent.push(entry);
+                if !superseded.hides(&entry) {
+                    tail.recent.push(entry);
+                }
             }
             return true;
         }
@@ -138,15 +144,40 @@ pub fn load_tail(path: &Path, keep: usize, answers: usize) -> Result<Tail, Store
     Ok(tail)
 }
 
-/// The last `limit` entries, oldest first. Read-only.
+/// The last `limit` entries (superseded answers left out), oldest first. Read-only.
 pub fn read_tail(path: &Path, limit: usize) -> Result<Vec<TranscriptEntry>, StoreError> {
     let mut entries = Vec::new();
+    let mut superseded = Superseded::default();
     walk_back(path, |line| {
-        entries.extend(parse_entry(path, line));
+        entries.extend(parse_entry(path, line).filter(|entry| !superseded.hides(entry)));
         entries.len() < limit
     })?;
     entries.reverse();
     Ok(entries)
+}
+
+/// The answers superseded by regenerated ones met so far, reading backwards (a
+/// regenerated answer always comes after the one it replaces).
+#[derive(Default)]
+pub struct Superseded(HashSet<String>);
+
+impl Superseded {
+    /// Whether `entry`, read backwards after every later entry, is a superseded answer.
+    pub fn hides(&mut self, entry: &TranscriptEntry) -> bool {
+        let hidden = entry.role == Role::Assistant && self.0.contains(&entry.message_id);
+        if let Some(replaced) = &entry.answer.supersedes {
+            self.0.insert(replaced.clone());
+        }
+        hidden
+    }
+}
+
+/// `entries` (oldest first) without the answers superseded by later ones.
+pub fn visible(entries: Vec<TranscriptEntry>) -> Vec<TranscriptEntry> {
+    let mut superseded = Superseded::default();
+    let mut kept: Vec<TranscriptEntry> = entries.into_iter().rev().filter(|entry| !superseded.hides(entry)).collect();
+    kept.reverse();
+    kept
 }
 
 /// The stored answer to `message_id`, searched from the end. Read-only.

@@ -129,3 +129,29 @@ fn a_damaged_line_longer_than_any_turn_is_skipped_not_held() {
     assert_eq!(tail.recent.len(), 4, "a torn tail of any length is cut");
     assert_eq!(fs::read(&path).unwrap().last(), Some(&b'\n'));
 }
+
+#[test]
+fn reads_leave_out_superseded_answers_but_the_file_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    append(&path, &turn("m1", "first")).unwrap();
+    let mut again = entry(Role::Assistant, "second try", "r1");
+    again.answer.supersedes = Some("m1".into());
+    append(&path, &[again.clone()]).unwrap();
+    let mut third = entry(Role::Assistant, "third try", "r2");
+    third.answer.supersedes = Some("r1".into());
+    append(&path, &[third]).unwrap();
+
+    assert_eq!(contents(&read_tail(&path, 10).unwrap()), ["first", "third try"]);
+    assert_eq!(contents(&read_tail(&path, 1).unwrap()), ["third try"]);
+    let tail = load_tail(&path, 10, 10).unwrap();
+    assert_eq!(contents(&tail.recent), ["first", "third try"]);
+    assert_eq!(tail.answered, ["m1", "r1", "r2"], "every answered id stays answered");
+    assert_eq!(find_answer(&path, "m1").unwrap().map(|e| e.content), Some("re: first".into()));
+    let everything = std::fs::read_to_string(&path).unwrap();
+    assert!(everything.contains("second try") && everything.contains("re: first"), "the file keeps them");
+    assert_eq!(
+        contents(&visible(vec![entry(Role::User, "q", "m1"), entry(Role::Assistant, "a", "m1"), again])),
+        ["q", "second try"]
+    );
+}

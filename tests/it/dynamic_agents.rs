@@ -66,9 +66,12 @@ async fn a_new_user_gets_an_agent_with_dirs_and_profile_where_the_templates_say(
     assert!(root.path().join("workspaces/ws-alice").is_dir());
     let profile = std::fs::read_to_string(agent_dir.join("user-profile.md")).expect("user-profile.md");
     assert!(profile.contains("- username: Alice") && profile.contains("- plan: pro"), "{profile}");
-    let sessions: Vec<PathBuf> =
-        std::fs::read_dir(agent_dir.join("sessions")).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(sessions.len(), 1, "the transcript lives in the agent's dir");
+    let transcripts: Vec<PathBuf> = std::fs::read_dir(agent_dir.join("sessions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "jsonl"))
+        .collect();
+    assert_eq!(transcripts.len(), 1, "the transcript lives in the agent's dir");
     assert_eq!(registry(store.path())["agents"]["alice"]["agentId"], "ws-alice");
 
     let (mut member, _) = WsClient::connect_welcomed(&server.ws_url("token=t-alice")).await;

@@ -13,6 +13,7 @@ mod cluster;
 mod cluster_failures;
 mod cluster_shared;
 mod config_mistakes;
+mod conversations;
 mod dynamic_agents;
 mod failures;
 mod foundation;
