@@ -480,6 +480,7 @@ impl SessionActor {
             match deleted {
                 Ok(()) => {
                     log::info!("session {} deleted", session.setup.key);
+                    session.delete_media();
                     let answers = session.setup.settings.store.idempotency_window;
                     session.memory = SessionMemory::new(session.memory_window(), answers);
                     let target = &session.setup.target;
@@ -690,6 +691,18 @@ impl SessionActor {
         actix::spawn(async move {
             if let Err(error) = media.attach(&ids, &key, group.as_deref()).await {
                 log::error!("session {key}: its media {ids:?} not recorded: {error}");
+            }
+        });
+    }
+
+    /// Deletes the media sent or produced in this (deleted) session, off this thread:
+    /// those no other session holds go, bytes and metadata (SPEC §12). A failure is
+    /// logged; the media then stay until their owner's other sessions go.
+    fn delete_media(&self) {
+        let (media, key) = (self.setup.media.clone(), self.setup.key.clone());
+        actix::spawn(async move {
+            if let Err(error) = media.delete_for_session(&key).await {
+                log::error!("session {key}: its media were not deleted with it: {error}");
             }
         });
     }
@@ -1032,6 +1045,7 @@ fn ask_again(turn: &mut Turn, asked: TranscriptEntry, target: &SessionTarget) {
     turn.identity.sender_id = asked.sender_id;
     turn.identity.sender_name = asked.sender_name;
     turn.message.content = asked.content;
+    turn.message.media_ids = asked.answer.media_ids;
     turn.message.thread_id.clone_from(&target.thread_id);
     if let Chat::Group(group) = &target.chat {
         turn.message.group_id = Some(group.clone());

@@ -495,6 +495,45 @@ async fn with_a_public_base_url_the_agent_gets_a_signed_link_that_works_without_
     assert_refused(&get(server.addr, &tampered, &[]).await, 401, "token_required");
 }
 
+#[actix_rt::test]
+async fn deleting_a_thread_deletes_its_media_and_regenerating_shows_the_agent_its_images_again() {
+    let agent = agent_saying("seen");
+    let server = openai_server(&agent, &[]);
+    let (in_t1, in_t2) = (
+        uploaded(server.addr, "alice", "image/png", PNG).await,
+        uploaded(server.addr, "alice", "text/plain", b"kept").await,
+    );
+    let mut alice = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+    for (message_id, thread, id) in [("m1", "t1", &in_t1), ("m2", "t2", &in_t2)] {
+        alice
+            .send_json(json!({"type": "chat.send", "messageId": message_id, "content": "look", "threadId": thread,
+                "mediaIds": [id]}))
+            .await;
+        assert_eq!(last(&alice.turn(message_id).await)["type"], "chat.response");
+    }
+
+    alice.send_json(json!({"type": "chat.regenerate", "threadId": "t1", "newMessageId": "r1"})).await;
+    assert_eq!(last(&alice.turn("r1").await)["type"], "chat.response");
+    let calls = agent.requests();
+    let again = user_message(calls.last().unwrap());
+    assert_eq!(again["content"][1]["type"], "image_url", "the regenerated turn has its image: {again}");
+
+    alice.send_json(json!({"type": "chat.delete", "threadId": "t1"})).await;
+    loop {
+        if alice.recv().await["type"] == "chat.deleted" {
+            break;
+        }
+    }
+    let addr = server.addr;
+    let path = format!("/media/{in_t1}?senderId=alice");
+    eventually("the deleted thread's upload is gone", || {
+        let path = path.clone();
+        async move { get(addr, &path, &[]).await.status == 404 }
+    })
+    .await;
+    assert_eq!(get(addr, &format!("/media/{in_t2}?senderId=alice"), &[]).await.status, 200, "t2's stays");
+}
+
 // ---- two nodes on one Redis ----
 
 #[actix_rt::test]
