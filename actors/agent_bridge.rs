@@ -221,7 +221,7 @@ impl AgentBridge {
                 AnswerPiece::Text(text) | AnswerPiece::Reasoning(text) => text.len(),
                 AnswerPiece::ToolCall { arguments, name, .. } => arguments.len() + name.as_ref().map_or(0, String::len),
                 AnswerPiece::Media { url, .. } => url.len(),
-                AnswerPiece::Usage(_) | AnswerPiece::Finish(_) => 0,
+                AnswerPiece::Usage(_) | AnswerPiece::Finish(_) | AnswerPiece::StoreMedia { .. } => 0,
             })
             .sum();
         self.answer.bytes() + more <= self.max_answer_bytes
@@ -262,10 +262,11 @@ impl AgentBridge {
                     self.answer.push_tool_fragment(index, id, name, &arguments)
                 }
                 AnswerPiece::Usage(usage) => self.answer.set_usage(usage),
-                AnswerPiece::Media { url, media_type, name } => {
+                AnswerPiece::Media { url, media_type, name, media_id } => {
                     self.flush_cumulative(&mut frames, &mut cumulative_due);
                     let frame = Outbound::Media {
                         message_id: &self.message_id,
+                        media_id: media_id.as_deref(),
                         url: &url,
                         media_type: media_type.as_deref(),
                         name: name.as_deref(),
@@ -274,8 +275,10 @@ impl AgentBridge {
                     .to_frame();
                     self.answer.push_frame(frame.clone());
                     frames.push(frame);
-                    self.answer.push_attachment(Attachment { url, media_type, name });
+                    self.answer.push_attachment(Attachment { media_id, url, media_type, name });
                 }
+                // Stored by the backend's stream before it gets here (`attachments::stored`).
+                AnswerPiece::StoreMedia { .. } => log::debug!("an attachment that was never stored; dropped"),
                 AnswerPiece::Finish(reason) => {
                     self.flush_cumulative(&mut frames, &mut cumulative_due);
                     self.answer.set_finish_reason(reason);

@@ -35,6 +35,7 @@ use crate::frame_guard::OversizeSignal;
 use crate::groups::{GroupAccess, GroupAction, Verdict as GroupVerdict};
 use crate::identity::{Chat, ConnectionId, Identity, SessionTarget};
 use crate::limits::{ByteBudget, ConnectionSlot, RateLimiter, UserConnection, Verdict};
+use crate::media::{MediaStore, OwnedError};
 use crate::metrics::{LimitHit, Metrics};
 use crate::protocol::{
     self, Disconnect, ErrorCode, Frame, Inbound, Outbound, RegenerateRequest, SessionSelector, ThreadsRequest,
@@ -80,6 +81,8 @@ pub struct ConnectionActor {
     outbound: Arc<ByteBudget>,
     /// This connection's place under `limits.perUser.maxConnections`.
     _user_connection: UserConnection,
+    /// Where a `chat.send`'s `mediaIds` are checked to be the sender's.
+    media: Arc<MediaStore>,
     /// Last time the peer showed it is alive (any frame, or a pong).
     last_heartbeat: Instant,
     opened_at: Instant,
@@ -118,6 +121,8 @@ pub struct ConnectionSetup {
     pub fragments: Arc<ByteBudget>,
     /// Its place under `limits.perUser.maxConnections`.
     pub user_connection: UserConnection,
+    /// Uploads (`mediaIds` are checked against it).
+    pub media: Arc<MediaStore>,
     /// Where `chat.threads` and `chat.title` are answered from.
     pub conversations: ConversationIndex,
 }
@@ -139,6 +144,7 @@ impl ConnectionActor {
             fragments: setup.fragments,
             outbound,
             _user_connection: setup.user_connection,
+            media: setup.media,
             last_heartbeat: now,
             opened_at: now,
             metrics: setup.metrics,
@@ -573,12 +579,53 @@ impl ConnectionActor {
         if !self.has_room_for(&target, refusal_id.as_deref(), ctx) {
             return;
         }
-        let user = turn.identity.clone();
-        self.gated(&user, target, GroupAction::Send, refusal_id, ctx, move |actor, target, ctx| {
-            actor.subscribed.insert(target.clone());
-            let from = actor.own_handle(ctx);
-            actor.route(target, SessionCommand::Submit { from, turn: Box::new(turn) });
-        });
+        let (user, media_ids) = (turn.identity.clone(), turn.message.media_ids.clone());
+        let owner = turn.identity.sender_id.clone();
+        let media_refusal_id = refusal_id.clone();
+        let send = move |actor: &mut Self, ctx: &mut ws::WebsocketContext<Self>| {
+            actor.gated(&user, target, GroupAction::Send, refusal_id, ctx, move |actor, target, ctx| {
+                actor.subscribed.insert(target.clone());
+                let from = actor.own_handle(ctx);
+                actor.route(target, SessionCommand::Submit { from, turn: Box::new(turn) });
+            });
+        };
+        match media_ids.is_empty() {
+            true => send(self, ctx),
+            false => self.check_media_then(media_ids, owner, media_refusal_id, ctx, send),
+        }
+    }
+
+    /// Runs `then` once every one of `ids` is an upload of `owner`'s (read from the
+    /// media index: this connection's next messages wait meanwhile, as for a group
+    /// verdict); else answers `media_forbidden`, the same for an unknown id as for
+    /// someone else's (ids are not confirmed to outsiders).
+    fn check_media_then(
+        &mut self,
+        ids: Vec<String>,
+        owner: String,
+        message_id: Option<String>,
+        ctx: &mut ws::WebsocketContext<Self>,
+        then: impl FnOnce(&mut Self, &mut ws::WebsocketContext<Self>) + 'static,
+    ) {
+        let media = self.media.clone();
+        self.awaiting_verdict = true;
+        let check = async move { media.owned_by(&ids, &owner).await };
+        ctx.spawn(check.into_actor(self).map(move |checked, actor, ctx| {
+            actor.awaiting_verdict = false;
+            match checked {
+                Ok(_) => then(actor, ctx),
+                Err(OwnedError::NotOwned(id)) => {
+                    let text = format!("mediaIds: {id:?} is not an upload of this sender's (POST /media)");
+                    actor.refuse(ctx, ErrorCode::MediaForbidden, &text, message_id.as_deref());
+                }
+                Err(OwnedError::Store(error)) => {
+                    log::error!("connection {}: the media index could not be read: {error}", actor.id);
+                    let text = "the media of this message could not be checked; try again later";
+                    actor.refuse(ctx, ErrorCode::Internal, text, message_id.as_deref());
+                }
+            }
+            actor.release_held(ctx);
+        }));
     }
 
     /// A `chat.toolResult` goes to its session like a `chat.send` (same identity, group

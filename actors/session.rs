@@ -37,6 +37,7 @@ use crate::backend::{AgentBackend, TurnRequest};
 use crate::config::{Events, Settings};
 use crate::conversations::{self, TurnRecord};
 use crate::identity::{Chat, ConnectionId, Identity, SessionKey, SessionTarget, UserToken};
+use crate::media::MediaStore;
 use crate::metrics::{Metrics, TurnOutcome};
 use crate::protocol::{
     self, AnswerDetails, ErrorCode, Frame, Outbound, Role, SendMessage, ToolResult, ToolTurn, TranscriptEntry,
@@ -167,6 +168,8 @@ pub struct SessionSetup {
     pub metrics: Arc<Metrics>,
     /// Cluster mode: how to reach Redis, the stream reader and the owner.
     pub cluster: Option<ClusterLink>,
+    /// Uploads: those a turn carries are recorded as this session's.
+    pub media: Arc<MediaStore>,
 }
 
 /// The turn being answered.
@@ -364,6 +367,7 @@ impl SessionActor {
         if self.setup.target.is_group() && turn.tools == ToolTurn::Message {
             self.relay_group_message(&turn, ctx);
         }
+        self.attach_media(&turn);
         self.queue.push_back(turn);
         self.start_next_turn(ctx);
     }
@@ -514,6 +518,7 @@ impl SessionActor {
             match deleted {
                 Ok(()) => {
                     log::info!("session {} deleted", session.setup.key);
+                    session.delete_media();
                     let answers = session.setup.settings.store.idempotency_window;
                     session.memory = SessionMemory::new(session.memory_window(), answers);
                     let target = &session.setup.target;
@@ -700,6 +705,7 @@ impl SessionActor {
             thread_id: message.thread_id.as_deref(),
             reply_to_message_id: message.reply_to_message_id.as_deref(),
             reply_to_body: message.reply_to_body.as_deref(),
+            media_ids: &message.media_ids,
         }
         .to_frame();
         self.broadcast_except(&frame, &turn.origin, ctx);
@@ -712,6 +718,41 @@ impl SessionActor {
         self.publish_except(frame, except);
         if !dropped.is_empty() {
             self.unsubscribe(&dropped, ctx);
+        }
+    }
+
+    /// Records a taken turn's uploads as this session's (its group's members may read
+    /// them; they go when it is deleted), off this thread; a failure is logged.
+    fn attach_media(&self, turn: &Turn) {
+        if turn.message.media_ids.is_empty() {
+            return;
+        }
+        let (media, ids, key) = (self.setup.media.clone(), turn.message.media_ids.clone(), self.setup.key.clone());
+        let group = self.group_id().map(String::from);
+        actix::spawn(async move {
+            if let Err(error) = media.attach(&ids, &key, group.as_deref()).await {
+                log::error!("session {key}: its media {ids:?} not recorded: {error}");
+            }
+        });
+    }
+
+    /// Deletes the media sent or produced in this (deleted) session, off this thread:
+    /// those no other session holds go, bytes and metadata (SPEC §12). A failure is
+    /// logged; the media then stay until their owner's other sessions go.
+    fn delete_media(&self) {
+        let (media, key) = (self.setup.media.clone(), self.setup.key.clone());
+        actix::spawn(async move {
+            if let Err(error) = media.delete_for_session(&key).await {
+                log::error!("session {key}: its media were not deleted with it: {error}");
+            }
+        });
+    }
+
+    /// The group this session is of, if it is a group's.
+    fn group_id(&self) -> Option<&str> {
+        match &self.setup.target.chat {
+            Chat::Group(group) => Some(group),
+            Chat::Direct(_) => None,
         }
     }
 
@@ -789,6 +830,9 @@ impl SessionActor {
             history: self.history_for_backend(turn),
             system_prompt: self.system_prompt.clone(),
             confirm_agent_for: self.setup.confirm_new_agent.filter(|_| self.turns_started == 1),
+            media_ids: turn.message.media_ids.clone(),
+            owner: turn.identity.sender_id.clone(),
+            group_id: self.group_id().map(String::from),
         }
     }
 
@@ -870,7 +914,11 @@ impl SessionActor {
             sender_id: turn.identity.sender_id.clone(),
             sender_name: turn.identity.sender_name.clone(),
             ts,
-            answer: AnswerDetails { tool_call_id: tool_call_id.map(String::from), ..AnswerDetails::default() },
+            answer: AnswerDetails {
+                tool_call_id: tool_call_id.map(String::from),
+                media_ids: if role == Role::User { turn.message.media_ids.clone() } else { Vec::new() },
+                ..AnswerDetails::default()
+            },
         };
         match &turn.tools {
             ToolTurn::Continuation(results) => {
@@ -1043,6 +1091,7 @@ impl SessionActor {
 /// by the one who asked it (only they may regenerate it), in this conversation.
 fn ask_again(turn: &mut Turn, asked: TranscriptEntry, target: &SessionTarget) {
     turn.message.content = asked.content;
+    turn.message.media_ids = asked.answer.media_ids;
     turn.message.thread_id.clone_from(&target.thread_id);
     if let Chat::Group(group) = &target.chat {
         turn.message.group_id = Some(group.clone());
@@ -1060,6 +1109,7 @@ fn shown_details(details: &AnswerDetails, events: Events) -> AnswerDetails {
         usage: details.usage.filter(|_| events.usage),
         tool_call_id: None,
         attachments: if events.any() { details.attachments.clone() } else { Vec::new() },
+        media_ids: Vec::new(),
         // Not an event kind: only a client that regenerated meets it (SPEC §11).
         supersedes: details.supersedes.clone(),
     }

@@ -76,6 +76,7 @@ async fn a_session_runs_a_turn_for_a_test_subscriber_without_a_socket() {
     let target = SessionTarget { chat: Chat::Direct("u1".into()), thread_id: None };
     let key = target.key("main");
     let transcript_path = store::transcript_path(store.path(), &key);
+    let media = crate::media::MediaStore::new(&settings, None).unwrap();
     let conversations = ConversationIndex::local(StoreThreads::start(1), store.path().into());
     let session = SessionActor::new(SessionSetup {
         store: conversations.transcript_store(&key, &target, store.path()),
@@ -86,7 +87,8 @@ async fn a_session_runs_a_turn_for_a_test_subscriber_without_a_socket() {
         target,
         workspace: None,
         confirm_new_agent: None,
-        backend: crate::backend::from_settings(&settings),
+        backend: crate::backend::from_settings(&settings, media.clone()),
+        media,
         settings,
         idle: Idle.start().recipient(),
         metrics: Arc::new(Metrics::new()),

@@ -38,6 +38,7 @@ use crate::backend::AgentBackend;
 use crate::cluster::{AgentReservation, Cluster};
 use crate::config::{AgentKind, Settings};
 use crate::identity::{Chat, ConnectionId, SessionKey, SessionTarget, GUEST_PREFIX};
+use crate::media::MediaStore;
 use crate::metrics::Metrics;
 use crate::openclaw_agents;
 use crate::protocol::{Disconnect, ErrorCode, Outbound, ToolTurn};
@@ -174,6 +175,8 @@ pub struct SupervisorSetup {
     pub metrics: Arc<Metrics>,
     /// Cluster mode: Redis and the stream reader; `None` alone.
     pub cluster: Option<ClusterWiring>,
+    /// Uploads and attachments, for the sessions.
+    pub media: Arc<MediaStore>,
 }
 
 /// The registries.
@@ -188,6 +191,7 @@ pub struct Supervisor {
     conversations: ConversationIndex,
     metrics: Arc<Metrics>,
     cluster: Option<ClusterWiring>,
+    media: Arc<MediaStore>,
     /// Set by `ShutDown`: every new turn is answered `shutting_down`.
     shutting_down: bool,
 }
@@ -206,6 +210,7 @@ impl Supervisor {
             conversations: setup.conversations,
             metrics: setup.metrics,
             cluster: setup.cluster,
+            media: setup.media,
             shutting_down: false,
         }
     }
@@ -291,6 +296,7 @@ impl Supervisor {
                     backend: self.backend.clone(),
                     idle: ctx.address().recipient(),
                     metrics: self.metrics.clone(),
+                    media: self.media.clone(),
                 };
                 let address = SessionActor::start_in_arbiter(&route.arbiter, move |_| SessionActor::new(setup));
                 self.metrics.sessions_active.inc();

@@ -133,6 +133,7 @@ impl TurnAnswer {
             usage: self.usage,
             tool_call_id: None,
             attachments: self.attachments,
+            media_ids: Vec::new(),
             supersedes: None,
         };
         FinishedAnswer { text: self.text, details }

@@ -98,8 +98,9 @@ impl AuthError {
         }
     }
 
-    /// Whether the auth service, not the client, is at fault: worth a warning.
-    fn is_service_fault(&self) -> bool {
+    /// Whether the auth service, not the client, is at fault: worth a warning (and,
+    /// on an HTTP route, a 503 rather than a 401).
+    pub fn is_service_fault(&self) -> bool {
         matches!(self, AuthError::Timeout(_) | AuthError::ServiceUnavailable(_) | AuthError::BadResponse(_))
     }
 }

@@ -6,7 +6,9 @@
 //! no Redis) and a cluster variant holding the type from this file. `server.rs`
 //! chooses the variant once, from its `Option<Arc<Cluster>>`; callers never match on
 //! it. So far: `auth::AnswerCache` (→ [`SharedAnswers`]) and
-//! `limits::UserConnections` (→ [`ClusterUserConnections`]). Adding a kind of shared
+//! `limits::UserConnections` (→ [`ClusterUserConnections`]); the media index is the
+//! same shape in its own module (`media::Index`, its Redis side `media/shared.rs`,
+//! beside the rest of the media code). Adding a kind of shared
 //! state is one small change of the same shape: its Redis calls here (a struct
 //! holding the `Arc<Cluster>`), one variant on its callers' type, and one
 //! `match cluster` where `server.rs` builds it.

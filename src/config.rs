@@ -206,11 +206,34 @@ pub struct DynamicAgentSettings {
     pub max_agents: u32,
 }
 
-/// `channels.websocket.media.*`.
+/// `channels.websocket.media.*`: local media paths, uploads and attachments (SPEC §12).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MediaSettings {
+    /// Local directories a `mediaPath` (or an agent's `MEDIA:` file) may be in.
     pub roots: Vec<PathBuf>,
+    /// Where uploads live; empty: `{store.dir}/media` (in a cluster, a directory every
+    /// node shares).
+    pub dir: String,
+    /// Largest upload (and attachment copied into the store), bytes.
+    pub max_bytes: u64,
+    /// The media types `POST /media` takes (`type/subtype`, or `type/*`).
+    pub allowed_types: Vec<String>,
+    /// Bytes of media one user may hold; 0 = no limit.
+    pub per_user_bytes: u64,
+    /// An URL base the agent can reach this server at: images go to it as signed
+    /// links instead of `data:` URLs. Empty: `data:` URLs.
+    pub public_base_url: String,
+}
+
+impl MediaSettings {
+    /// Where uploads live: `dir`, or `{store_dir}/media`.
+    pub fn directory(&self, store_dir: &Path) -> PathBuf {
+        match self.dir.trim() {
+            "" => store_dir.join("media"),
+            dir => PathBuf::from(dir),
+        }
+    }
 }
 
 /// Which agent backend answers.
@@ -444,6 +467,18 @@ impl Settings {
         if self.agent.kind != AgentKind::Echo {
             check_url("agent.url", &self.agent.url, "")?;
         }
+        let media = &websocket.media;
+        if !media.public_base_url.is_empty() {
+            check_url("channels.websocket.media.publicBaseUrl", &media.public_base_url, " (or empty)")?;
+        }
+        if let Some(bad) = media.allowed_types.iter().find(|kind| !crate::media::kinds::is_type_pattern(kind)) {
+            return invalid(
+                "channels.websocket.media.allowedTypes",
+                &format!(
+                    "{bad:?} is not a media type: use \"type/subtype\" or \"type/*\", lowercase (e.g. \"image/png\")"
+                ),
+            );
+        }
         if self.cluster.enabled() {
             check_redis_url(&self.cluster.redis.url)?;
         }
@@ -454,7 +489,8 @@ impl Settings {
             return invalid("cluster.leaseMs", "must be at least 100 (it is renewed every third of it)");
         }
         let limits = &self.limits;
-        let positive: [(&'static str, u64); 18] = [
+        let positive: [(&'static str, u64); 19] = [
+            ("channels.websocket.media.maxBytes", media.max_bytes),
             ("cluster.streamMaxLen", self.cluster.stream_max_len),
             ("cluster.streamTtlMs", self.cluster.stream_ttl_ms),
             ("channels.websocket.auth.timeout", websocket.auth.timeout),

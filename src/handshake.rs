@@ -22,6 +22,7 @@ use futures_util::stream;
 
 use crate::actors::connection::{ConnectionActor, ConnectionSetup};
 use crate::auth::{self, Admission, AuthError, Authenticator};
+use crate::config::Settings;
 use crate::frame_guard::FrameSizeGuard;
 use crate::groups::GroupAccess;
 use crate::identity::{ConnectionId, Identity};
@@ -83,17 +84,9 @@ pub(crate) async fn websocket_handshake(
         }
     };
     let connection_id = ConnectionId::new();
-    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
-    let identity = match authenticator.admit(&connection_id, request.query_string(), authorization).await {
-        Admission::Authenticated(user) => {
-            let mut identity = Identity::authenticated(user.user_id, user.username, user.data);
-            if state.settings.agent.forward_user_token {
-                identity.token = auth::request_token(request.query_string(), authorization);
-            }
-            identity
-        }
-        Admission::Anonymous => url_identity(&request, &connection_id, state.settings.channels.websocket.auth.enabled),
-        Admission::Refused(error) => {
+    let identity = match identify(&request, &state.settings, &authenticator, &connection_id).await {
+        Ok(identity) => identity,
+        Err(error) => {
             state.metrics.connection(ConnectionOutcome::AuthFailed);
             state.metrics.error(error.code());
             return Ok(response.streaming(refusal(&error)));
@@ -118,10 +111,36 @@ pub(crate) async fn websocket_handshake(
         oversize,
         fragments: state.fragments.clone(),
         user_connection,
+        media: state.media.clone(),
         conversations: state.conversations.clone(),
     });
     let codec = Codec::new().max_size(max_bytes);
     Ok(response.streaming(ws::WebsocketContext::with_codec(actor, inbound, codec)))
+}
+
+/// Who a request is, by the WebSocket's rules (SPEC §2, §4): the auth service's user
+/// for a good `?token=` or `Authorization: Bearer`; else, where auth allows it, the
+/// URL's `senderId` (a `guest:` one when auth is on but not required), else
+/// `connection_id`; else the refusal. The handshake and the media routes (`POST
+/// /media`, `GET /media/{id}`) take the same credentials through this one function.
+pub(crate) async fn identify(
+    request: &HttpRequest,
+    settings: &Settings,
+    authenticator: &Authenticator,
+    connection_id: &ConnectionId,
+) -> Result<Identity, AuthError> {
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    match authenticator.admit(connection_id, request.query_string(), authorization).await {
+        Admission::Authenticated(user) => {
+            let mut identity = Identity::authenticated(user.user_id, user.username, user.data);
+            if settings.agent.forward_user_token {
+                identity.token = auth::request_token(request.query_string(), authorization);
+            }
+            Ok(identity)
+        }
+        Admission::Anonymous => Ok(url_identity(request, connection_id, settings.channels.websocket.auth.enabled)),
+        Admission::Refused(error) => Err(error),
+    }
 }
 
 /// HTTP 403 for a handshake whose `Origin` header is present and not allowed; `None`

@@ -28,6 +28,7 @@ pub mod groups;
 mod handshake;
 pub mod identity;
 pub mod limits;
+pub mod media;
 pub mod metrics;
 pub mod openclaw_agents;
 pub mod origin;

@@ -53,6 +53,8 @@ pub const MAX_ID_BYTES: usize = 256;
 /// Default and largest `limit` of a `chat.history` request.
 pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 const MAX_HISTORY_LIMIT: usize = 1000;
+/// Most uploads one `chat.send` may carry (`mediaIds`).
+pub const MAX_MEDIA_IDS: usize = 16;
 /// Default and largest `limit` of a `chat.threads` request.
 pub const DEFAULT_THREADS_LIMIT: usize = 50;
 const MAX_THREADS_LIMIT: usize = 1000;
@@ -138,6 +140,9 @@ pub struct SendMessage {
     pub media_paths: Vec<String>,
     #[serde(default)]
     pub media_types: Vec<String>,
+    /// Uploads of the sender's own (`POST /media`) the message carries (SPEC §12).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media_ids: Vec<String>,
     pub custom_data: Option<Map<String, Value>>,
 }
 
@@ -420,8 +425,15 @@ fn validate(inbound: &Inbound) -> Result<(), String> {
 }
 
 fn validate_send(send: &SendMessage) -> Result<(), String> {
-    if send.content.trim().is_empty() {
+    // A message that carries media may have no words.
+    if send.content.trim().is_empty() && send.media_ids.is_empty() {
         return Err("field `content` must be a non-empty string".into());
+    }
+    if send.media_ids.len() > MAX_MEDIA_IDS {
+        return Err(format!("field `mediaIds` holds more than {MAX_MEDIA_IDS} entries"));
+    }
+    if send.media_ids.iter().any(|id| !crate::media::is_media_id(id)) {
+        return Err("field `mediaIds` must hold media ids (as POST /media answered them)".into());
     }
     check_id("messageId", send.message_id.as_deref())?;
     check_id("senderId", send.sender_id.as_deref())?;
@@ -507,6 +519,9 @@ pub struct AnswerDetails {
     /// Attachments the agent produced (`chat.media`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<Attachment>,
+    /// A user message's uploads (`chat.send` `mediaIds`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media_ids: Vec<String>,
     /// A regenerated answer: the message id of the answer it replaces (which stays in
     /// the file, hidden from history and from what the agent sees).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -517,6 +532,9 @@ pub struct AnswerDetails {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Attachment {
+    /// Its id in the media store, when it was stored there (a local file, inline bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_id: Option<String>,
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
@@ -581,6 +599,8 @@ pub enum Outbound<'a> {
     #[serde(rename = "chat.media")]
     Media {
         message_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        media_id: Option<&'a str>,
         url: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         media_type: Option<&'a str>,
@@ -625,6 +645,8 @@ pub enum Outbound<'a> {
         reply_to_message_id: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         reply_to_body: Option<&'a str>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        media_ids: &'a [String],
     },
     #[serde(rename = "chat.history")]
     History { session_key: &'a str, messages: &'a [TranscriptEntry] },
@@ -676,7 +698,7 @@ pub fn features(events: crate::config::Events, regenerate: bool) -> (Option<u8>,
     }
     let kinds = [(events.reasoning, "reasoning"), (events.tool, "tool"), (events.usage, "usage")];
     let mut features: Vec<&'static str> = kinds.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect();
-    features.extend(["threads", "groups", "resume", "conversations"]);
+    features.extend(["threads", "groups", "resume", "conversations", "media"]);
     if regenerate {
         features.push("regenerate");
     }

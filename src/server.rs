@@ -2,7 +2,8 @@
 //!
 //! `run` takes an already bound listener (so tests bind port 0 and `main` binds the
 //! configured address with [`bind`]), starts the Supervisor and the actix-web server,
-//! and returns both. The WebSocket endpoint is `handshake.rs`; the operator endpoints
+//! and returns both. The WebSocket endpoint is `handshake.rs`, the media routes
+//! `media/http.rs`; the operator endpoints
 //! (`/healthz`, `/readyz`, `/metrics`) and the chat page are here; stopping is
 //! `shutdown.rs`.
 
@@ -29,6 +30,7 @@ use crate::error::StartError;
 use crate::groups::{self, GroupAccess};
 use crate::handshake;
 use crate::limits::{ByteBudget, ConnectionSlots, UserConnections};
+use crate::media::{self, MediaStore};
 use crate::metrics::Metrics;
 use crate::openclaw_agents;
 use crate::redact;
@@ -57,6 +59,8 @@ pub(crate) struct AppState {
     pub fragments: Arc<ByteBudget>,
     /// Cluster mode: Redis (its health is part of readiness).
     pub cluster: Option<Arc<Cluster>>,
+    /// Uploads and the agent's attachments (`POST /media`, `GET /media/{id}`).
+    pub media: Arc<MediaStore>,
     /// Every owner's conversations (`chat.threads`, `chat.title`).
     pub conversations: ConversationIndex,
 }
@@ -98,12 +102,15 @@ impl RunningServer {
 /// Starts the service on `listener`. Must be called inside an actix system.
 pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServer, StartError> {
     remember_secrets(&settings);
-    let backend = backend::from_settings(&settings);
     let metrics = Arc::new(if settings.cluster.enabled() { Metrics::with_cluster() } else { Metrics::new() });
     let agents = AgentRegistry::load(&settings.store.dir).map_err(StartError::Store)?;
     let written_back = openclaw_agents::repair_at_start(&settings, &agents);
     let local_addr = listener.local_addr()?;
     let cluster = join_cluster(&settings, local_addr.port())?;
+    // Uploads and attachments: their metadata in Redis in a cluster (the bytes on a
+    // directory the nodes share), else beside the bytes.
+    let media = MediaStore::new(&settings, cluster.as_ref()).map_err(StartError::Store)?;
+    let backend = backend::from_settings(&settings, media.clone());
     let wiring =
         cluster.clone().map(|cluster| ClusterWiring { reader: StreamReader::new(cluster.clone()).start(), cluster });
     let store = StoreThreads::start(settings.store.threads);
@@ -117,6 +124,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         conversations: conversations.clone(),
         metrics: metrics.clone(),
         cluster: wiring,
+        media: media.clone(),
     })
     .start();
     // The state nodes share besides sessions, chosen once here: in this process alone,
@@ -146,6 +154,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         users,
         fragments: ByteBudget::new(settings.limits.max_pending_fragment_bytes),
         cluster,
+        media,
         conversations,
     });
     let server = HttpServer::new(move || {
@@ -173,7 +182,9 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
             .configure(|app| {
                 if enabled {
                     app.route("/", web::get().to(chat_page))
-                        .route(&path, web::get().to(handshake::websocket_handshake));
+                        .route(&path, web::get().to(handshake::websocket_handshake))
+                        .route("/media", web::post().to(media::http::upload))
+                        .route("/media/{id}", web::get().to(media::http::download));
                 }
             })
     })

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::sse::{SseDecoder, SseError};
-use super::{AnswerPiece, BackendError, DeltaStream, Usage};
+use super::{AnswerPiece, BackendError, DeltaStream, MediaSource, Usage};
 use crate::config::AgentSettings;
 use crate::redact;
 
@@ -293,6 +293,20 @@ impl Answer {
             self.answer_chars += content.chars().count();
             self.ready.push(AnswerPiece::Text(content));
         }
+        for url in delta.images.into_iter().filter_map(|image| image.image_url).map(|image| image.url) {
+            // A web URL is passed on; a data: URL's bytes are stored and served.
+            if url.starts_with("https://") || url.starts_with("http://") {
+                self.has_content = true;
+                let media_type = crate::media::kinds::by_extension(&url).map(String::from);
+                self.ready.push(AnswerPiece::Media { url, media_type, name: None, media_id: None });
+            } else if let Some((media_type, bytes)) = super::attachments::decode_data_url(&url) {
+                self.has_content = true;
+                let source = MediaSource::Bytes(bytes);
+                self.ready.push(AnswerPiece::StoreMedia { source, media_type, name: None });
+            } else {
+                log::warn!("an image in the agent's answer was dropped: not an http(s) or base64 data: URL");
+            }
+        }
         for call in delta.tool_calls {
             self.has_content = true;
             let function = call.function.unwrap_or_default();
@@ -557,6 +571,20 @@ struct Delta {
     reasoning: Option<String>,
     #[serde(default, deserialize_with = "null_as_empty")]
     tool_calls: Vec<ToolCallDelta>,
+    /// Images the model made (OpenRouter's `delta.images`: `image_url` parts).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    images: Vec<ImageDelta>,
+}
+
+/// An image of the answer: `{"type": "image_url", "image_url": {"url": …}}`.
+#[derive(Deserialize)]
+struct ImageDelta {
+    image_url: Option<ImageUrl>,
+}
+
+#[derive(Deserialize)]
+struct ImageUrl {
+    url: String,
 }
 
 /// One fragment of a tool call.

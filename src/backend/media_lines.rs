@@ -9,7 +9,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::AnswerPiece;
+use super::{AnswerPiece, MediaSource};
 
 const DIRECTIVE: &str = "MEDIA:";
 /// A directive line longer than this is text (nothing is held back without bound).
@@ -81,17 +81,20 @@ impl MediaLines {
     }
 
     /// The attachment a directive names: an http(s) URL as it is; a local file only
-    /// under the media roots (served once media serving exists: dropped until then).
+    /// under the media roots, to be copied into the media store and served from it
+    /// (`attachments::stored`, which also checks the file's real path).
     fn attachment(&self, target: &str) -> Option<AnswerPiece> {
+        let name = target.rsplit('/').next().filter(|name| !name.is_empty()).map(String::from);
         if target.starts_with("https://") || target.starts_with("http://") {
-            let name = target.rsplit('/').next().filter(|name| !name.is_empty()).map(String::from);
-            return Some(AnswerPiece::Media { url: target.to_string(), media_type: media_type_of(target), name });
+            let media_type = media_type_of(target);
+            return Some(AnswerPiece::Media { url: target.to_string(), media_type, name, media_id: None });
         }
         let path = Path::new(target);
-        if under_roots(path, &self.roots) {
-            log::warn!("an agent's MEDIA: file {target:?} is under the media roots, but serving local files is not built yet; dropped");
+        if !under_roots(path, &self.roots) {
+            return None;
         }
-        None
+        let source = MediaSource::File(path.to_path_buf());
+        Some(AnswerPiece::StoreMedia { source, media_type: media_type_of(target), name })
     }
 }
 
@@ -110,20 +113,7 @@ fn under_roots(path: &Path, roots: &[PathBuf]) -> bool {
 
 /// The media type an attachment's name suggests, for the common ones.
 fn media_type_of(target: &str) -> Option<String> {
-    let name = target.split(['?', '#']).next().unwrap_or(target).to_ascii_lowercase();
-    let extension = name.rsplit('.').next()?;
-    let kind = match extension {
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "pdf" => "application/pdf",
-        "txt" => "text/plain",
-        "mp3" => "audio/mpeg",
-        "mp4" => "video/mp4",
-        _ => return None,
-    };
-    Some(kind.to_string())
+    crate::media::kinds::by_extension(target).map(String::from)
 }
 
 #[cfg(test)]

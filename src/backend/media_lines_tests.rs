@@ -27,7 +27,8 @@ fn a_directive_split_across_pieces_becomes_an_attachment_and_no_text() {
         [&AnswerPiece::Media {
             url: "https://cdn.test/cat.png".into(),
             media_type: Some("image/png".into()),
-            name: Some("cat.png".into())
+            name: Some("cat.png".into()),
+            media_id: None,
         }]
     );
 }
@@ -49,9 +50,25 @@ fn ordinary_text_is_not_held_back() {
 }
 
 #[test]
-fn local_files_and_odd_targets_are_dropped_not_shown() {
-    let out = run(&["MEDIA: /etc/passwd\n", "MEDIA: /srv/media/a.png\n", "MEDIA: ../x\n", "done"]);
-    assert_eq!(out, [AnswerPiece::Text("done".into())]);
+fn a_local_file_under_the_roots_is_to_be_stored_others_are_dropped_not_shown() {
+    let out = run(&[
+        "MEDIA: /etc/passwd\n",
+        "MEDIA: /srv/media/a.png\n",
+        "MEDIA: ../x\n",
+        "MEDIA: /srv/media/../../etc/x\n",
+        "done",
+    ]);
+    assert_eq!(
+        out,
+        [
+            AnswerPiece::StoreMedia {
+                source: MediaSource::File(PathBuf::from("/srv/media/a.png")),
+                media_type: Some("image/png".into()),
+                name: Some("a.png".into()),
+            },
+            AnswerPiece::Text("done".into())
+        ]
+    );
 }
 
 #[test]

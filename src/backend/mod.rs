@@ -7,6 +7,7 @@
 //! the AgentBridge's thread, so they may hold thread-local HTTP clients. Backends
 //! never see a socket or a subscriber.
 
+pub mod attachments;
 mod chat_completions;
 mod echo;
 mod media_lines;
@@ -24,6 +25,7 @@ use futures_util::stream::LocalBoxStream;
 
 use crate::config::{AgentKind, Settings};
 use crate::identity::SessionKey;
+use crate::media::MediaStore;
 use crate::protocol::{ErrorCode, ToolResult, TranscriptEntry};
 use crate::redact;
 
@@ -51,8 +53,21 @@ pub enum AnswerPiece {
     Usage(Usage),
     /// Why the model stopped (`finish_reason`: `stop`, `length`, `tool_calls`…).
     Finish(String),
-    /// An attachment the agent produced (the OpenClaw `MEDIA:` directive).
-    Media { url: String, media_type: Option<String>, name: Option<String> },
+    /// An attachment the agent produced, as clients fetch it: an http(s) URL (the
+    /// OpenClaw `MEDIA:` directive), or one of the media store (`media_id`).
+    Media { url: String, media_type: Option<String>, name: Option<String>, media_id: Option<String> },
+    /// An attachment to copy into the media store first (a local file under the media
+    /// roots, bytes the answer carried); `attachments::stored` makes it a `Media`.
+    StoreMedia { source: MediaSource, media_type: Option<String>, name: Option<String> },
+}
+
+/// Where an attachment to store comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaSource {
+    /// A local file (its path lexically under `channels.websocket.media.roots`).
+    File(std::path::PathBuf),
+    /// Bytes the answer carried (a `data:` URL).
+    Bytes(bytes::Bytes),
 }
 
 /// Token counts of one turn.
@@ -98,6 +113,11 @@ pub struct TurnRequest {
     /// The agent was just created: while the gateway still answers "Unknown agent",
     /// retry for this long before giving up (`openclaw`).
     pub confirm_agent_for: Option<Duration>,
+    /// Uploads the message carries (`chat.send` `mediaIds`, checked to be the sender's).
+    pub media_ids: Vec<String>,
+    /// Who owns what the agent attaches (the turn's sender), and the session's group.
+    pub owner: String,
+    pub group_id: Option<String>,
 }
 
 /// One agent backend.
@@ -188,19 +208,20 @@ impl fmt::Display for BackendError {
 
 impl std::error::Error for BackendError {}
 
-/// Builds the configured backend.
-pub fn from_settings(settings: &Settings) -> Arc<dyn AgentBackend> {
+/// Builds the configured backend; `media` is where a turn's uploads are read and the
+/// agent's attachments stored.
+pub fn from_settings(settings: &Settings, media: Arc<MediaStore>) -> Arc<dyn AgentBackend> {
     let (agent, max_answer_bytes) = (&settings.agent, settings.limits.max_answer_bytes);
     match agent.kind {
         AgentKind::Echo => {
             log::warn!("agent.kind = \"echo\": the built-in DEMO agent answers (it only echoes)");
             Arc::new(EchoBackend::new(agent))
         }
-        AgentKind::Openai => Arc::new(OpenAiBackend::new(agent, max_answer_bytes)),
+        AgentKind::Openai => Arc::new(OpenAiBackend::new(agent, max_answer_bytes, media)),
         AgentKind::Openclaw => {
             let websocket = &settings.channels.websocket;
             let media_roots = websocket.events().any().then(|| websocket.media.roots.clone());
-            Arc::new(OpenClawBackend::new(agent, max_answer_bytes, media_roots))
+            Arc::new(OpenClawBackend::new(agent, max_answer_bytes, media_roots, media))
         }
     }
 }

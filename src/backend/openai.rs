@@ -12,13 +12,16 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::attachments;
 use super::chat_completions::{self, CallLimits, ChatRequest, Fallbacks};
 use super::prompt;
 use super::{AgentBackend, DeltaStream, TurnRequest};
 use crate::config::{AgentSettings, SenderStyle};
+use crate::media::MediaStore;
 use crate::protocol::{Role, ToolResult, TranscriptEntry};
 
-/// The OpenAI-compatible backend.
+/// The OpenAI-compatible backend (cloned for a turn whose uploads are read first).
+#[derive(Clone)]
 pub struct OpenAiBackend {
     /// `{agent.url}/chat/completions`.
     endpoint: String,
@@ -35,10 +38,12 @@ pub struct OpenAiBackend {
     usage_refused: Arc<AtomicBool>,
     /// `agent.senderStyle`, resolved: how stored user lines name their sender.
     sender_style: SenderStyle,
+    /// A turn's uploads and the answer's attachments.
+    media: Arc<MediaStore>,
 }
 
 impl OpenAiBackend {
-    pub fn new(settings: &AgentSettings, max_answer_bytes: usize) -> Self {
+    pub fn new(settings: &AgentSettings, max_answer_bytes: usize, media: Arc<MediaStore>) -> Self {
         let base = settings.url.trim_end_matches('/');
         OpenAiBackend {
             endpoint: format!("{base}/chat/completions"),
@@ -51,6 +56,7 @@ impl OpenAiBackend {
             limits: CallLimits::from_settings(settings, max_answer_bytes),
             usage_refused: Arc::default(),
             sender_style: settings.sender_style(),
+            media,
         }
     }
 
@@ -150,22 +156,52 @@ fn history_message(entry: &TranscriptEntry, style: SenderStyle, answered: &[&str
             .collect();
         return json!({"role": "assistant", "content": entry.content, "tool_calls": calls});
     }
+    let content = with_media_references(entry);
     match style {
         SenderStyle::Name => {
-            let mut message = json!({"role": "user", "content": entry.content});
+            let mut message = json!({"role": "user", "content": content});
             if let Some(name) = prompt::openai_name(&entry.sender_name) {
                 message["name"] = json!(name);
             }
             message
         }
         SenderStyle::Envelope | SenderStyle::Auto => {
-            json!({"role": "user", "content": format!("{}: {}", entry.sender_name, entry.content)})
+            json!({"role": "user", "content": format!("{}: {content}", entry.sender_name)})
         }
     }
 }
 
+/// A stored user message's text, with a line per upload it carried (an earlier turn's
+/// images are not sent again: the model is told they were there).
+fn with_media_references(entry: &TranscriptEntry) -> std::borrow::Cow<'_, str> {
+    if entry.answer.media_ids.is_empty() {
+        return std::borrow::Cow::Borrowed(&entry.content);
+    }
+    let mut content = entry.content.clone();
+    for id in &entry.answer.media_ids {
+        content.push_str(&format!("\n[media: {id} (sent earlier)]"));
+    }
+    std::borrow::Cow::Owned(content)
+}
+
 impl AgentBackend for OpenAiBackend {
     fn stream_turn(&self, request: TurnRequest) -> DeltaStream {
+        let backend = self.clone();
+        attachments::with_media(request, &self.media, move |request| backend.call(request))
+    }
+
+    fn wants_history(&self) -> bool {
+        true
+    }
+
+    fn probe(&self) -> LocalBoxFuture<'static, Result<(), String>> {
+        chat_completions::probe(self.models_url.clone(), self.api_key.clone())
+    }
+}
+
+impl OpenAiBackend {
+    /// The call, the turn's uploads already in its prompt.
+    fn call(&self, request: TurnRequest) -> DeltaStream {
         let history = within_bytes(&request.history, self.max_history_bytes);
         let messages = self.messages(&request, history);
         let shorter = self.messages(&request, &history[history.len() / 2..]);
@@ -184,13 +220,5 @@ impl AgentBackend for OpenAiBackend {
             limits: self.limits,
             confirm_agent_for: None,
         })
-    }
-
-    fn wants_history(&self) -> bool {
-        true
-    }
-
-    fn probe(&self) -> LocalBoxFuture<'static, Result<(), String>> {
-        chat_completions::probe(self.models_url.clone(), self.api_key.clone())
     }
 }

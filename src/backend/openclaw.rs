@@ -9,17 +9,21 @@
 //! (or, for a new agent the gateway never learns, `agent_unavailable` naming the fix).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures_util::future::LocalBoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::json;
 
+use super::attachments;
 use super::chat_completions::{self, CallLimits, ChatRequest};
 use super::media_lines::MediaLines;
 use super::{AgentBackend, AnswerPiece, DeltaStream, TurnRequest};
 use crate::config::AgentSettings;
+use crate::media::MediaStore;
 
-/// The OpenClaw Gateway backend.
+/// The OpenClaw Gateway backend (cloned for a turn whose uploads are read first).
+#[derive(Clone)]
 pub struct OpenClawBackend {
     /// `{agent.url}/v1/chat/completions`.
     endpoint: String,
@@ -30,10 +34,17 @@ pub struct OpenClawBackend {
     /// `[]` they stay text, as the original plugin showed them), local files only
     /// under these roots.
     media_roots: Option<Vec<PathBuf>>,
+    /// A turn's uploads, and where a `MEDIA:` file is copied to be served.
+    media: Arc<MediaStore>,
 }
 
 impl OpenClawBackend {
-    pub fn new(settings: &AgentSettings, max_answer_bytes: usize, media_roots: Option<Vec<PathBuf>>) -> Self {
+    pub fn new(
+        settings: &AgentSettings,
+        max_answer_bytes: usize,
+        media_roots: Option<Vec<PathBuf>>,
+        media: Arc<MediaStore>,
+    ) -> Self {
         let base = settings.url.trim_end_matches('/');
         OpenClawBackend {
             endpoint: format!("{base}/v1/chat/completions"),
@@ -41,6 +52,7 @@ impl OpenClawBackend {
             token: settings.token.clone(),
             limits: CallLimits::from_settings(settings, max_answer_bytes),
             media_roots,
+            media,
         }
     }
 }
@@ -68,6 +80,23 @@ fn with_attachments(stream: DeltaStream, roots: Vec<PathBuf>) -> DeltaStream {
 
 impl AgentBackend for OpenClawBackend {
     fn stream_turn(&self, request: TurnRequest) -> DeltaStream {
+        let backend = self.clone();
+        attachments::with_media(request, &self.media, move |request| backend.call(request))
+    }
+
+    fn wants_history(&self) -> bool {
+        false
+    }
+
+    fn probe(&self) -> LocalBoxFuture<'static, Result<(), String>> {
+        chat_completions::probe(self.models_url.clone(), self.token.clone())
+    }
+}
+
+impl OpenClawBackend {
+    /// The call, the turn's uploads already in its prompt; `MEDIA:` lines become
+    /// attachments (a local file to store first).
+    fn call(&self, request: TurnRequest) -> DeltaStream {
         let body = json!({
             "model": format!("openclaw:{}", request.agent_id),
             "stream": true,
@@ -90,13 +119,5 @@ impl AgentBackend for OpenClawBackend {
             Some(roots) => with_attachments(stream, roots.clone()),
             None => stream,
         }
-    }
-
-    fn wants_history(&self) -> bool {
-        false
-    }
-
-    fn probe(&self) -> LocalBoxFuture<'static, Result<(), String>> {
-        chat_completions::probe(self.models_url.clone(), self.token.clone())
     }
 }

@@ -6,6 +6,8 @@ import path from 'node:path';
 import { launch, runTest, assert, artifactsDir, summarizeFrames, gotoChat } from './chromium.mjs';
 
 const TEXT = 'Hello from the browser test';
+// the smallest valid PNG (1×1), uploaded with fetch('/media') from the page
+const PNG_BASE64 = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg==';
 const EXPECTED = `echo: ${TEXT}`;
 
 runTest('browser web chat', 60000, async (setCleanup) => {
@@ -91,6 +93,39 @@ runTest('browser web chat', 60000, async (setCleanup) => {
     `reply frame lacks the quote: ${JSON.stringify(sentReply)}`);
   assert(await page.locator('#quoteBar').isHidden(), 'the quote bar did not clear after sending');
 
+  // an upload from the page's origin, as the page's own attach button would make it:
+  // fetch('/media') with the raw bytes gets 201 {mediaId, url}, the url serves the same
+  // bytes back (as an image the browser displays), and another sender gets 404
+  const upload = await page.evaluate(async ({ png, sender }) => {
+    const bytes = Uint8Array.from(atob(png), (c) => c.charCodeAt(0));
+    const posted = await fetch(`/media?senderId=${encodeURIComponent(sender)}&name=dot.png`, {
+      method: 'POST', headers: { 'Content-Type': 'image/png' }, body: new Blob([bytes], { type: 'image/png' }),
+    });
+    const created = await posted.json();
+    const mine = `${created.url}?senderId=${encodeURIComponent(sender)}`;
+    const got = await fetch(mine);
+    const back = new Uint8Array(await got.arrayBuffer());
+    const other = await fetch(`${created.url}?senderId=someone-else`);
+    const img = new Image();
+    const shown = await new Promise((resolve) => {
+      img.onload = () => resolve(img.naturalWidth === 1 && img.naturalHeight === 1);
+      img.onerror = () => resolve(false);
+      img.src = mine;
+    });
+    return {
+      status: posted.status, created, getStatus: got.status, otherStatus: other.status, shown,
+      same: back.length === bytes.length && back.every((b, i) => b === bytes[i]),
+      type: got.headers.get('content-type'), nosniff: got.headers.get('x-content-type-options'),
+    };
+  }, { png: PNG_BASE64, sender: senderId });
+  assert(upload.status === 201, `POST /media answered ${upload.status}: ${JSON.stringify(upload.created)}`);
+  assert(upload.created.mediaType === 'image/png' && upload.created.bytes === 70 && upload.created.mediaId,
+    `unexpected 201 body ${JSON.stringify(upload.created)}`);
+  assert(upload.getStatus === 200 && upload.same, `GET ${upload.created.url} did not give the bytes back`);
+  assert(upload.type === 'image/png' && upload.nosniff === 'nosniff', `served as ${upload.type}, nosniff ${upload.nosniff}`);
+  assert(upload.shown, 'the uploaded image does not display in the page');
+  assert(upload.otherStatus === 404, `another sender got ${upload.otherStatus}, not 404`);
+
   const errors = await page.locator('#transcript .msg.error').count();
   assert(errors === 0, `${errors} error line(s) in the transcript`);
   assert(b.pageErrors.length === 0, `page script errors: ${b.pageErrors.join('; ')}`);
@@ -101,5 +136,5 @@ runTest('browser web chat', 60000, async (setCleanup) => {
   await page.emulateMedia({ colorScheme: 'dark' });
   await page.screenshot({ path: path.join(dir, 'web-chat-dark.png'), fullPage: true });
 
-  return `"${EXPECTED}" streamed in ${streams.length} delta(s), ${typing.length} typing frame(s); screenshot ${shot}`;
+  return `"${EXPECTED}" streamed in ${streams.length} delta(s), ${typing.length} typing frame(s); fetch('/media') upload ${upload.created.mediaId} served back; screenshot ${shot}`;
 });

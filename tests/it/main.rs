@@ -18,6 +18,7 @@ mod dynamic_agents;
 mod failures;
 mod foundation;
 mod integrity;
+mod media;
 mod persistence;
 mod redis_harness;
 mod resume;

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod fake_agent;
 pub mod fake_auth;
 pub mod fake_groups;
+pub mod http;
 pub mod mount;
 pub mod raw;
 pub mod redis;
