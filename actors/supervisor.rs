@@ -41,6 +41,7 @@ use crate::identity::{Chat, ConnectionId, SessionKey, SessionTarget, GUEST_PREFI
 use crate::metrics::Metrics;
 use crate::openclaw_agents;
 use crate::protocol::{Disconnect, Outbound};
+use crate::quota::Tenancy;
 use crate::store::{self, StoreError};
 
 /// A connection is open (after auth): register it.
@@ -173,6 +174,8 @@ pub struct SupervisorSetup {
     pub metrics: Arc<Metrics>,
     /// Cluster mode: Redis and the stream reader; `None` alone.
     pub cluster: Option<ClusterWiring>,
+    /// Per-user limits and usage, handed to every session.
+    pub tenancy: Arc<Tenancy>,
 }
 
 /// The registries.
@@ -187,6 +190,7 @@ pub struct Supervisor {
     store: StoreThreads,
     metrics: Arc<Metrics>,
     cluster: Option<ClusterWiring>,
+    tenancy: Arc<Tenancy>,
     /// Set by `ShutDown`: every new turn is answered `shutting_down`.
     shutting_down: bool,
 }
@@ -205,6 +209,7 @@ impl Supervisor {
             store: setup.store,
             metrics: setup.metrics,
             cluster: setup.cluster,
+            tenancy: setup.tenancy,
             shutting_down: false,
         }
     }
@@ -286,6 +291,7 @@ impl Supervisor {
                     backend: self.backend.clone(),
                     idle: ctx.address().recipient(),
                     metrics: self.metrics.clone(),
+                    tenancy: self.tenancy.clone(),
                 };
                 let address = SessionActor::start_in_arbiter(&route.arbiter, move |_| SessionActor::new(setup));
                 self.metrics.sessions_active.inc();

@@ -71,7 +71,7 @@ async fn reasoning_streams_before_the_text_with_one_seq_and_comes_back_whole() {
     let server = node_for(&agent, &[]);
     let (mut client, welcome) = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await;
     assert_eq!(welcome["protocol"], 2, "{welcome}");
-    assert_eq!(welcome["features"], json!(["reasoning", "tool", "usage", "threads", "groups", "resume"]));
+    assert_eq!(welcome["features"], json!(["reasoning", "tool", "usage", "threads", "groups", "resume", "quotas"]));
 
     let frames = client.chat("m1", "hi").await;
     let reasoning: Vec<&str> =
