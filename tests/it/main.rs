@@ -23,3 +23,4 @@ mod resume;
 mod robust;
 mod sessions;
 mod surface;
+mod tenancy;
