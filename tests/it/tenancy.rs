@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::support::binary::{openai_config, ChildServer};
 use crate::support::client::last;
 use crate::support::cluster::{cluster_toml, ready_child, ready_nodes};
-use crate::support::fake_agent::{answer_with, answer_with_usage, paced_agent, slowly, FakeAgent};
+use crate::support::fake_agent::{answer_with, answer_with_usage, paced_agent, slowly, FakeAgent, Reply};
 use crate::support::fake_auth::{AuthScript, FakeAuth};
 use crate::support::redis::RedisServer;
 use crate::support::server::{spawn_server, spawn_server_on_store, TestServer};
@@ -189,6 +189,49 @@ async fn a_turn_past_concurrent_turns_waits_then_completes_and_others_run_meanwh
     assert!(typing(ids[2]) > first_end, "the third turn started after one of the first two ended: {frames:?}");
     assert_eq!(agent.requests().len(), 4);
     assert_eq!(agent.most_at_once(), 3, "two of alice's turns and bob's ran at once, never three of alice's");
+}
+
+/// A turn's place comes back however it ends: aborted, or failed.
+#[actix_rt::test]
+async fn an_aborted_or_failed_turn_gives_its_place_to_a_waiting_one() {
+    let words: Vec<String> = (1..=200).map(|n| format!("w{n} ")).collect();
+    let agent = FakeAgent::start(Arc::new(move |index, _| match index {
+        0 => slowly(&words.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_millis(50)),
+        1 => Reply::Status(500, "{}".into()),
+        _ => answer_with(&["done"]),
+    }));
+    let server = spawn_server(&openai(&agent, &[("limits.perUser.concurrentTurns", 1.into())]));
+    let mut alice = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+    send(&mut alice, "m1", Some("t1")).await;
+    while alice.recv().await["type"] != "chat.stream" {}
+    send(&mut alice, "m2", Some("t2")).await;
+    send(&mut alice, "m3", Some("t3")).await;
+    let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    while let Some(frame) = alice.recv_within(deadline.saturating_duration_since(std::time::Instant::now())).await {
+        assert_eq!(frame["messageId"], "m1", "m2 and m3 wait while m1 runs: {frame}");
+    }
+    alice.send_json(json!({"type": "chat.abort", "threadId": "t1"})).await;
+    let (mut ends, mut starts) = (Vec::new(), 0);
+    while ends.len() < 3 {
+        let frame = alice.recv().await;
+        if frame["type"] == "chat.typing" {
+            starts += 1;
+            assert!(starts <= ends.len(), "each waiting turn started once the one before ended: {frame}");
+        }
+        if frame["type"] == "chat.response" || frame["type"] == "chat.error" {
+            ends.push((frame["messageId"].as_str().unwrap().to_string(), frame["code"].as_str().map(String::from)));
+        }
+    }
+    ends.sort();
+    let codes: Vec<Option<&str>> = ends.iter().map(|(_, code)| code.as_deref()).collect();
+    assert_eq!(ends[0].0, "m1");
+    assert_eq!(codes[0], Some("aborted"));
+    let mut rest = codes[1..].to_vec();
+    rest.sort();
+    assert_eq!(rest, [None, Some("agent_error")], "one failed, then the other ran: {ends:?}");
+    // (The agent may see two calls at once for a moment: an aborted call's connection
+    // closes after its turn has ended, and its place with it.)
+    assert_eq!(agent.requests().len(), 3);
 }
 
 #[actix_rt::test]
