@@ -84,11 +84,6 @@ impl Day {
         }
         Some(Day(days_from_civil(year, month, day)))
     }
-
-    /// The day after.
-    pub fn next(self) -> Day {
-        Day(self.0 + 1)
-    }
 }
 
 impl fmt::Display for Day {
