@@ -2,7 +2,8 @@
 //!
 //! It checks Redis every `HEALTH_EVERY` (the verdict is `/readyz`'s and decides
 //! whether new turns are taken; the same tick keeps this node's alive key, on which
-//! its share of the per-user connection counts depends), and listens on this node's inbox: commands other
+//! its share of the per-user connection counts depends, and its users' running turns
+//! counted in Redis), and listens on this node's inbox: commands other
 //! nodes forward to the sessions this node owns go to the Supervisor
 //! (`RouteForwarded`, with a [`RemoteConnection`] as the way back to the sender),
 //! frames for this node's connections go to them (`DeliverToConnection`). The inbox
@@ -23,6 +24,7 @@ use crate::followed_turn::split_frames;
 use crate::identity::ConnectionId;
 use crate::limits::{ByteBudget, UserConnections};
 use crate::metrics::Metrics;
+use crate::quota::Tenancy;
 
 /// How often Redis is pinged.
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
@@ -43,6 +45,8 @@ pub struct ClusterNode {
     metrics: Arc<Metrics>,
     /// The per-user connection counts, told of every health check.
     users: UserConnections,
+    /// Per-user limits: this node's running turns are refreshed on every health check.
+    tenancy: Option<Arc<Tenancy>>,
 }
 
 impl ClusterNode {
@@ -53,17 +57,27 @@ impl ClusterNode {
         metrics: Arc<Metrics>,
         users: UserConnections,
     ) -> ClusterNode {
-        ClusterNode { cluster, supervisor, outbound_bytes, metrics, users }
+        ClusterNode { cluster, supervisor, outbound_bytes, metrics, users, tenancy: None }
+    }
+
+    /// Tells `tenancy` of every health check too.
+    pub fn with_tenancy(mut self, tenancy: Arc<Tenancy>) -> ClusterNode {
+        self.tenancy = Some(tenancy);
+        self
     }
 
     fn check_health(&self, ctx: &mut Context<Self>) {
         let (cluster, metrics, users) = (self.cluster.clone(), self.metrics.clone(), self.users.clone());
+        let tenancy = self.tenancy.clone();
         let check = async move {
             let up = cluster.check_health().await.is_ok();
             if let Some(cluster) = &metrics.cluster {
                 cluster.redis_up.set(i64::from(up));
             }
             users.heartbeat(up).await;
+            if let Some(tenancy) = tenancy {
+                tenancy.heartbeat(up).await;
+            }
         };
         ctx.spawn(check.into_actor(self));
     }

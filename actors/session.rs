@@ -23,7 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use futures_util::future::join_all;
+use futures_util::future::{join_all, LocalBoxFuture};
+use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 use super::agent_bridge::{
@@ -42,13 +43,18 @@ use crate::metrics::{Metrics, TurnOutcome};
 use crate::protocol::{
     self, AnswerDetails, ErrorCode, Frame, Outbound, Role, SendMessage, ToolResult, ToolTurn, TranscriptEntry,
 };
+use crate::quota::Tenancy;
 use crate::session_memory::{Refusal, SessionMemory};
 use crate::store;
+use crate::turn_gate::TurnPermit;
 
 #[path = "session_cluster.rs"]
 mod cluster;
+#[path = "session_tenancy.rs"]
+mod tenancy;
 use cluster::ClusterState;
 pub use cluster::{ClusterLink, Forwarded};
+use tenancy::SlotWait;
 
 /// One user message waiting for, or getting, an answer.
 pub struct Turn {
@@ -170,6 +176,9 @@ pub struct SessionSetup {
     pub cluster: Option<ClusterLink>,
     /// Uploads: those a turn carries are recorded as this session's.
     pub media: Arc<MediaStore>,
+    /// Per-user limits (checked when a turn is taken, and before it starts) and usage
+    /// (counted when it ends).
+    pub tenancy: Arc<Tenancy>,
 }
 
 /// The turn being answered.
@@ -178,6 +187,11 @@ struct RunningTurn {
     turn: Box<Turn>,
     bridge: Addr<AgentBridge>,
     started: Instant,
+    /// The turn's place under its user's `concurrentTurns`, given back when the turn
+    /// is dropped (however it ends).
+    _permit: TurnPermit,
+    /// Bytes of what the backend is sent (for a usage estimate).
+    prompt_bytes: usize,
 }
 
 /// One conversation.
@@ -218,6 +232,8 @@ pub struct SessionActor {
     deleting: bool,
     /// Whether a running turn is marked for listings (`ConversationIndex`).
     marked_running: bool,
+    /// The head of the queue and its user's `concurrentTurns`.
+    slot: SlotWait,
 }
 
 impl SessionActor {
@@ -241,6 +257,7 @@ impl SessionActor {
             pending_delete: None,
             deleting: false,
             marked_running: false,
+            slot: SlotWait::Idle,
             setup,
         }
     }
@@ -364,6 +381,12 @@ impl SessionActor {
             from.deliver(&Outbound::error_frame(ErrorCode::SessionBusy, text, Some(&turn.message_id)));
             return;
         }
+        // The user's turnsPerMinute and tokensPerDay (`session_tenancy.rs`).
+        self.check_quota_then_queue(from, turn, ctx);
+    }
+
+    /// Queues a turn that passed every check, and starts it if nothing runs.
+    fn queue_turn(&mut self, turn: Box<Turn>, ctx: &mut Context<Self>) {
         if self.setup.target.is_group() && turn.tools == ToolTurn::Message {
             self.relay_group_message(&turn, ctx);
         }
@@ -436,6 +459,7 @@ impl SessionActor {
         if aborts_running {
             if let Some(running) = self.running.take() {
                 running.bridge.do_send(StopTurn);
+                self.count_cut_turn(&running);
                 self.setup.metrics.turn(TurnOutcome::Aborted, running.started.elapsed());
                 self.setup.metrics.error(ErrorCode::Aborted);
                 log::info!("turn {} in session {} aborted", running.turn.message_id, self.setup.key);
@@ -601,12 +625,17 @@ impl Handler<TurnFinished> for SessionActor {
         let message_id = running.turn.message_id.clone();
         let elapsed = running.started.elapsed();
         match message.outcome {
-            Ok(answer) => {
+            Ok(mut answer) => {
                 log::info!("turn {message_id} in session {} completed in {elapsed:.1?}", self.setup.key);
                 self.setup.metrics.turn(TurnOutcome::Completed, elapsed);
-                return self.persist_turn(running.turn, answer, ctx);
+                let counted = self.count_answered_turn(&running, &mut answer);
+                let turn = running.turn;
+                // The turn's place under concurrentTurns is free from here on.
+                drop(running._permit);
+                return self.persist_turn(turn, answer, counted, ctx);
             }
             Err(error) => {
+                self.count_failed_turn(&running);
                 log::warn!("turn {message_id} in session {} failed after {elapsed:.1?}: {error}", self.setup.key);
                 self.setup.metrics.turn(TurnOutcome::Failed, elapsed);
                 self.setup.metrics.error(error.code());
@@ -647,6 +676,7 @@ impl Handler<AbortForShutdown> for SessionActor {
     fn handle(&mut self, _: AbortForShutdown, ctx: &mut Self::Context) {
         if let Some(running) = self.running.take() {
             running.bridge.do_send(StopTurn);
+            self.count_cut_turn(&running);
             log::warn!("turn {} in session {} cut short by the shutdown", running.turn.message_id, self.setup.key);
             self.broadcast(&shutting_down_frame(&running.turn.message_id), ctx);
         }
@@ -770,15 +800,35 @@ impl SessionActor {
             self.mark_running(None);
             return;
         }
-        let Some(mut turn) = self.queue.pop_front() else {
-            self.mark_running(None);
+        self.mark_running(None);
+        let Some(next) = self.queue.front() else {
             self.schedule_idle_check(ctx);
             return;
         };
+        // A place under the user's concurrentTurns first (`session_tenancy.rs`): then
+        // `start_turn`, at once or once one of the user's turns ends.
+        let user = next.identity.clone();
+        self.ask_for_slot(&user, ctx);
+    }
+
+    /// Starts the head of the queue with `permit`, if it is still the turn the permit
+    /// was asked for (the queue may have changed meanwhile); else gives it back.
+    fn start_turn(&mut self, permit: TurnPermit, ctx: &mut Context<Self>) {
+        let fits = self.running.is_none()
+            && self.persisting.is_none()
+            && !self.draining
+            && !self.deleting
+            && self.queue.front().is_some_and(|next| next.identity.sender_id == permit.user());
+        if !fits {
+            drop(permit);
+            return self.start_next_turn(ctx);
+        }
+        let Some(mut turn) = self.queue.pop_front() else { return };
         if let ToolTurn::Regenerate(requested) = &turn.tools {
             match self.memory.regeneration(requested.as_deref(), &turn.identity.sender_id) {
                 Ok(regeneration) => ask_again(&mut turn, regeneration.asked, &self.setup.target),
                 Err((code, text)) => {
+                    drop(permit);
                     self.setup.metrics.error(code);
                     self.broadcast(&Outbound::error_frame(code, text, Some(&turn.message_id)), ctx);
                     return self.start_next_turn(ctx);
@@ -789,6 +839,7 @@ impl SessionActor {
         self.turns_started += 1;
         let number = self.turns_started;
         let request = self.turn_request(&turn);
+        let prompt_bytes = tenancy::prompt_bytes(&request);
         log::info!("turn {} started in session {} (agent {})", turn.message_id, self.setup.key, self.setup.agent_id);
         let bridge = AgentBridge::new(TurnSetup {
             number,
@@ -805,7 +856,8 @@ impl SessionActor {
             request,
         })
         .start();
-        self.running = Some(RunningTurn { number, turn, bridge, started: Instant::now() });
+        self.running =
+            Some(RunningTurn { number, turn, bridge, started: Instant::now(), _permit: permit, prompt_bytes });
     }
 
     fn turn_request(&self, turn: &Turn) -> TurnRequest {
@@ -860,8 +912,15 @@ impl SessionActor {
     }
 
     /// Appends the completed turn to the store (fsynced, off this thread), then
-    /// records it, sends the answer and starts the next turn.
-    fn persist_turn(&mut self, turn: Box<Turn>, answer: FinishedAnswer, ctx: &mut Context<Self>) {
+    /// records it, sends the answer and starts the next turn. The answer also waits for
+    /// `counted` (its usage counted), so the next turn's quota check sees it.
+    fn persist_turn(
+        &mut self,
+        turn: Box<Turn>,
+        answer: FinishedAnswer,
+        counted: LocalBoxFuture<'static, ()>,
+        ctx: &mut Context<Self>,
+    ) {
         let ts = store::now_millis();
         let mut entries = self.asked_entries(&turn, ts);
         let mut details = answer.details;
@@ -881,6 +940,7 @@ impl SessionActor {
         let record = self.turn_record(&turn, &entries, ts);
         let window = self.setup.settings.store.idempotency_window;
         let write = self.setup.store.append(entries, self.lease(), window, record);
+        let write = futures_util::future::join(write, counted).map(|(written, ())| written);
         ctx.spawn(write.into_actor(self).map(move |written, session, ctx| {
             session.persisting = None;
             let entries = match written {

@@ -368,6 +368,7 @@ impl SessionActor {
         let mut ended: Vec<Arc<str>> = self.queue.drain(..).map(|turn| turn.message_id.clone()).collect();
         if let Some(running) = self.running.take() {
             running.bridge.do_send(StopTurn);
+            self.count_cut_turn(&running);
             ended.insert(0, running.turn.message_id.clone());
         }
         for message_id in ended {

@@ -89,6 +89,7 @@ async fn a_session_runs_a_turn_for_a_test_subscriber_without_a_socket() {
         confirm_new_agent: None,
         backend: crate::backend::from_settings(&settings, media.clone()),
         media,
+        tenancy: crate::quota::Tenancy::new(&settings, None, Arc::new(Metrics::new())),
         settings,
         idle: Idle.start().recipient(),
         metrics: Arc::new(Metrics::new()),

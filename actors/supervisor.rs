@@ -42,6 +42,7 @@ use crate::media::MediaStore;
 use crate::metrics::Metrics;
 use crate::openclaw_agents;
 use crate::protocol::{Disconnect, ErrorCode, Outbound, ToolTurn};
+use crate::quota::Tenancy;
 use crate::store::{self, StoreError};
 
 /// A connection is open (after auth): register it.
@@ -177,6 +178,8 @@ pub struct SupervisorSetup {
     pub cluster: Option<ClusterWiring>,
     /// Uploads and attachments, for the sessions.
     pub media: Arc<MediaStore>,
+    /// Per-user limits and usage, handed to every session.
+    pub tenancy: Arc<Tenancy>,
 }
 
 /// The registries.
@@ -192,6 +195,7 @@ pub struct Supervisor {
     metrics: Arc<Metrics>,
     cluster: Option<ClusterWiring>,
     media: Arc<MediaStore>,
+    tenancy: Arc<Tenancy>,
     /// Set by `ShutDown`: every new turn is answered `shutting_down`.
     shutting_down: bool,
 }
@@ -211,6 +215,7 @@ impl Supervisor {
             metrics: setup.metrics,
             cluster: setup.cluster,
             media: setup.media,
+            tenancy: setup.tenancy,
             shutting_down: false,
         }
     }
@@ -297,6 +302,7 @@ impl Supervisor {
                     idle: ctx.address().recipient(),
                     metrics: self.metrics.clone(),
                     media: self.media.clone(),
+                    tenancy: self.tenancy.clone(),
                 };
                 let address = SessionActor::start_in_arbiter(&route.arbiter, move |_| SessionActor::new(setup));
                 self.metrics.sessions_active.inc();

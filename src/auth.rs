@@ -425,6 +425,13 @@ fn verified_user(data: Map<String, Value>) -> Result<VerifiedUser, AuthError> {
     if user_id.starts_with(GUEST_PREFIX) {
         return Err(bad("`data.userId` starts with \"guest:\", the namespace of unauthenticated guests"));
     }
+    let unusable = crate::quota::unusable_limit_fields(&data);
+    if !unusable.is_empty() {
+        log::warn!(
+            "the auth service's answer for user {user_id:?} has unusable limits ({}: each must be a non-negative integer, one of maxConnections, turnsPerMinute, concurrentTurns, tokensPerDay); the configured ones apply instead",
+            unusable.join(", ")
+        );
+    }
     let username = match data.get("username") {
         Some(Value::String(name)) if !name.trim().is_empty() => name.clone(),
         _ => user_id.clone(),

@@ -66,7 +66,7 @@ const ALIVE_PREFIX: &str = "cs:alive:{";
 const COUNTING_NODES: &str = "cs:count-nodes";
 
 /// `prefix`, `id`, `}`: a key with `id` as its hash tag.
-fn tagged(prefix: &str, id: &str) -> String {
+pub(crate) fn tagged(prefix: &str, id: &str) -> String {
     format!("{prefix}{id}}}")
 }
 
@@ -104,19 +104,19 @@ pub fn sha256_hex(context: &[u8], parts: &[&[u8]]) -> String {
 
 /// Says once that a kind of shared state lost Redis, and once that it has it again,
 /// instead of once per connection.
-struct Outage {
+pub(crate) struct Outage {
     /// What users notice while Redis is down, for the warning.
     consequence: &'static str,
     down: AtomicBool,
 }
 
 impl Outage {
-    const fn new(consequence: &'static str) -> Outage {
+    pub(crate) const fn new(consequence: &'static str) -> Outage {
         Outage { consequence, down: AtomicBool::new(false) }
     }
 
     /// Records a failed call: a warning for the first of an outage, debug after.
-    fn failed(&self, node: &str, reason: &dyn Display) {
+    pub(crate) fn failed(&self, node: &str, reason: &dyn Display) {
         if self.begins() {
             log::warn!("cluster: node {node} cannot use Redis ({reason}); {}", self.consequence);
         } else {
@@ -125,7 +125,7 @@ impl Outage {
     }
 
     /// Records a call that reached Redis: one line when that ends an outage.
-    fn recovered(&self, node: &str) {
+    pub(crate) fn recovered(&self, node: &str) {
         if self.ends() {
             log::info!("cluster: node {node} reaches Redis again; {} no more", self.consequence);
         }
@@ -146,7 +146,7 @@ impl Outage {
 const NO_LIMIT: usize = 0;
 
 /// Why a call was not even tried.
-const HEALTH_CHECK_FAILED: &str = "its health check fails";
+pub(crate) const HEALTH_CHECK_FAILED: &str = "its health check fails";
 
 /// The auth service's answers as every node sees them (cluster mode): a token verified
 /// on one node is not asked about again on another while its answer lives.
@@ -217,7 +217,8 @@ struct CountScripts {
 impl CountScripts {
     fn new() -> CountScripts {
         CountScripts {
-            // KEYS: conns:{user}, node-users:{node}. ARGV: node, max, user, alive prefix.
+            // KEYS: conns:{user}, node-users:{node}. ARGV: node, max (0: none), user,
+            // alive prefix.
             // Counts the fields of live nodes (this one always), drops the others';
             // 1 = admitted and counted, 0 = the user has max open.
             admit: Script::new(
@@ -231,7 +232,7 @@ impl CountScripts {
                     redis.call('HDEL', KEYS[1], node)
                   end
                 end
-                if total >= tonumber(ARGV[2]) then return 0 end
+                if tonumber(ARGV[2]) > 0 and total >= tonumber(ARGV[2]) then return 0 end
                 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
                 redis.call('SADD', KEYS[2], ARGV[3])
                 return 1",
@@ -284,12 +285,10 @@ impl CountScripts {
     }
 }
 
-/// Each user's open connections on every node (cluster mode), under
-/// `limits.perUser.maxConnections` (never 0 here: without a limit nothing is counted
-/// in Redis).
+/// Each user's open connections on every node (cluster mode), under each user's
+/// `maxConnections` (0: counted, never refused).
 pub struct ClusterUserConnections {
     cluster: Arc<Cluster>,
-    max: usize,
     /// This node's connections per user: the truth this node's Redis fields mirror,
     /// and the limit while Redis cannot be asked.
     local: UserCounts,
@@ -306,30 +305,24 @@ pub struct ClusterUserConnections {
 impl ClusterUserConnections {
     /// The counts of a node that has just started (its old fields, if any, are
     /// cleared by the first resync).
-    pub fn new(cluster: Arc<Cluster>, max: usize) -> Arc<ClusterUserConnections> {
+    pub fn new(cluster: Arc<Cluster>) -> Arc<ClusterUserConnections> {
         Arc::new(ClusterUserConnections {
             cluster,
-            max,
             local: UserCounts::default(),
             sync: RwLock::new(()),
             dirty: AtomicBool::new(true),
-            outage: Outage::new("limits.perUser.maxConnections counts this node's connections only"),
+            outage: Outage::new("per-user maxConnections counts this node's connections only"),
             scripts: CountScripts::new(),
         })
     }
 
-    /// The limit, for the 429's text.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// Takes one of `user`'s connections unless the user has `max` open on all nodes
-    /// together (on this node alone while Redis cannot be asked).
-    pub async fn try_acquire(self: &Arc<Self>, user: &str) -> Option<ClusterUserConnection> {
+    /// together (on this node alone while Redis cannot be asked; 0 = no limit).
+    pub async fn try_acquire(self: &Arc<Self>, user: &str, max: usize) -> Option<ClusterUserConnection> {
         let (users, user) = (self.clone(), user.to_string());
         // On its own task: a handshake dropped during the Redis call (the client left)
         // must not leave a count nobody holds; the task's unclaimed guard gives it back.
-        match tokio::spawn(users.admit(user)).await {
+        match tokio::spawn(users.admit(user, max)).await {
             Ok(admitted) => admitted,
             Err(error) => {
                 log::error!("cluster: a per-user connection check failed ({error}); the connection is refused");
@@ -338,13 +331,13 @@ impl ClusterUserConnections {
         }
     }
 
-    async fn admit(self: Arc<Self>, user: String) -> Option<ClusterUserConnection> {
+    async fn admit(self: Arc<Self>, user: String, max: usize) -> Option<ClusterUserConnection> {
         if self.dirty.load(Ordering::Acquire) && self.cluster.is_healthy() {
             self.resync().await;
         }
         let admitted = {
             let _admitting = self.sync.read().await;
-            match self.admit_in_redis(&user).await {
+            match self.admit_in_redis(&user, max).await {
                 Ok(admitted) => {
                     self.outage.recovered(&self.cluster.node_id);
                     // Redis decided for the whole cluster: counted here without a limit.
@@ -353,7 +346,7 @@ impl ClusterUserConnections {
                 Err(reason) => {
                     self.dirty.store(true, Ordering::Release);
                     self.outage.failed(&self.cluster.node_id, &reason);
-                    self.local.try_add(&user, self.max)
+                    self.local.try_add(&user, max)
                 }
             }
         };
@@ -362,13 +355,13 @@ impl ClusterUserConnections {
 
     /// The admission script's verdict; `Err` when Redis cannot be asked or did not
     /// answer (then whether it counted the connection is unknown: the node is dirty).
-    async fn admit_in_redis(&self, user: &str) -> Result<bool, String> {
+    async fn admit_in_redis(&self, user: &str, max: usize) -> Result<bool, String> {
         if !self.cluster.is_healthy() {
             return Err(HEALTH_CHECK_FAILED.to_string());
         }
         let node = &*self.cluster.node_id;
         let mut invocation = self.scripts.admit.key(conns_key(user));
-        invocation.key(node_users_key(node)).arg(node).arg(self.max).arg(user).arg(ALIVE_PREFIX);
+        invocation.key(node_users_key(node)).arg(node).arg(max).arg(user).arg(ALIVE_PREFIX);
         let admitted: Result<i64, RedisError> = invocation.invoke_async(&mut self.cluster.commands()).await;
         admitted.map(|admitted| admitted == 1).map_err(|error| ClusterError::from(error).to_string())
     }

@@ -25,6 +25,9 @@ use crate::redact;
 /// The embedded defaults; `settings/default.toml` documents every key.
 pub const DEFAULTS_TOML: &str = include_str!("../settings/default.toml");
 
+/// The environment variable that sets `admin.token` (as `WS_AUTH_*` set auth's keys).
+pub const ADMIN_TOKEN_VARIABLE: &str = "WS_ADMIN_TOKEN";
+
 /// Prefix of the generic environment overrides: `CLAWSOCKET__LIMITS__SESSIONQUEUE=4`.
 const ENV_PREFIX: &str = "CLAWSOCKET__";
 
@@ -61,6 +64,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub limits: Limits,
     pub cluster: ClusterSettings,
+    pub admin: AdminSettings,
     /// The user's home directory (`HOME`, read with the rest of the environment at
     /// load), for `~` in paths.
     #[serde(skip)]
@@ -313,6 +317,30 @@ pub struct StoreSettings {
     pub threads: usize,
     /// How many of a session's latest answered message ids are remembered for retries.
     pub idempotency_window: usize,
+    /// Days each user's daily usage is kept (files under `usage/`; Redis hashes' TTL).
+    pub usage_retention_days: u64,
+}
+
+/// `admin.*`: the operators' HTTP routes (`/admin/usage`, `/admin/sessions`).
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminSettings {
+    /// The bearer token the `/admin` routes require; empty: the routes are off (404).
+    pub token: String,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = if self.token.is_empty() { "" } else { "<redacted>" };
+        formatter.debug_struct("AdminSettings").field("token", &token).finish()
+    }
+}
+
+impl AdminSettings {
+    /// Whether the `/admin` routes are served.
+    pub fn enabled(&self) -> bool {
+        !self.token.is_empty()
+    }
 }
 
 /// `cluster.*`: several nodes on one Redis (SPEC §14); off while `redis.url` is empty.
@@ -357,6 +385,8 @@ pub struct Limits {
     /// Bytes of unfinished fragmented messages the whole server holds at most.
     pub max_pending_fragment_bytes: usize,
     pub per_user: PerUserLimits,
+    /// What a guest (unauthenticated while auth is enabled) may use, per guest id.
+    pub guest: PerUserLimits,
     pub max_connections: usize,
     pub messages_per_minute: u32,
     pub session_queue: usize,
@@ -367,12 +397,20 @@ pub struct Limits {
     pub heartbeat: Heartbeat,
 }
 
-/// `limits.perUser.*`: bounds per user, whatever connections they use.
-#[derive(Debug, Clone, Deserialize)]
+/// `limits.perUser.*` (and `limits.guest.*`): bounds per user, whatever connections
+/// and sessions they use (SPEC §13). 0 = no limit, for each. The auth service may
+/// override any of them per user (`data.limits`, see `quota.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PerUserLimits {
-    /// Open connections per user; 0 = no limit.
-    pub max_connections: usize,
+    /// Open connections per user.
+    pub max_connections: u64,
+    /// Turns (`chat.send`s taken) per user in any 60 seconds.
+    pub turns_per_minute: u64,
+    /// Turns of one user running at once, across all of their sessions; more wait.
+    pub concurrent_turns: u64,
+    /// Tokens (prompt and completion) per user per UTC day.
+    pub tokens_per_day: u64,
 }
 
 /// `limits.heartbeat.*`.
@@ -489,7 +527,7 @@ impl Settings {
             return invalid("cluster.leaseMs", "must be at least 100 (it is renewed every third of it)");
         }
         let limits = &self.limits;
-        let positive: [(&'static str, u64); 19] = [
+        let positive: [(&'static str, u64); 20] = [
             ("channels.websocket.media.maxBytes", media.max_bytes),
             ("cluster.streamMaxLen", self.cluster.stream_max_len),
             ("cluster.streamTtlMs", self.cluster.stream_ttl_ms),
@@ -509,6 +547,7 @@ impl Settings {
             ("agent.timeoutMs", self.agent.timeout_ms),
             ("agent.idleTimeoutMs", self.agent.idle_timeout_ms),
             ("store.threads", self.store.threads as u64),
+            ("store.usageRetentionDays", self.store.usage_retention_days),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return invalid(key, "must be greater than 0");
@@ -885,6 +924,9 @@ fn environment_overrides(
     }
     if let Some(endpoint) = environment.get("WS_AUTH_ENDPOINT") {
         overrides.push(("channels.websocket.auth.endpoint".to_string(), Value::from(endpoint.as_str())));
+    }
+    if let Some(token) = environment.get(ADMIN_TOKEN_VARIABLE) {
+        overrides.push(("admin.token".to_string(), Value::from(token.as_str())));
     }
     for (variable, value) in environment {
         let Some(rest) = variable.strip_prefix(ENV_PREFIX) else { continue };

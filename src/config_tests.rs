@@ -84,6 +84,34 @@ fn the_original_plugins_env_vars_override_the_file() {
 }
 
 #[test]
+fn the_admin_token_comes_from_its_variable_and_is_never_printed() {
+    let settings = Settings::load(None, &Environment::new()).unwrap();
+    assert!(!settings.admin.enabled(), "no token: the /admin routes are off");
+    let settings = Settings::load(None, &environment(&[("WS_ADMIN_TOKEN", "adm-secret-1234567")])).unwrap();
+    assert_eq!(settings.admin.token, "adm-secret-1234567");
+    assert!(settings.admin.enabled());
+    assert!(!format!("{settings:?}").contains("adm-secret-1234567"), "Debug hides the token");
+}
+
+#[test]
+fn per_user_and_guest_limits_default_as_documented() {
+    let settings = Settings::load(None, &Environment::new()).unwrap();
+    let per_user = settings.limits.per_user;
+    assert_eq!(
+        (per_user.max_connections, per_user.turns_per_minute, per_user.concurrent_turns, per_user.tokens_per_day),
+        (20, 30, 4, 0)
+    );
+    let guest = settings.limits.guest;
+    assert_eq!(
+        (guest.max_connections, guest.turns_per_minute, guest.concurrent_turns, guest.tokens_per_day),
+        (5, 10, 1, 20000)
+    );
+    assert_eq!(settings.store.usage_retention_days, 400);
+    let error = load_error(None, &[("CLAWSOCKET__STORE__USAGERETENTIONDAYS", "0")]);
+    assert!(error.contains("store.usageRetentionDays"), "{error}");
+}
+
+#[test]
 fn generic_env_overrides_find_camel_case_keys() {
     let settings = Settings::load(
         None,
@@ -237,6 +265,18 @@ fn a_misspelt_key_under_auth_limits_or_groups_stops_the_start_naming_the_right_k
             "channels.websocket.auth",
         ),
         ("c.toml", "[limit]\nmaxConnections = 5\n", "`limit`", "`limits`"),
+        (
+            "c.toml",
+            "[limits.guest]\nturnsPerMinite = 100\n",
+            "limits.guest.turnsPerMinite",
+            "limits.guest.turnsPerMinute",
+        ),
+        (
+            "c.toml",
+            "[limits.perUser]\ntokensPerday = 0\n",
+            "limits.perUser.tokensPerday",
+            "limits.perUser.tokensPerDay",
+        ),
         (
             "c.toml",
             "[channels.websocket.groups]\npolicyy = \"listed\"\n",

@@ -27,7 +27,7 @@ use crate::frame_guard::FrameSizeGuard;
 use crate::groups::GroupAccess;
 use crate::identity::{ConnectionId, Identity};
 use crate::limits::SlotRefusal;
-use crate::metrics::{ConnectionOutcome, LimitHit};
+use crate::metrics::{ConnectionOutcome, LimitHit, QuotaLimit};
 use crate::origin;
 use crate::protocol::{Disconnect, ErrorCode, Outbound, CLOSE_AUTH_FAILED};
 use crate::server::AppState;
@@ -92,8 +92,9 @@ pub(crate) async fn websocket_handshake(
             return Ok(response.streaming(refusal(&error)));
         }
     };
-    let Some(user_connection) = state.users.try_acquire(&identity.sender_id).await else {
-        return Ok(too_many_user_connections(&state, &identity));
+    let max_connections = state.tenancy.limits_for(&identity).max_connections;
+    let Some(user_connection) = state.users.try_acquire(&identity.sender_id, max_connections).await else {
+        return Ok(too_many_user_connections(&state, &identity, max_connections));
     };
     let max_bytes = state.settings.limits.max_message_bytes;
     // The guard refuses an oversized frame from its header; the codec's own check
@@ -183,16 +184,14 @@ fn url_identity(request: &HttpRequest, connection_id: &ConnectionId, auth_enable
     }
 }
 
-/// HTTP 429 for a user who already has `limits.perUser.maxConnections` open (SPEC
-/// §13): the upgrade is refused, no socket is opened.
-fn too_many_user_connections(state: &AppState, identity: &Identity) -> HttpResponse {
-    let max = state.users.max();
-    log::warn!(
-        "connection refused: sender {:?} already has limits.perUser.maxConnections ({max}) open",
-        identity.sender_id
-    );
+/// HTTP 429 for a user who already has their `maxConnections` open (SPEC §13; from
+/// `limits.perUser`, `limits.guest` or the auth service's `data.limits`): the upgrade
+/// is refused, no socket is opened.
+fn too_many_user_connections(state: &AppState, identity: &Identity, max: u64) -> HttpResponse {
+    log::warn!("connection refused: sender {:?} already has its maxConnections ({max}) open", identity.sender_id);
     state.metrics.connection(ConnectionOutcome::Rejected);
     state.metrics.limit_hit(LimitHit::UserConnections);
+    state.metrics.quota_refusal(QuotaLimit::MaxConnections);
     let text =
         format!("this user already has {max} connections open (limits.perUser.maxConnections); close one first\n");
     HttpResponse::TooManyRequests().content_type("text/plain").body(text)

@@ -10,6 +10,7 @@
 //! `server::run` wires them behind actix-web; `main.rs` only parses flags and loads
 //! [`config::Settings`]. See ARCHITECTURE.md for the path of one message.
 
+pub mod admin;
 pub mod agent_roster;
 pub mod agents;
 pub mod answer;
@@ -19,6 +20,7 @@ pub mod cluster;
 pub mod cluster_conversations;
 pub mod cluster_inbox;
 pub mod cluster_shared;
+pub mod cluster_tenancy;
 pub mod config;
 pub mod conversations;
 pub mod error;
@@ -33,6 +35,7 @@ pub mod metrics;
 pub mod openclaw_agents;
 pub mod origin;
 pub mod protocol;
+pub mod quota;
 pub mod redact;
 pub mod server;
 pub mod session_memory;
@@ -41,6 +44,8 @@ pub mod store;
 pub mod stream_entries;
 pub mod transcript;
 pub mod ttl_cache;
+pub mod turn_gate;
+pub mod usage;
 
 // The actors live in the top-level `actors/` folder (the project layout of SPEC §9)
 // but belong to this crate: they need `protocol`, `config` and `backend`, and the

@@ -232,42 +232,36 @@ impl ByteBudget {
     }
 }
 
-/// Open connections per user, under `limits.perUser.maxConnections` (0 = no limit).
-/// Taken in the handshake once the user is known, held by the connection. The one
-/// type the handshake uses; where the counts live is chosen once, in `server.rs`
-/// (see `cluster_shared.rs` for the seam).
+/// Open connections per user, under each user's `maxConnections` (`limits.perUser`,
+/// `limits.guest`, or the auth service's `data.limits`; 0 = no limit). Taken in the
+/// handshake once the user is known, held by the connection. The one type the
+/// handshake uses; where the counts live is chosen once, in `server.rs` (see
+/// `cluster_shared.rs` for the seam).
 #[derive(Clone)]
 pub enum UserConnections {
-    /// This node's connections only (the embedded node, or no limit): one map, one
-    /// lock, no await.
+    /// This node's connections only (the embedded node): one map, one lock, no await.
     Local(Arc<LocalUserConnections>),
-    /// Every node's connections, counted in Redis (cluster mode with a limit).
+    /// Every node's connections, counted in Redis (cluster mode).
     Cluster(Arc<ClusterUserConnections>),
 }
 
 impl UserConnections {
-    /// Counts in Redis when the node is in a cluster and there is a limit to count
-    /// for; in this process otherwise.
-    pub fn for_settings(max: usize, cluster: Option<&Arc<Cluster>>) -> UserConnections {
+    /// Counts in Redis when the node is in a cluster (any user may have a limit: a
+    /// guest, or a tier from the auth service); in this process otherwise.
+    pub fn for_settings(cluster: Option<&Arc<Cluster>>) -> UserConnections {
         match cluster {
-            Some(cluster) if max > 0 => UserConnections::Cluster(ClusterUserConnections::new(cluster.clone(), max)),
-            _ => UserConnections::Local(LocalUserConnections::new(max)),
+            Some(cluster) => UserConnections::Cluster(ClusterUserConnections::new(cluster.clone())),
+            None => UserConnections::Local(LocalUserConnections::new()),
         }
     }
 
-    /// Takes one of `user`'s connections, or `None` when the user has `max` open.
-    pub async fn try_acquire(&self, user: &str) -> Option<UserConnection> {
+    /// Takes one of `user`'s connections, or `None` when the user has `max` open (0 =
+    /// no limit).
+    pub async fn try_acquire(&self, user: &str, max: u64) -> Option<UserConnection> {
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
         match self {
-            UserConnections::Local(users) => users.try_acquire(user).map(UserConnection::Local),
-            UserConnections::Cluster(users) => users.try_acquire(user).await.map(UserConnection::Cluster),
-        }
-    }
-
-    /// The limit, for the 429's text.
-    pub fn max(&self) -> usize {
-        match self {
-            UserConnections::Local(users) => users.max(),
-            UserConnections::Cluster(users) => users.max(),
+            UserConnections::Local(users) => users.try_acquire(user, max).map(UserConnection::Local),
+            UserConnections::Cluster(users) => users.try_acquire(user, max).await.map(UserConnection::Cluster),
         }
     }
 
@@ -328,26 +322,20 @@ impl UserCounts {
 
 /// Open connections per user on this node alone: the embedded limit, unchanged by
 /// cluster mode (one lock, no await).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct LocalUserConnections {
     counts: UserCounts,
-    max: usize,
 }
 
 impl LocalUserConnections {
-    /// Room for `max` connections per user (0 = no limit).
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(LocalUserConnections { counts: UserCounts::default(), max })
+    pub fn new() -> Arc<Self> {
+        Arc::new(LocalUserConnections::default())
     }
 
-    /// Takes one of `user`'s connections, or `None` when the user has `max` open.
-    pub fn try_acquire(self: &Arc<Self>, user: &str) -> Option<LocalUserConnection> {
-        self.counts.try_add(user, self.max).then(|| LocalUserConnection { users: self.clone(), user: user.to_string() })
-    }
-
-    /// The limit, for the 429's text.
-    pub fn max(&self) -> usize {
-        self.max
+    /// Takes one of `user`'s connections, or `None` when the user has `max` open (0 =
+    /// no limit).
+    pub fn try_acquire(self: &Arc<Self>, user: &str, max: usize) -> Option<LocalUserConnection> {
+        self.counts.try_add(user, max).then(|| LocalUserConnection { users: self.clone(), user: user.to_string() })
     }
 }
 

@@ -145,16 +145,16 @@ fn a_byte_budget_takes_what_fits_and_gets_it_back() {
 
 #[test]
 fn a_user_gets_max_connections_and_each_closed_one_back() {
-    let users = LocalUserConnections::new(2);
-    let first = users.try_acquire("alice").unwrap();
-    let _second = users.try_acquire("alice").unwrap();
-    assert!(users.try_acquire("alice").is_none());
-    assert!(users.try_acquire("bob").is_some(), "another user is not affected");
+    let users = LocalUserConnections::new();
+    let first = users.try_acquire("alice", 2).unwrap();
+    let _second = users.try_acquire("alice", 2).unwrap();
+    assert!(users.try_acquire("alice", 2).is_none());
+    assert!(users.try_acquire("bob", 2).is_some(), "another user is not affected");
+    assert!(users.try_acquire("alice", 3).is_some(), "a user with a higher limit (a tier) gets more");
     drop(first);
-    assert!(users.try_acquire("alice").is_some());
-    let unlimited = LocalUserConnections::new(0);
-    let held: Vec<_> = (0..50).filter_map(|_| unlimited.try_acquire("x")).collect();
-    assert_eq!(held.len(), 50);
+    assert!(users.try_acquire("alice", 4).is_some());
+    let held: Vec<_> = (0..50).filter_map(|_| users.try_acquire("x", 0)).collect();
+    assert_eq!(held.len(), 50, "0 is no limit");
 }
 
 #[test]
@@ -174,12 +174,11 @@ fn user_counts_add_under_a_limit_remove_and_forget_users_at_zero() {
 
 #[actix_rt::test]
 async fn without_a_cluster_the_counts_are_this_process_s() {
-    let users = UserConnections::for_settings(1, None);
+    let users = UserConnections::for_settings(None);
     assert!(matches!(users, UserConnections::Local(_)));
-    assert_eq!(users.max(), 1);
-    let first = users.try_acquire("alice").await.expect("a place");
-    assert!(users.try_acquire("alice").await.is_none());
+    let first = users.try_acquire("alice", 1).await.expect("a place");
+    assert!(users.try_acquire("alice", 1).await.is_none());
     users.heartbeat(false).await;
     drop(first);
-    assert!(users.try_acquire("alice").await.is_some());
+    assert!(users.try_acquire("alice", 1).await.is_some());
 }

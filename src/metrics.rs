@@ -52,6 +52,35 @@ labels! {
 }
 
 labels! {
+    /// A per-user limit that refused something (`clawsocket_quota_refusals_total{limit}`;
+    /// the label is the limit's key under `limits.perUser`, as `chat.error` names it).
+    #[derive(PartialEq, Eq)]
+    QuotaLimit {
+        /// A handshake refused with HTTP 429.
+        MaxConnections => "maxConnections",
+        /// A `chat.send` refused `quota_exceeded`.
+        TurnsPerMinute => "turnsPerMinute",
+        /// A `chat.send` refused `quota_exceeded`.
+        TokensPerDay => "tokensPerDay",
+    }
+}
+
+impl QuotaLimit {
+    /// The limit's key under `limits.perUser` (the label, and `chat.error`'s `limit`).
+    pub fn as_str(self) -> &'static str {
+        self.label()
+    }
+}
+
+labels! {
+    /// Which tokens of a turn (`clawsocket_tokens_total{kind}`).
+    TokenKind {
+        Prompt => "prompt",
+        Completion => "completion",
+    }
+}
+
+labels! {
     /// How a connection attempt ended (`clawsocket_connections_total{outcome}`).
     ConnectionOutcome {
         Accepted => "accepted",
@@ -92,6 +121,8 @@ pub struct Metrics {
     /// Users who got the default agent because `maxAgents` was reached.
     pub dynamic_agent_fallbacks: IntCounter,
     limit_hits: Vec<IntCounter>,
+    quota_refusals: Vec<IntCounter>,
+    tokens: Vec<IntCounter>,
     /// Cluster mode only: registered by [`Metrics::with_cluster`].
     pub cluster: Option<ClusterMetrics>,
 }
@@ -146,6 +177,14 @@ impl Metrics {
         let errors_vec = counter_vec(&registry, "clawsocket_errors_total", "chat.error frames sent, by code", "code");
         let limits_vec =
             counter_vec(&registry, "clawsocket_limit_hits_total", "Times a client or backend hit a bound", "limit");
+        let quota_vec = counter_vec(
+            &registry,
+            "clawsocket_quota_refusals_total",
+            "Handshakes and turns refused by a per-user limit",
+            "limit",
+        );
+        let tokens_vec =
+            counter_vec(&registry, "clawsocket_tokens_total", "Tokens of ended turns (reported or estimated)", "kind");
         Metrics {
             connections_open: gauge(&registry, "clawsocket_connections_open", "Open WebSocket connections"),
             connections: series(&connections_vec, ConnectionOutcome::ALL, ConnectionOutcome::label),
@@ -173,6 +212,8 @@ impl Metrics {
                 "Users sent to the default agent because maxAgents was reached",
             ),
             limit_hits: series(&limits_vec, LimitHit::ALL, LimitHit::label),
+            quota_refusals: series(&quota_vec, QuotaLimit::ALL, QuotaLimit::label),
+            tokens: series(&tokens_vec, TokenKind::ALL, TokenKind::label),
             cluster: None,
             registry,
         }
@@ -195,6 +236,16 @@ impl Metrics {
     /// A client or backend ran into `limit`.
     pub fn limit_hit(&self, limit: LimitHit) {
         self.limit_hits[limit as usize].inc();
+    }
+
+    /// A per-user `limit` refused a handshake or a turn.
+    pub fn quota_refusal(&self, limit: QuotaLimit) {
+        self.quota_refusals[limit as usize].inc();
+    }
+
+    /// Tokens of an ended turn.
+    pub fn tokens(&self, kind: TokenKind, count: u64) {
+        self.tokens[kind as usize].inc_by(count);
     }
 
     /// The Prometheus text exposition of every series.

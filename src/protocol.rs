@@ -629,6 +629,12 @@ pub enum Outbound<'a> {
         message_id: Option<&'a str>,
         error: &'a str,
         code: ErrorCode,
+        /// `quota_exceeded`: the limit that refused (its key, e.g. `turnsPerMinute`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<&'a str>,
+        /// `quota_exceeded`: when trying again can help, ms from now.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// A group member's message, relayed to the other subscribers of the group.
     #[serde(rename = "chat.message")]
@@ -698,7 +704,7 @@ pub fn features(events: crate::config::Events, regenerate: bool) -> (Option<u8>,
     }
     let kinds = [(events.reasoning, "reasoning"), (events.tool, "tool"), (events.usage, "usage")];
     let mut features: Vec<&'static str> = kinds.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect();
-    features.extend(["threads", "groups", "resume", "conversations", "media"]);
+    features.extend(["threads", "groups", "resume", "conversations", "media", "quotas"]);
     if regenerate {
         features.push("regenerate");
     }
@@ -723,7 +729,14 @@ impl Outbound<'_> {
 
     /// A `chat.error` frame.
     pub fn error_frame(code: ErrorCode, error: &str, message_id: Option<&str>) -> Frame {
-        Outbound::Error { message_id, error, code }.to_frame()
+        Outbound::Error { message_id, error, code, limit: None, retry_after_ms: None }.to_frame()
+    }
+
+    /// A `chat.error` `quota_exceeded` naming the `limit` that refused, and when
+    /// trying again can help (SPEC §13).
+    pub fn quota_frame(error: &str, limit: &str, retry_after_ms: Option<u64>, message_id: Option<&str>) -> Frame {
+        let code = ErrorCode::QuotaExceeded;
+        Outbound::Error { message_id, error, code, limit: Some(limit), retry_after_ms }.to_frame()
     }
 }
 

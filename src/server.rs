@@ -21,6 +21,7 @@ use crate::actors::cluster_node::ClusterNode;
 use crate::actors::store_writer::{ConversationIndex, StoreThreads};
 use crate::actors::stream_reader::StreamReader;
 use crate::actors::supervisor::{ClusterWiring, Supervisor, SupervisorSetup};
+use crate::admin;
 use crate::agents::AgentRegistry;
 use crate::auth::{AnswerCache, Authenticator};
 use crate::backend::{self, AgentBackend};
@@ -33,6 +34,7 @@ use crate::limits::{ByteBudget, ConnectionSlots, UserConnections};
 use crate::media::{self, MediaStore};
 use crate::metrics::Metrics;
 use crate::openclaw_agents;
+use crate::quota::Tenancy;
 use crate::redact;
 use crate::shutdown::{self, GracefulShutdown, SOCKET_CLOSE_SECS};
 
@@ -63,6 +65,8 @@ pub(crate) struct AppState {
     pub media: Arc<MediaStore>,
     /// Every owner's conversations (`chat.threads`, `chat.title`).
     pub conversations: ConversationIndex,
+    /// Per-user limits and usage (SPEC §13).
+    pub tenancy: Arc<Tenancy>,
 }
 
 /// Binds the configured address, for `main`. A failure names the address and, for
@@ -111,6 +115,8 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
     // directory the nodes share), else beside the bytes.
     let media = MediaStore::new(&settings, cluster.as_ref()).map_err(StartError::Store)?;
     let backend = backend::from_settings(&settings, media.clone());
+    let tenancy = Tenancy::new(&settings, cluster.as_ref(), metrics.clone());
+    tenancy.start();
     let wiring =
         cluster.clone().map(|cluster| ClusterWiring { reader: StreamReader::new(cluster.clone()).start(), cluster });
     let store = StoreThreads::start(settings.store.threads);
@@ -125,16 +131,19 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         metrics: metrics.clone(),
         cluster: wiring,
         media: media.clone(),
+        tenancy: tenancy.clone(),
     })
     .start();
     // The state nodes share besides sessions, chosen once here: in this process alone,
     // through Redis in a cluster (one more kind: see `cluster_shared.rs`).
-    let users = UserConnections::for_settings(settings.limits.per_user.max_connections, cluster.as_ref());
+    let users = UserConnections::for_settings(cluster.as_ref());
     // One cache for all workers; each worker builds its own Authenticator (awc is per thread).
     let answer_cache = AnswerCache::for_settings(&settings.channels.websocket.auth, cluster.as_ref());
     if let Some(cluster) = &cluster {
         let outbound_bytes = settings.limits.outbound_bytes;
-        ClusterNode::new(cluster.clone(), supervisor.clone(), outbound_bytes, metrics.clone(), users.clone()).start();
+        let node =
+            ClusterNode::new(cluster.clone(), supervisor.clone(), outbound_bytes, metrics.clone(), users.clone());
+        node.with_tenancy(tenancy.clone()).start();
     }
     let websocket = &settings.channels.websocket;
     if websocket.enabled {
@@ -143,6 +152,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         log::warn!("channels.websocket.enabled is false: no WebSocket and no chat page; serving /healthz, /readyz and /metrics only on {local_addr}");
     }
     log_auth_mode(&settings);
+    log_admin_mode(&settings);
     let verdict_cache = groups::verdict_cache(&settings.channels.websocket.groups);
     let slots = ConnectionSlots::new(settings.limits.max_connections);
     let state = web::Data::new(AppState {
@@ -156,9 +166,12 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         cluster,
         media,
         conversations,
+        tenancy: tenancy.clone(),
     });
+    let shutdown_tenancy = tenancy;
     let server = HttpServer::new(move || {
         let enabled = state.settings.channels.websocket.enabled;
+        let admin = state.settings.admin.enabled();
         let path = state.settings.channels.websocket.path.clone();
         let authenticator =
             Authenticator::new(&state.settings.channels.websocket.auth, answer_cache.clone(), state.metrics.clone());
@@ -186,6 +199,10 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
                         .route("/media", web::post().to(media::http::upload))
                         .route("/media/{id}", web::get().to(media::http::download));
                 }
+                // Without an admin token there are no /admin routes at all (404).
+                if enabled && admin {
+                    admin::routes(app);
+                }
             })
     })
     // Deltas are small frames written as they come: without TCP_NODELAY the kernel
@@ -201,6 +218,7 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
         supervisor: supervisor.clone(),
         slots,
         grace: Duration::from_millis(settings.limits.shutdown_grace_ms),
+        tenancy: shutdown_tenancy,
     };
     Ok(RunningServer { server, supervisor, local_addr, shutdown })
 }
@@ -266,7 +284,8 @@ fn remember_secrets(settings: &Settings) {
     let websocket = &settings.channels.websocket;
     let urls = [&settings.agent.url, &websocket.auth.endpoint, &websocket.groups.endpoint, &settings.cluster.redis.url];
     let passwords = urls.into_iter().filter_map(|url| redact::url_password(url));
-    redact::remember([settings.agent.token.as_str(), settings.agent.api_key.as_str()].into_iter().chain(passwords));
+    let tokens = [settings.agent.token.as_str(), settings.agent.api_key.as_str(), settings.admin.token.as_str()];
+    redact::remember(tokens.into_iter().chain(passwords));
 }
 
 /// Says once at start how connections are authenticated (never per connection).
@@ -288,6 +307,28 @@ fn log_auth_mode(settings: &Settings) {
         );
     }
 }
+
+/// Says once at start whether the `/admin` routes are on (never the token).
+fn log_admin_mode(settings: &Settings) {
+    let token = &settings.admin.token;
+    if token.is_empty() {
+        log::info!("admin: no admin.token: the /admin routes are off");
+        return;
+    }
+    if !settings.channels.websocket.enabled {
+        log::warn!("admin: admin.token is set but channels.websocket.enabled is false: the /admin routes are off");
+        return;
+    }
+    log::info!("admin: /admin/usage and /admin/sessions answer requests bearing admin.token");
+    if token.len() < MIN_ADMIN_TOKEN_BYTES {
+        log::warn!(
+            "admin: admin.token is shorter than {MIN_ADMIN_TOKEN_BYTES} bytes; a long random token is safer (e.g. `openssl rand -hex 32`)"
+        );
+    }
+}
+
+/// Below this length `admin.token` earns a warning at start.
+const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 
 /// `GET /metrics`: Prometheus text format.
 async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {

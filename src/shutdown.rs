@@ -1,8 +1,8 @@
 //! Shutdown is ours, not actix-web's (`disable_signals`): actix-web's graceful stop
 //! waits for connections to end, which WebSockets never do. On SIGTERM or SIGINT
 //! [`GracefulShutdown`] refuses new sockets (503), has the Supervisor drain the
-//! sessions within `limits.shutdownGraceMs` and close every socket with 1001, then
-//! stops the HTTP server. A second signal stops at once.
+//! sessions within `limits.shutdownGraceMs` and close every socket with 1001, writes
+//! the last turns' usage, then stops the HTTP server. A second signal stops at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use futures_util::future::{select, Either};
 
 use crate::actors::supervisor::{ShutDown, Supervisor};
 use crate::limits::ConnectionSlots;
+use crate::quota::Tenancy;
 
 /// Once every socket has been told to close (1001), the HTTP workers give the close
 /// frames this long, in seconds, to be written before they drop what is left.
@@ -45,6 +46,8 @@ pub struct GracefulShutdown {
     pub supervisor: Addr<Supervisor>,
     pub slots: Arc<ConnectionSlots>,
     pub grace: Duration,
+    /// Per-user usage: written out before the server stops.
+    pub tenancy: Arc<Tenancy>,
 }
 
 impl GracefulShutdown {
@@ -61,10 +64,14 @@ impl GracefulShutdown {
             ),
             Err(error) => log::error!("shutdown: the supervisor did not answer ({error}); stopping anyway"),
         }
+        self.tenancy.flush(USAGE_FLUSH_TIMEOUT).await;
         self.server.stop(true).await;
         log::info!("shutdown complete");
     }
 }
+
+/// How long the shutdown waits for the last turns' usage to be written.
+const USAGE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The signals that stop the service: SIGTERM (service managers, `docker stop`) and
 /// SIGINT (Ctrl-C).

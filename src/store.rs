@@ -95,16 +95,31 @@ pub fn transcript_path(agent_dir: &Path, key: &SessionKey) -> PathBuf {
 
 /// Replaces `path` with `bytes` atomically: a reader sees the old file or the new one.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    replace_file(path, bytes, true)
+}
+
+/// Replaces `path` with `bytes` atomically (temp file, rename), without waiting for the
+/// disk: the new file survives the process (a crash included), not necessarily a power
+/// loss. For records rewritten often whose last seconds may be lost (usage counts).
+pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    replace_file(path, bytes, false)
+}
+
+fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io_error(parent))?;
     let name = path.file_name().map(|name| name.to_string_lossy().to_string()).unwrap_or_default();
     let temp = parent.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
     let mut file = File::create(&temp).map_err(io_error(&temp))?;
-    file.write_all(bytes).map_err(io_error(&temp))?;
-    file.sync_all().map_err(io_error(&temp))?;
-    fs::rename(&temp, path).map_err(io_error(path))?;
-    if let Ok(directory) = File::open(parent) {
-        let _ = directory.sync_all(); // make the rename itself durable where the OS allows
+    let written = file.write_all(bytes).and_then(|()| if durable { file.sync_all() } else { Ok(()) });
+    if let Err(error) = written.and_then(|()| fs::rename(&temp, path)) {
+        let _ = fs::remove_file(&temp);
+        return Err(io_error(path)(error));
+    }
+    if durable {
+        if let Ok(directory) = File::open(parent) {
+            let _ = directory.sync_all(); // make the rename itself durable where the OS allows
+        }
     }
     Ok(())
 }

@@ -73,7 +73,18 @@ async fn reasoning_streams_before_the_text_with_one_seq_and_comes_back_whole() {
     assert_eq!(welcome["protocol"], 2, "{welcome}");
     assert_eq!(
         welcome["features"],
-        json!(["reasoning", "tool", "usage", "threads", "groups", "resume", "conversations", "media", "regenerate"])
+        json!([
+            "reasoning",
+            "tool",
+            "usage",
+            "threads",
+            "groups",
+            "resume",
+            "conversations",
+            "media",
+            "quotas",
+            "regenerate"
+        ])
     );
 
     let frames = client.chat("m1", "hi").await;

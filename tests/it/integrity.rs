@@ -259,6 +259,8 @@ async fn history_reads_and_old_retries_racing_appends_lose_no_acknowledged_turn(
     let store = mounted.dir("store");
     let mut settings = echo_store_settings();
     settings.push(("limits.messagesPerMinute", 1_000_000.into()));
+    // One user writing hundreds of turns a minute on purpose.
+    settings.push(("limits.perUser.turnsPerMinute", 0.into()));
     // Room for a few history frames holding a big turn (0.8 MB each) queued for a reader.
     settings.push(("limits.outboundBytes", (64 << 20).into()));
     let server = spawn_server_on_store(&store, &settings);

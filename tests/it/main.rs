@@ -25,3 +25,4 @@ mod resume;
 mod robust;
 mod sessions;
 mod surface;
+mod tenancy;

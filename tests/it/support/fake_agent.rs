@@ -294,3 +294,19 @@ pub fn paced_agent(count: usize, pause: Duration) -> FakeAgent {
         slowly(&words.iter().map(String::as_str).collect::<Vec<_>>(), pause)
     }))
 }
+
+/// A stream answering `deltas`, `pause` apart, then reporting `prompt` and
+/// `completion` tokens in a usage chunk (as `stream_options.include_usage` asks).
+pub fn answer_with_usage(deltas: &[&str], prompt: u64, completion: u64, pause: Duration) -> Reply {
+    let mut events: Vec<Value> = deltas
+        .iter()
+        .map(|delta| json!({"choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": null}]}))
+        .collect();
+    events.push(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}));
+    let usage = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+    events.push(json!({"choices": [], "usage": usage}));
+    let mut chunks: Vec<Chunk> =
+        events.iter().map(|event| Chunk::Bytes(pause, format!("data: {event}\n\n").into_bytes())).collect();
+    chunks.push(Chunk::Bytes(pause, b"data: [DONE]\n\n".to_vec()));
+    Reply::Stream(chunks)
+}
