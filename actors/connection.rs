@@ -410,45 +410,52 @@ impl ConnectionActor {
                 self.route(target, SessionCommand::Leave { from });
             }
             Inbound::Abort(request) => {
-                let target = self.target_of(&request.session);
-                let message_id = request.message_id;
-                if self.may_control(&target, ctx, message_id.as_deref()) {
-                    let user = self.identity.clone();
-                    let refusal_id = message_id.clone();
-                    self.gated(&user, target, GroupAction::Abort, refusal_id, ctx, move |actor, target, ctx| {
-                        let from = actor.own_handle(ctx);
-                        actor.route(target, SessionCommand::Abort { from, message_id });
-                    });
-                }
+                let (target, id) = (self.target_of(&request.session), request.message_id.clone());
+                let abort = |from| SessionCommand::Abort { from, message_id: request.message_id };
+                self.control(target, GroupAction::Abort, id, abort, ctx);
             }
             Inbound::History(request) => {
+                let limit = protocol::history_limit(request.limit);
                 let target = self.target_of(&request.session);
-                if self.may_control(&target, ctx, None) {
-                    let user = self.identity.clone();
-                    let limit = protocol::history_limit(request.limit);
-                    self.gated(&user, target, GroupAction::History, None, ctx, move |actor, target, ctx| {
-                        let from = actor.own_handle(ctx);
-                        actor.route(target, SessionCommand::History { from, limit });
-                    });
-                }
+                self.control(
+                    target,
+                    GroupAction::History,
+                    None,
+                    move |from| SessionCommand::History { from, limit },
+                    ctx,
+                );
             }
             Inbound::Threads(request) => self.list_threads(request, ctx),
             Inbound::Title(request) => self.name_thread(request, ctx),
             Inbound::Regenerate(request) => self.regenerate(request, ctx),
             Inbound::Delete(request) => {
-                let target = self.target_of(&request.session);
-                let message_id = request.message_id;
-                if self.may_control(&target, ctx, message_id.as_deref()) {
-                    let user = self.identity.clone();
-                    let refusal_id = message_id.clone();
-                    self.gated(&user, target, GroupAction::Delete, refusal_id, ctx, move |actor, target, ctx| {
-                        let from = actor.own_handle(ctx);
-                        actor.route(target, SessionCommand::Delete { from, message_id });
-                    });
-                }
+                let (target, id) = (self.target_of(&request.session), request.message_id.clone());
+                let delete = |from| SessionCommand::Delete { from, message_id: request.message_id };
+                self.control(target, GroupAction::Delete, id, delete, ctx);
             }
             Inbound::Ping => reply(ctx, Outbound::Pong.to_frame()),
         }
+    }
+
+    /// Routes the command `make` builds to `target`, when this connection may control
+    /// it (`may_control`) and the group policy allows `action`; else `forbidden`,
+    /// naming `message_id`.
+    fn control(
+        &mut self,
+        target: SessionTarget,
+        action: GroupAction,
+        message_id: Option<String>,
+        make: impl FnOnce(Outbox) -> SessionCommand + 'static,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        if !self.may_control(&target, ctx, message_id.as_deref()) {
+            return;
+        }
+        let user = self.identity.clone();
+        self.gated(&user, target, action, message_id, ctx, move |actor, target, ctx| {
+            let from = actor.own_handle(ctx);
+            actor.route(target, make(from));
+        });
     }
 
     /// `chat.threads`: the caller's conversations (or a group's, when the group
