@@ -39,14 +39,13 @@ pub(super) enum SlotWait {
 }
 
 impl SessionActor {
-    /// Queues `turn` if its user may start it (a user's message passes their
-    /// turnsPerMinute and tokensPerDay; a tool-result continuation finishes an
-    /// exchange already counted); else tells `from` why not.
+    /// Queues `turn` if its user may start it (a user's message and a regeneration
+    /// pass their turnsPerMinute and tokensPerDay; a tool-result continuation, which
+    /// finishes an exchange already counted as a turn, their tokensPerDay); else tells
+    /// `from` why not.
     pub(super) fn check_quota_then_queue(&mut self, from: Outbox, turn: Box<Turn>, ctx: &mut Context<Self>) {
-        if turn.tools != ToolTurn::Message {
-            return self.queue_turn(turn, ctx);
-        }
-        match self.setup.tenancy.check_turn(&turn.identity) {
+        let new_turn = matches!(turn.tools, ToolTurn::Message | ToolTurn::Regenerate(_));
+        match self.setup.tenancy.check_turn(&turn.identity, new_turn) {
             Check::Now(Ok(())) => self.queue_turn(turn, ctx),
             Check::Now(Err(refusal)) => self.refuse_quota(&from, &refusal, &turn.message_id),
             Check::Later(check) => {

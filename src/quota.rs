@@ -190,8 +190,11 @@ impl Tenancy {
 
     /// Takes a turn of `identity`'s user, unless the day's tokens are spent or the
     /// user started `turnsPerMinute` turns in the last 60 s.
-    pub fn check_turn(&self, identity: &Identity) -> Check {
-        let limits = self.limits_for(identity);
+    pub fn check_turn(&self, identity: &Identity, new_turn: bool) -> Check {
+        let mut limits = self.limits_for(identity);
+        if !new_turn {
+            limits.turns_per_minute = 0; // a continuation spends tokens, not a turn
+        }
         if limits.turns_per_minute == 0 && limits.tokens_per_day == 0 {
             return Check::Now(Ok(()));
         }

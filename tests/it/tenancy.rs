@@ -539,3 +539,30 @@ async fn a_node_stopped_by_sigterm_keeps_the_days_usage() {
     let (status, body) = get(&format!("http://{}", second.addr), "/admin/usage?userId=alice", Some(&bearer)).await;
     assert_eq!((status, &body["total"]["turns"]), (200, &json!(1)), "{body}");
 }
+
+/// Sends `chat.regenerate` with `new_id` and returns the frames of that turn.
+async fn regenerate(client: &mut WsClient, new_id: &str) -> Vec<Value> {
+    client.send_json(json!({"type": "chat.regenerate", "newMessageId": new_id})).await;
+    client.turn(new_id).await
+}
+
+#[actix_rt::test]
+async fn a_regeneration_is_a_turn_and_spends_the_days_tokens() {
+    let agent = agent_of_15_tokens(Duration::ZERO);
+    let limits = [("limits.perUser.turnsPerMinute", 3.into()), ("limits.perUser.tokensPerDay", 45.into())];
+    let server = spawn_server(&openai(&agent, &limits));
+    let mut alice = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+    assert!(answered(&alice.chat("m1", "hi").await));
+    assert!(answered(&regenerate(&mut alice, "r1").await), "turn 2 of 3, tokens 30 of 45");
+    assert!(answered(&regenerate(&mut alice, "r2").await), "turn 3 of 3, tokens 45 of 45");
+    let refused = last(&regenerate(&mut alice, "r3").await).clone();
+    assert_eq!(refused["code"], "quota_exceeded", "{refused}");
+    assert_eq!(agent.requests().len(), 3, "the refused regeneration never reached the agent");
+    assert_eq!(usage_today(&server, "alice").await["turns"], 3);
+
+    // Over the day's tokens only, a regeneration is refused for them too.
+    let server = spawn_server(&openai(&agent, &[("limits.perUser.tokensPerDay", 15.into())]));
+    let mut bob = WsClient::connect_welcomed(&server.ws_url("senderId=bob")).await.0;
+    assert!(answered(&bob.chat("b1", "hi").await));
+    refused_by(last(&regenerate(&mut bob, "rb").await), "tokensPerDay");
+}
