@@ -457,14 +457,7 @@ impl SessionActor {
         let aborts_running =
             self.running.as_ref().is_some_and(|running| wanted.is_none_or(|id| id == &*running.turn.message_id));
         if aborts_running {
-            if let Some(running) = self.running.take() {
-                running.bridge.do_send(StopTurn);
-                self.count_cut_turn(&running);
-                self.setup.metrics.turn(TurnOutcome::Aborted, running.started.elapsed());
-                self.setup.metrics.error(ErrorCode::Aborted);
-                log::info!("turn {} in session {} aborted", running.turn.message_id, self.setup.key);
-                self.broadcast(&aborted_frame(&running.turn.message_id), ctx);
-            }
+            self.abort_running(ctx);
             self.start_next_turn(ctx);
             return;
         }
@@ -474,6 +467,18 @@ impl SessionActor {
                 self.broadcast(&aborted_frame(&removed.message_id), ctx);
             }
         }
+    }
+
+    /// Stops the running turn, if any: counted as cut (its prompt), `aborted` to every
+    /// subscriber.
+    fn abort_running(&mut self, ctx: &mut Context<Self>) {
+        let Some(running) = self.running.take() else { return };
+        running.bridge.do_send(StopTurn);
+        self.count_cut_turn(&running);
+        self.setup.metrics.turn(TurnOutcome::Aborted, running.started.elapsed());
+        self.setup.metrics.error(ErrorCode::Aborted);
+        log::info!("turn {} in session {} aborted", running.turn.message_id, self.setup.key);
+        self.broadcast(&aborted_frame(&running.turn.message_id), ctx);
     }
 
     fn read_history(&mut self, from: Outbox, limit: usize, ctx: &mut Context<Self>) {
@@ -517,12 +522,7 @@ impl SessionActor {
             from.deliver(&Outbound::error_frame(code, text, message_id.as_deref()));
             return;
         }
-        if let Some(running) = self.running.take() {
-            running.bridge.do_send(StopTurn);
-            self.setup.metrics.turn(TurnOutcome::Aborted, running.started.elapsed());
-            self.setup.metrics.error(ErrorCode::Aborted);
-            self.broadcast(&aborted_frame(&running.turn.message_id), ctx);
-        }
+        self.abort_running(ctx);
         for queued in std::mem::take(&mut self.queue) {
             self.setup.metrics.error(ErrorCode::Aborted);
             self.broadcast(&aborted_frame(&queued.message_id), ctx);

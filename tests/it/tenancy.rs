@@ -566,3 +566,32 @@ async fn a_regeneration_is_a_turn_and_spends_the_days_tokens() {
     assert!(answered(&bob.chat("b1", "hi").await));
     refused_by(last(&regenerate(&mut bob, "rb").await), "tokensPerDay");
 }
+
+#[actix_rt::test]
+async fn a_turn_cut_by_its_threads_deletion_is_counted_as_a_turn() {
+    let agent = paced_agent(40, Duration::from_millis(50));
+    let server = spawn_server(&openai(&agent, &[]));
+    let mut alice = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+    assert!(answered(&alice.chat("m0", "first").await));
+    send(&mut alice, "m1", Some("t")).await;
+    let mut other_tab = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+    // The turn in `t` is streaming when its thread is deleted.
+    loop {
+        if alice.recv().await["type"] == "chat.stream" {
+            break;
+        }
+    }
+    assert_eq!(send_delete(&mut other_tab, "t").await["type"], "chat.deleted");
+    assert_eq!(last(&alice.turn("m1").await)["code"], "aborted");
+    eventually("the cut turn counted", || async { usage_today(&server, "alice").await["turns"] == 2 }).await;
+}
+
+async fn send_delete(client: &mut WsClient, thread: &str) -> Value {
+    client.send_json(json!({"type": "chat.delete", "threadId": thread})).await;
+    loop {
+        let frame = client.recv().await;
+        if frame["type"] == "chat.deleted" || frame["type"] == "chat.error" {
+            return frame;
+        }
+    }
+}
