@@ -40,6 +40,7 @@ pub mod store;
 pub mod stream_entries;
 pub mod transcript;
 pub mod ttl_cache;
+mod web_page;
 
 // The actors live in the top-level `actors/` folder (the project layout of SPEC §9)
 // but belong to this crate: they need `protocol`, `config` and `backend`, and the
