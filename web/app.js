@@ -238,7 +238,13 @@
     try { msg = JSON.parse(raw); } catch (e) { return; }
     if (!msg || typeof msg !== 'object' || typeof msg.type !== 'string') return;
     const handler = HANDLERS[msg.type];
-    if (handler) handler(msg);
+    if (!handler) return;
+    try {
+      handler(msg);
+    } catch (e) {
+      // A frame of a shape this page does not expect is skipped; the next one works.
+      console.error('clawsocket: could not show a ' + msg.type + ' frame', e);
+    }
   }
   const HANDLERS = {
     'chat.response': (msg) => (isWelcome(msg) ? onWelcome(msg) : onResponse(msg)),
@@ -272,6 +278,7 @@
   // The open conversation's items, for frames that name a session or a known turn.
   function viewFor(msg) {
     const view = state.view;
+    if (msg.messageId !== undefined && typeof msg.messageId !== 'string') return null;
     const owner = msg.messageId ? state.turnCtx.get(msg.messageId) : undefined;
     if (owner !== undefined && owner !== ctxKey(view.ctx)) return null;
     if (msg.sessionKey !== undefined && !isSessionOf(msg.sessionKey, view.ctx)) return null;
@@ -302,7 +309,7 @@
     answer.text = text(msg.content);
     if (typeof msg.reasoning === 'string') answer.reasoning = msg.reasoning;
     if (Array.isArray(msg.toolCalls) && !answer.tools.length) msg.toolCalls.forEach((call) => addTool(answer, call));
-    if (Array.isArray(msg.attachments) && !answer.media.length) answer.media = msg.attachments.map(mediaOfAttachment);
+    if (Array.isArray(msg.attachments) && !answer.media.length) answer.media = attachmentsOf(msg.attachments);
     answer.usage = msg.usage && typeof msg.usage === 'object' ? msg.usage : null;
     answer.finishReason = text(msg.finishReason);
     finishAnswer(view, answer);
@@ -313,7 +320,7 @@
     const view = viewFor(msg);
     if (!view) return;
     const answer = msg.messageId ? view.answers.get(msg.messageId) : null;
-    if (msg.code === 'aborted') {
+    if (msg.code === 'aborted' && msg.messageId) {
       const stopped = answer || answerFor(view, msg.messageId);
       stopped.stopped = true;
       finishAnswer(view, stopped);
@@ -499,7 +506,7 @@
       answer.text = text(entry.content);
       answer.reasoning = text(entry.reasoning);
       if (Array.isArray(entry.toolCalls)) entry.toolCalls.forEach((call) => addTool(answer, call));
-      if (Array.isArray(entry.attachments)) answer.media = entry.attachments.map(mediaOfAttachment);
+      if (Array.isArray(entry.attachments)) answer.media = attachmentsOf(entry.attachments);
       answer.usage = entry.usage && typeof entry.usage === 'object' ? entry.usage : null;
       answer.finishReason = text(entry.finishReason);
       answer.done = true;
@@ -560,6 +567,7 @@
     return answer;
   }
   function addTool(answer, call) {
+    if (!call || typeof call !== 'object') return;
     const id = text(call.toolCallId) || text(call.id);
     const known = answer.tools.find((t) => id && t.id === id);
     const tool = known || { id: id, name: '', arguments: '', phase: 'call', result: '' };
@@ -732,6 +740,9 @@
   // ---------- media (attachments) ----------
   function mediaIdsOf(source) {
     return Array.isArray(source.mediaIds) ? source.mediaIds.filter((id) => typeof id === 'string') : [];
+  }
+  function attachmentsOf(list) {
+    return list.filter((item) => item && typeof item === 'object').map(mediaOfAttachment);
   }
   function mediaOfAttachment(attachment) {
     return { mediaId: text(attachment.mediaId), url: text(attachment.url), type: text(attachment.mediaType),

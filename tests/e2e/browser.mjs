@@ -25,8 +25,12 @@ runTest('browser web chat', 60000, async (setCleanup) => {
   assert(welcome && welcome.msg.content === 'Connected to WebSocket chat server', 'first chat.response is not the welcome frame');
   assert(await page.locator('#transcript .msg.agent').count() === 0, 'the welcome frame was rendered as an answer');
 
-  // Keyboard only: Shift+Enter is a new line, Enter sends.
-  await page.focus('#message');
+  // Keyboard only: the first Tab reaches the skip link, which leads to the message box;
+  // Shift+Enter is a new line, Enter sends.
+  await page.keyboard.press('Tab');
+  assert(await page.evaluate(() => document.activeElement.className) === 'skip-link', 'the first Tab is not the skip link');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => document.activeElement.id === 'message', null, { timeout: 3000 });
   await page.keyboard.type('first line');
   await page.keyboard.press('Shift+Enter');
   await page.keyboard.type('second line');

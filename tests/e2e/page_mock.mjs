@@ -148,6 +148,11 @@ runTest('web page logic (mock server)', 60000, async (setCleanup) => {
   assert(await page.locator('#transcript .msg.user').count() === 1, 'the question shows twice');
   assert(await page.locator('#stop').isHidden(), 'Stop still shown after chat.response');
 
+  // Frames of shapes the page does not expect are skipped; the page goes on.
+  for (const junk of ['not json', 'null', '[]', '{"type":5}', '{"type":"chat.threads","sessions":"x"}',
+    `{"type":"chat.response","messageId":{},"content":"x"}`, `{"type":"chat.tool","messageId":"${M}","seq":"x"}`,
+    `{"type":"chat.history","sessionKey":"${key}x","messages":[null,5]}`]) mock.last().ws.send(junk);
+
   // 3. An answer that completes while the page is away comes from history, once.
   await page.fill('#message', 'second');
   await page.press('#message', 'Enter');
