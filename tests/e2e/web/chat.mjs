@@ -222,7 +222,13 @@ runTest('web chat page (fake SSE model, real ClawSocket)', 150000, async (setCle
     assert(Array.isArray(parts) && parts.some((p) => p.type === 'image_url'), 'no image_url part in the request');
     await page.waitForSelector('#transcript .msg.user .media-list img', { timeout: 10000 });
     await shot('image-upload');
-    media = 'image_url reached the model';
+    // From history too: fetched with the tab's token, shown as a thumbnail.
+    await page.reload({ waitUntil: 'domcontentloaded' });
+    await page.waitForSelector('#transcript .msg.user .media-list img', { timeout: 10000 });
+    assert(await page.locator('#transcript .msg.user .media-list img').evaluate((img) => img.naturalWidth) === 2,
+      'the attachment from history is not the uploaded picture');
+    await shot('image-in-history');
+    media = 'image_url reached the model, the picture shown from history';
   }
 
   // 9. Phone width and dark mode.
