@@ -327,6 +327,7 @@
       return;
     }
     if (answer && !answer.done) {
+      answer.failed = true;
       if (!answer.text && !answer.reasoning && !answer.tools.length) removeItem(view, answer);
       else finishAnswer(view, answer);
     }
@@ -545,7 +546,7 @@
   }
   function newAnswer(messageId) {
     return { kind: 'answer', messageId: messageId, text: '', reasoning: '', tools: [], media: [], usage: null,
-      finishReason: '', lastSeq: 0, done: false, stopped: false, el: null, renderQueued: false };
+      finishReason: '', lastSeq: 0, done: false, stopped: false, failed: false, el: null, renderQueued: false };
   }
   // The answer item of a turn, created (in place of the answer it regenerates, if any).
   function answerFor(view, messageId) {
@@ -698,13 +699,15 @@
     return bar;
   }
   // Only the last answer of a conversation with no running turn, to one's own message,
-  // can be regenerated.
+  // can be regenerated, and only a stored one (a stopped or failed turn is not stored:
+  // the server would regenerate the answer before it).
   function refreshRegenerate(view) {
     if (view !== state.view) return;
     const turns = view.items.filter((item) => item.kind === 'answer' || item.kind === 'user' || item.kind === 'member');
     const last = turns[turns.length - 1];
     const question = turns[turns.length - 2];
-    const allowed = last && last.kind === 'answer' && last.done && !view.running && (!question || question.kind === 'user');
+    const allowed = last && last.kind === 'answer' && last.done && !last.stopped && !last.failed && !view.running &&
+      (!question || question.kind === 'user');
     view.items.forEach((item) => {
       const control = item.kind === 'answer' && item.el && item.el.querySelector('.regenerate');
       if (control) control.hidden = !(allowed && item === last);

@@ -152,6 +152,7 @@ runTest('web chat page (fake SSE model, real ClawSocket)', 150000, async (setCle
   assert(await lastAnswerText() === stoppedText, 'the answer kept growing after Stop');
   assert(!stoppedText.includes(`stop${SLOW_WORDS}`), 'the whole answer arrived despite Stop');
   assert(await page.locator('#stop').isHidden(), 'Stop still shown');
+  assert(await page.locator('#transcript button.regenerate:visible').count() === 0, 'Regenerate offered on a stopped turn');
   await shot('stopped');
 
   // 5. A new chat, then back to the first: its history.
