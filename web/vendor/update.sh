@@ -9,7 +9,7 @@
 #
 # To upgrade: change the version, run `npm pack --json NAME@VERSION` to read its
 # integrity, paste both below, run this script, then the page's browser tests.
-# Needs npm (it only downloads the two tarballs; nothing is installed or run).
+# Needs npm and node (it only downloads the two tarballs; nothing is installed or run).
 set -euo pipefail
 
 VENDOR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,7 +30,9 @@ vendor_into() {
     read -r name version integrity file <<<"$pin"
     mkdir -p "$WORK/$name" "$out/$name"
     packed="$(cd "$WORK/$name" && npm pack --silent "$name@$version")"
-    got="sha512-$(openssl dgst -sha512 -binary "$WORK/$name/$packed" | base64 -w0)"
+    got="$(node -e 'const data = require("fs").readFileSync(process.argv[1]);
+      process.stdout.write("sha512-" + require("crypto").createHash("sha512").update(data).digest("base64"))' \
+      "$WORK/$name/$packed")"
     if [ "$got" != "$integrity" ]; then
       echo "update.sh: $name@$version has integrity $got, pinned $integrity" >&2
       exit 1
