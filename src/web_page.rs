@@ -58,8 +58,8 @@ const ASSETS: &[Asset] = &[
     Asset { path: "/favicon.ico", content_type: "image/svg+xml", body: include_bytes!("../web/favicon.svg") },
 ];
 
-/// The page and its files, ready to serve: `index.html` with the configured WebSocket
-/// path in it, and a strong ETag per file.
+/// One file ready to serve (`index.html` already holding the configured WebSocket
+/// path), with the strong ETag a browser revalidates against.
 struct ServedFile {
     content_type: &'static str,
     body: web::Bytes,

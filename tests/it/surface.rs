@@ -181,4 +181,6 @@ async fn the_page_has_no_inline_script_or_style_and_names_the_configured_websock
     assert!(!page.split_whitespace().any(handler), "an inline event handler");
     let (status, _, _) = page_file(&server, "/assets/nothing.js", None).await;
     assert_eq!(status, 404);
+    let head = awc::Client::new().head(server.http_url("/favicon.ico")).send().await.expect("HEAD answers");
+    assert_eq!(head.status().as_u16(), 200, "HEAD of a page file");
 }
