@@ -34,6 +34,9 @@ export function pageFile(pathname) {
   return { status: 200, contentType, body: fs.readFileSync(new URL('../../web/' + file, import.meta.url)) };
 }
 
+// A 2x2 red PNG, as a user's picture for the upload tests.
+export const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==', 'base64');
+
 export function baseUrl() {
   return (process.env.CLAWSOCKET_URL || 'http://127.0.0.1:18800').replace(/\/+$/, '');
 }

@@ -10,10 +10,9 @@
 import http from 'node:http';
 import path from 'node:path';
 import { WebSocketServer } from 'ws';
-import { launch, runTest, assert, artifactsDir, pageFile, PAGE_FILES } from './chromium.mjs';
+import { launch, runTest, assert, artifactsDir, pageFile, PAGE_FILES, PNG } from './chromium.mjs';
 
 const WELCOME = 'Connected to WebSocket chat server';
-const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==', 'base64');
 const SESSION = 'agent:main:websocket:direct:';
 
 // POST /media answers by the file's name: the refusals ClawSocket sends (SPEC §12).

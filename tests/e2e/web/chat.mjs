@@ -14,13 +14,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { launch, runTest, assert, artifactsDir, summarizeFrames } from '../chromium.mjs';
+import { launch, runTest, assert, artifactsDir, summarizeFrames, PNG } from '../chromium.mjs';
 import { startFakeAgent, GOOD_TOKEN, USER, REASONING, slowPieces, SLOW_WORDS } from './fake_agent.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const BIN = process.env.CLAWSOCKET_BIN || path.join(ROOT, 'target', 'release', 'clawsocket');
-// A 2x2 PNG (red), as a user's picture.
-const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==', 'base64');
 
 async function freePort() {
   const net = await import('node:net');
