@@ -46,6 +46,7 @@ pub mod transcript;
 pub mod ttl_cache;
 pub mod turn_gate;
 pub mod usage;
+mod web_page;
 
 // The actors live in the top-level `actors/` folder (the project layout of SPEC §9)
 // but belong to this crate: they need `protocol`, `config` and `backend`, and the

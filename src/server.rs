@@ -3,9 +3,8 @@
 //! `run` takes an already bound listener (so tests bind port 0 and `main` binds the
 //! configured address with [`bind`]), starts the Supervisor and the actix-web server,
 //! and returns both. The WebSocket endpoint is `handshake.rs`, the media routes
-//! `media/http.rs`; the operator endpoints
-//! (`/healthz`, `/readyz`, `/metrics`) and the chat page are here; stopping is
-//! `shutdown.rs`.
+//! `media/http.rs`; the operator endpoints (`/healthz`, `/readyz`, `/metrics`) are
+//! here, the chat page and its files are `web_page.rs`; stopping is `shutdown.rs`.
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
@@ -37,6 +36,7 @@ use crate::openclaw_agents;
 use crate::quota::Tenancy;
 use crate::redact;
 use crate::shutdown::{self, GracefulShutdown, SOCKET_CLOSE_SECS};
+use crate::web_page;
 
 /// A started service: await `server` to run it (or `serve_until_signal`);
 /// `supervisor` answers registry questions; `shutdown` stops it gracefully.
@@ -194,8 +194,8 @@ pub fn run(listener: TcpListener, settings: Arc<Settings>) -> Result<RunningServ
             // The channel switched off: only the health and metrics routes answer (SPEC §7).
             .configure(|app| {
                 if enabled {
-                    app.route("/", web::get().to(chat_page))
-                        .route(&path, web::get().to(handshake::websocket_handshake))
+                    web_page::configure(app, &path);
+                    app.route(&path, web::get().to(handshake::websocket_handshake))
                         .route("/media", web::post().to(media::http::upload))
                         .route("/media/{id}", web::get().to(media::http::download));
                 }
@@ -244,14 +244,6 @@ fn join_cluster(settings: &Settings, port: u16) -> Result<Option<Arc<Cluster>>, 
     };
     log::info!("cluster: node {node_id} on Redis {}", redact::url(&config.redis.url));
     Cluster::new(config, node_id).map(Some).map_err(|error| StartError::Cluster(error.to_string()))
-}
-
-/// The web chat page, embedded so that running it needs no build step.
-const CHAT_PAGE: &str = include_str!("../web/index.html");
-
-/// `GET /`: a small web chat that speaks the protocol.
-async fn chat_page() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(CHAT_PAGE)
 }
 
 /// `GET /healthz`: the process is alive.

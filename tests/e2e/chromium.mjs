@@ -17,6 +17,26 @@ export const CHROMIUM_ARGS = [
   '--no-first-run',
 ];
 
+// The web page's files as the server serves them (src/web_page.rs): path -> [type, file in web/].
+export const PAGE_FILES = {
+  '/': ['text/html; charset=utf-8', 'index.html'],
+  '/assets/app.js': ['text/javascript; charset=utf-8', 'app.js'],
+  '/assets/app.css': ['text/css; charset=utf-8', 'app.css'],
+  '/assets/vendor/marked.js': ['text/javascript; charset=utf-8', 'vendor/marked/marked.umd.js'],
+  '/assets/vendor/purify.js': ['text/javascript; charset=utf-8', 'vendor/dompurify/purify.min.js'],
+  '/favicon.svg': ['image/svg+xml', 'favicon.svg'],
+  '/favicon.ico': ['image/svg+xml', 'favicon.svg'],
+};
+
+// One of the page's files from the repo: { status, contentType, body }.
+export function pageFile(pathname) {
+  const [contentType, file] = PAGE_FILES[pathname];
+  return { status: 200, contentType, body: fs.readFileSync(new URL('../../web/' + file, import.meta.url)) };
+}
+
+// A 2x2 red PNG, as a user's picture for the upload tests.
+export const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==', 'base64');
+
 export function baseUrl() {
   return (process.env.CLAWSOCKET_URL || 'http://127.0.0.1:18800').replace(/\/+$/, '');
 }
@@ -46,12 +66,11 @@ export async function launch() {
   });
   const page = context.pages()[0] || (await context.newPage());
   if (process.env.E2E_LOCAL_PAGE === '1') {
-    // Development aid: answer GET / with the checked-in web/index.html instead of the
-    // server's copy (for a server that does not serve the page yet, or an older build).
-    // The page still connects to the server's /ws on the same origin.
-    const html = fs.readFileSync(new URL('../../web/index.html', import.meta.url), 'utf8');
-    await context.route(baseUrl() + "/", (route) =>
-      route.fulfill({ status: 200, contentType: 'text/html; charset=utf-8', body: html }));
+    // Development aid: answer GET / and the page's files with the checked-in web/
+    // files instead of the server's copies (for a server that does not serve this page
+    // yet, or an older build). The page still connects to the server's /ws.
+    await context.route((url) => url.origin === baseUrl() && PAGE_FILES[url.pathname] !== undefined,
+      (route) => route.fulfill(pageFile(new URL(route.request().url()).pathname)));
   }
   const frames = []; // { dir: 'in'|'out', msg, t, sock: 1, 2, … (the page's nth socket) }
   let sockets = 0;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every end-to-end test of tests/e2e against a real ClawSocket server:
 #   the seed README's Node.js and Python examples, its wscat Quick Start lines,
-#   the web chat page in headless Chromium (+ resume after a drop), and the page's
-#   protocol logic against a scripted mock server.
+#   the web chat page in headless Chromium (+ resume after a drop, a group), the page's
+#   logic against a scripted mock server, the page against the openai backend and a
+#   fake SSE model (web/chat.mjs, its own server), and that web/vendor matches its pins.
 # Starts target/release/clawsocket (override with CLAWSOCKET_BIN) with settings/demo.toml
 # (auth off, echo demo agent) on a free loopback port, stops it at the end, prints
 # "N passed, M failed" and exits non-zero if anything failed.
@@ -104,6 +105,8 @@ run "web page in Chromium" 90 node browser.mjs
 run "web page resume after a drop" 90 node browser_resume.mjs
 run "web page group chat" 90 node browser_group.mjs
 run "web page logic (mock server)" 90 node page_mock.mjs
+run "web chat with a model (fake SSE agent, auth on)" 170 env CLAWSOCKET_BIN="$BIN" node web/chat.mjs
+run "web/vendor matches its pinned npm packages" 120 bash "$ROOT/web/vendor/update.sh" --check
 
 # --- the seed's examples once more, against the original protocol ---
 # channels.websocket.events = [] must be exactly the original plugin's protocol: the

@@ -207,17 +207,3 @@ async fn a_disabled_channel_serves_no_websocket_but_stays_healthy() {
     let health = awc::Client::new().get(server.http_url("/healthz")).send().await.expect("healthz answers");
     assert_eq!(health.status().as_u16(), 200);
 }
-
-#[actix_rt::test]
-async fn the_web_chat_page_is_served_at_the_root() {
-    let server = spawn_server(&[]);
-    let mut page = awc::Client::new().get(server.http_url("/")).send().await.expect("/ answers");
-    assert_eq!(page.status().as_u16(), 200);
-    assert!(page
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/html")));
-    let body = page.body().await.expect("page body");
-    assert!(String::from_utf8_lossy(&body).contains("chat.send"), "the page speaks the protocol");
-}

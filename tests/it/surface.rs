@@ -1,5 +1,7 @@
 //! What operators touch: `/metrics` moves as the service works.
 
+use std::collections::HashMap;
+
 use serde_json::json;
 
 use crate::support::client::streams;
@@ -114,4 +116,71 @@ async fn metrics_count_rejected_handshakes_and_rate_limits() {
     client.send_json(json!({"type": "ping"})).await;
     assert_eq!(client.recv().await["code"], "rate_limited");
     assert_eq!(metric(&server, r#"clawsocket_errors_total{code="rate_limited"}"#).await, 1.0);
+}
+
+/// One GET of the web page's files: status, headers by name, body.
+async fn page_file(
+    server: &TestServerHandle,
+    path: &str,
+    etag: Option<&str>,
+) -> (u16, HashMap<String, String>, Vec<u8>) {
+    let mut request = awc::Client::new().get(server.http_url(path));
+    if let Some(etag) = etag {
+        request = request.insert_header(("if-none-match", etag));
+    }
+    let mut response = request.send().await.expect("the page's route answers");
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap_or_default().to_string()))
+        .collect();
+    let body = response.body().limit(1 << 20).await.expect("body").to_vec();
+    (response.status().as_u16(), headers, body)
+}
+
+#[actix_rt::test]
+async fn the_web_page_and_its_files_are_served_with_types_validators_and_a_same_origin_policy() {
+    let server = spawn_server(&[]);
+    let host = server.http_url("").trim_start_matches("http://").trim_end_matches('/').to_string();
+    let files = [
+        ("/", "text/html; charset=utf-8", "web/index.html"),
+        ("/assets/app.js", "text/javascript; charset=utf-8", "web/app.js"),
+        ("/assets/app.css", "text/css; charset=utf-8", "web/app.css"),
+        ("/assets/vendor/marked.js", "text/javascript; charset=utf-8", "web/vendor/marked/marked.umd.js"),
+        ("/assets/vendor/purify.js", "text/javascript; charset=utf-8", "web/vendor/dompurify/purify.min.js"),
+        ("/favicon.svg", "image/svg+xml", "web/favicon.svg"),
+        ("/favicon.ico", "image/svg+xml", "web/favicon.svg"),
+    ];
+    for (path, content_type, source) in files {
+        let (status, headers, body) = page_file(&server, path, None).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(headers["content-type"], content_type, "{path}");
+        assert_eq!(headers["cache-control"], "no-cache", "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        let policy = &headers["content-security-policy"];
+        assert!(policy.starts_with("default-src 'self'; script-src 'self'; style-src 'self';"), "{path}: {policy}");
+        assert!(policy.contains(&format!("connect-src 'self' ws://{host} wss://{host};")), "{path}: {policy}");
+        assert!(!policy.contains("unsafe-"), "{path}: {policy}");
+        if path != "/" {
+            assert!(body == std::fs::read(source).expect("the file in the repo"), "{path} is not {source}");
+        }
+        let (again, _, empty) = page_file(&server, path, Some(&headers["etag"])).await;
+        assert_eq!((again, empty.len()), (304, 0), "{path} with its ETag");
+    }
+}
+
+#[actix_rt::test]
+async fn the_page_has_no_inline_script_or_style_and_names_the_configured_websocket_path() {
+    let server = spawn_server(&[("channels.websocket.path", "/chat-socket".into())]);
+    let (_, _, body) = page_file(&server, "/", None).await;
+    let page = String::from_utf8(body).expect("UTF-8");
+    assert!(page.contains(r#"<meta name="clawsocket-ws-path" content="/chat-socket">"#), "{page}");
+    assert_eq!(page.matches("<script").count(), page.matches("<script src=\"/assets/").count(), "inline script");
+    assert!(!page.contains("<style") && !page.contains(" style="), "inline style");
+    let handler = |word: &str| word.starts_with("on") && word.contains('=');
+    assert!(!page.split_whitespace().any(handler), "an inline event handler");
+    let (status, _, _) = page_file(&server, "/assets/nothing.js", None).await;
+    assert_eq!(status, 404);
+    let head = awc::Client::new().head(server.http_url("/favicon.ico")).send().await.expect("HEAD answers");
+    assert_eq!(head.status().as_u16(), 200, "HEAD of a page file");
 }
