@@ -112,13 +112,27 @@ fn within_bytes(history: &[TranscriptEntry], max_bytes: usize) -> &[TranscriptEn
 
 /// The characters of every text in `messages` (for a usage estimate).
 fn text_chars(messages: &[Value]) -> usize {
-    messages
-        .iter()
-        .map(|message| match &message["content"] {
-            Value::String(text) => text.chars().count(),
-            other => other.to_string().chars().count(),
-        })
-        .sum()
+    messages.iter().map(|message| content_chars(&message["content"])).sum()
+}
+
+/// What an image part counts for in an estimate, characters (about 250 tokens): a
+/// model is not given its base64 as text.
+const IMAGE_PART_CHARS: usize = 1000;
+
+fn content_chars(content: &Value) -> usize {
+    let chars = |text: &str| text.chars().count();
+    match content {
+        Value::String(text) => chars(text),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|part| match part["type"].as_str() {
+                Some("text") => part["text"].as_str().map_or(0, chars),
+                Some("image_url") => IMAGE_PART_CHARS,
+                _ => chars(&part.to_string()),
+            })
+            .sum(),
+        other => chars(&other.to_string()),
+    }
 }
 
 /// The tool call ids that have a result after an entry: in the entries after it, up

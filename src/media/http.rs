@@ -82,16 +82,26 @@ pub(crate) async fn upload(
     state: web::Data<AppState>,
     authenticator: web::Data<Authenticator>,
 ) -> HttpResponse {
-    let identity = match handshake::identify(&request, &state.settings, &authenticator, &ConnectionId::new()).await {
+    let connection = ConnectionId::new();
+    let identity = match handshake::identify(&request, &state.settings, &authenticator, &connection).await {
         Ok(identity) => identity,
         Err(error) => return auth_refusal(&error),
     };
+    if identity.sender_id.ends_with(connection.as_str()) {
+        // Named after this request alone: nobody could ever read it back or delete it.
+        let text = "an upload needs a name for its owner: log in (?token=) or, where auth is off, give ?senderId=";
+        return refusal(StatusCode::BAD_REQUEST, ErrorCode::InvalidMessage, text);
+    }
     let websocket = &state.settings.channels.websocket;
     if websocket.dm_policy == DmPolicy::Allowlist && !websocket.allow_from.contains(&identity.sender_id) {
         let text = "this sender is not allowed to talk to the agent (dmPolicy allowlist)";
         return refusal(StatusCode::FORBIDDEN, ErrorCode::Forbidden, text);
     }
     let media: &Arc<MediaStore> = &state.media;
+    let Some(_slot) = media.admit_upload(&identity.sender_id) else {
+        let text = "too many uploads at once for this user or this server; try again when one ends";
+        return refusal(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, text);
+    };
     let allowed = &media.settings().allowed_types;
     let declared = request.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
     let Some(media_type) = declared.and_then(kinds::essence).filter(|kind| kinds::allowed(kind, allowed)) else {
@@ -141,6 +151,7 @@ fn upload_refusal(error: &UploadError) -> HttpResponse {
             log::info!("media: an upload broke off: {detail}");
             refusal(StatusCode::BAD_REQUEST, ErrorCode::InvalidMessage, "the request body broke off")
         }
+        UploadError::Stalled(_) => refusal(StatusCode::REQUEST_TIMEOUT, ErrorCode::InvalidMessage, &text),
         UploadError::Store(error) => store_failure(error),
     }
 }

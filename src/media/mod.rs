@@ -20,6 +20,7 @@ pub mod kinds;
 mod local;
 mod shared;
 pub mod sign;
+mod slots;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -39,6 +40,8 @@ use crate::store::{self, StoreError};
 use local::LocalIndex;
 use shared::SharedIndex;
 use sign::Signer;
+pub use slots::UploadSlot;
+use slots::UploadSlots;
 
 /// Most sessions one media is recorded in (a user re-sending one upload in many
 /// threads): past it, it is not recorded in more (so it stays when those are deleted).
@@ -108,6 +111,9 @@ pub enum UploadError {
     /// The request body broke off (the client went away, or sent a bad chunk).
     #[error("the request body broke off: {0}")]
     Body(String),
+    /// No byte of the body came for this long.
+    #[error("no byte of the upload came for {0:?}; try again")]
+    Stalled(std::time::Duration),
     #[error(transparent)]
     Store(#[from] MediaError),
 }
@@ -148,6 +154,10 @@ pub struct MediaStore {
     index: Index,
     /// Signs the links the agent is given (only with `publicBaseUrl`).
     signer: Option<Signer>,
+    /// The uploads running now, a few per user.
+    uploads: Arc<UploadSlots>,
+    /// An upload whose body sends nothing for this long ends (`limits.heartbeat.timeoutMs`).
+    stall: std::time::Duration,
 }
 
 /// Whether `id` has the shape of a media id (so it can name a file): 1 to 64 of
@@ -171,13 +181,28 @@ impl MediaStore {
         };
         let index = match cluster {
             None => Index::Local(LocalIndex::new(&dir)),
-            Some(cluster) => Index::Shared(SharedIndex::new(cluster.clone())),
+            Some(cluster) => {
+                if media.dir.trim().is_empty() {
+                    log::warn!(
+                        "cluster mode: channels.websocket.media.dir is not set, so uploads live in {} on this node only; set it to a directory every node mounts, or an upload made on one node is not found on another",
+                        dir.display()
+                    );
+                }
+                Index::Shared(SharedIndex::new(cluster.clone()))
+            }
         };
-        Ok(Arc::new(MediaStore { dir, settings: media, index, signer }))
+        let stall = std::time::Duration::from_millis(settings.limits.heartbeat.timeout_ms);
+        Ok(Arc::new(MediaStore { dir, settings: media, index, signer, uploads: Arc::default(), stall }))
     }
 
     pub fn settings(&self) -> &MediaSettings {
         &self.settings
+    }
+
+    /// A place for an upload of `owner` (held until dropped), unless they or the server
+    /// run the most uploads at once already.
+    pub fn admit_upload(&self, owner: &str) -> Option<UploadSlot> {
+        self.uploads.admit(owner)
     }
 
     /// The directory of `owner`'s files.
@@ -380,7 +405,9 @@ impl MediaStore {
         let mut file = tokio::fs::File::create(&temp_path).await.map_err(store::io_error(&temp_path))?;
         let mut sniffer = Sniffer::new(&request.media_type);
         let mut total = 0u64;
-        while let Some(chunk) = body.next().await {
+        loop {
+            let next = tokio::time::timeout(self.stall, body.next()).await;
+            let Some(chunk) = next.map_err(|_| UploadError::Stalled(self.stall))? else { break };
             let chunk = chunk.map_err(|error| UploadError::Body(error.to_string()))?;
             total += chunk.len() as u64;
             if total > limit {
@@ -536,6 +563,11 @@ fn copy_from_roots(
     if !inside {
         return Err(refused("its real path is not under channels.websocket.media.roots"));
     }
+    // Opening a FIFO or a device blocks (or reads without end): only a regular file
+    // is opened, and checked again once open.
+    if !fs::metadata(&real).map_err(store::io_error(&real))?.is_file() {
+        return Err(refused("not a regular file"));
+    }
     let mut source = fs::File::open(&real).map_err(store::io_error(&real))?;
     let metadata = source.metadata().map_err(store::io_error(&real))?;
     if !metadata.is_file() {
@@ -557,8 +589,8 @@ fn copy_from_roots(
     first.truncate(head);
     target.write_all(&first).map_err(store::io_error(temp))?;
     // `limit` bounds a file that grows while it is copied.
-    let rest =
-        io::copy(&mut (&mut source).take(limit + 1 - head as u64), &mut target).map_err(store::io_error(temp))?;
+    let rest = io::copy(&mut (&mut source).take((limit + 1).saturating_sub(head as u64)), &mut target)
+        .map_err(store::io_error(temp))?;
     let bytes = head as u64 + rest;
     if bytes > limit {
         return Err(refused("larger than channels.websocket.media.maxBytes"));

@@ -706,3 +706,70 @@ proptest! {
         prop_assert_eq!(health.status, 200);
     }
 }
+
+/// Opens an upload of `sender` that declares 100 bytes and sends one: a stalled body.
+async fn stalled_upload(addr: SocketAddr, sender: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /media?senderId={sender} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nx"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+async fn answer_of(mut stream: tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let _ = actix_rt::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).to_string()
+}
+
+#[actix_rt::test]
+async fn stalled_uploads_end_and_a_user_runs_only_a_few_at_once() {
+    let store = tempfile::tempdir().unwrap();
+    let server = spawn_server_on_store(
+        store.path(),
+        &[("limits.heartbeat.intervalMs", 200.into()), ("limits.heartbeat.timeoutMs", 1500.into())],
+    );
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(stalled_upload(server.addr, "mallory").await);
+    }
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    let fifth = upload(server.addr, "?senderId=mallory", "text/plain", b"hello").await;
+    assert_refused(&fifth, 429, "rate_limited");
+    let other = upload(server.addr, "?senderId=alice", "text/plain", b"hello").await;
+    assert_eq!(other.status, 201, "another user is not held back");
+    for stream in held {
+        let answer = answer_of(stream).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "a stalled body ends: {answer}");
+    }
+    let after = upload(server.addr, "?senderId=mallory", "text/plain", b"hello").await;
+    assert_eq!(after.status, 201, "the places came back");
+    let leftovers: Vec<String> = files_under(store.path()).into_iter().filter(|file| file.contains(".part")).collect();
+    assert!(leftovers.is_empty(), "no temp file left: {leftovers:?}");
+}
+
+#[actix_rt::test]
+async fn an_images_bytes_are_not_estimated_as_prompt_text() {
+    let agent = agent_saying("a dot");
+    let server = openai_server(&agent, &[]);
+    let mut large = PNG.to_vec();
+    large.resize(150_000, 0); // a PNG's first bytes, then 150 kB (200 kB of base64)
+    let image = uploaded(server.addr, "alice", "image/png", &large).await;
+    let mut client = WsClient::connect_welcomed(&server.ws_url("senderId=alice")).await.0;
+    client.send_json(send_with_media("m1", "what is this?", &[&image])).await;
+    let answer = last(&client.turn("m1").await).clone();
+    assert_eq!(answer["usage"]["estimated"], true, "{answer}");
+    let prompt = answer["usage"]["promptTokens"].as_u64().unwrap();
+    assert!(prompt < 1_000, "an image counts as about 250 tokens, not its base64: {prompt}");
+}
+
+#[actix_rt::test]
+async fn an_upload_nobody_could_name_is_refused() {
+    let server = spawn_server(&[]);
+    let nameless = upload(server.addr, "", "text/plain", b"hello").await;
+    assert_refused(&nameless, 400, "invalid_message");
+    assert_eq!(upload(server.addr, "?senderId=alice", "text/plain", b"hello").await.status, 201);
+}
