@@ -773,3 +773,37 @@ async fn an_upload_nobody_could_name_is_refused() {
     assert_refused(&nameless, 400, "invalid_message");
     assert_eq!(upload(server.addr, "?senderId=alice", "text/plain", b"hello").await.status, 201);
 }
+
+#[actix_rt::test]
+async fn a_group_media_is_read_only_by_those_the_group_policy_lets_in() {
+    let auth = FakeAuth::start(
+        AuthScript::new()
+            .user("tok-alice", json!({"userId": "alice", "username": "Alice", "groups": ["team"]}))
+            .user("tok-carol", json!({"userId": "carol", "username": "Carol", "groups": ["team"]}))
+            .user("tok-mallory", json!({"userId": "mallory", "username": "Mallory", "groups": ["other"]})),
+    );
+    let agent = agent_saying("nice");
+    let server = openai_server(
+        &agent,
+        &[
+            ("channels.websocket.auth.enabled", true.into()),
+            ("channels.websocket.auth.endpoint", auth.url.as_str().into()),
+            ("channels.websocket.groups.policy", "listed".into()),
+        ],
+    );
+    let upload =
+        http::send(server.addr, "POST", "/media?token=tok-alice", &[("Content-Type", "image/png")], Body::Whole(PNG))
+            .await;
+    let image = upload.json()["mediaId"].as_str().expect("uploaded").to_string();
+    let mut alice = WsClient::connect_welcomed(&server.ws_url("token=tok-alice")).await.0;
+    alice
+        .send_json(json!({"type": "chat.send", "messageId": "g1", "content": "our logo", "chatType": "group",
+            "groupId": "team", "mediaIds": [image]}))
+        .await;
+    assert_eq!(last(&alice.turn("g1").await)["type"], "chat.response");
+
+    let member = get(server.addr, &format!("/media/{image}?token=tok-carol&groupId=team"), &[]).await;
+    assert_eq!(member.status, 200, "a listed member reads it");
+    let outsider = get(server.addr, &format!("/media/{image}?token=tok-mallory&groupId=team"), &[]).await;
+    assert_refused(&outsider, 404, "not_found");
+}
