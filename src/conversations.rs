@@ -6,7 +6,7 @@
 //! never the transcripts' directories. One node alone keeps each owner's conversations
 //! in a directory of its own (`{store.dir}/conversations/{direct|group}/{owner}/`, the
 //! owner's id always hashed into the name): `index.json`, replaced atomically, and one
-//! small sidecar per conversation under `threads/` naming its session key, transcript
+//! small sidecar per conversation beside it (`t-{thread}.json`, `default.json`) naming its session key, transcript
 //! file and given title, so that an index deleted or damaged by hand is rebuilt from
 //! the owner's own transcripts (never a scan of everyone's). Every file of an owner's
 //! directory is written by one store thread. In a cluster the index is a Redis hash
@@ -253,7 +253,7 @@ impl OwnerDir {
 
     fn sidecar_path(&self, thread_id: Option<&str>) -> PathBuf {
         let name = thread_id.map_or_else(|| "default".to_string(), |thread| format!("t-{}", hashed_name(thread)));
-        self.path.join("threads").join(format!("{name}.json"))
+        self.path.join(format!("{name}.json"))
     }
 
     /// The owner's index; when it is missing but the owner has conversations, or it is
@@ -264,7 +264,7 @@ impl OwnerDir {
         match store::read_json::<Index>(&path) {
             Ok(Some(index)) if index.owner.as_ref() == Some(&self.owner) => return Ok(index),
             Ok(Some(_)) => log::warn!("{}: a conversation index of another owner; rebuilding it", path.display()),
-            Ok(None) if !self.path.join("threads").is_dir() => return Ok(self.empty()),
+            Ok(None) if !self.path.is_dir() => return Ok(self.empty()),
             Ok(None) => log::warn!("{}: no conversation index; rebuilding it from the transcripts", path.display()),
             Err(StoreError::Json { .. }) => {
                 log::warn!("{}: the conversation index is damaged; rebuilding it from the transcripts", path.display())
@@ -280,11 +280,12 @@ impl OwnerDir {
         Index { owner: Some(self.owner.clone()), sessions: Vec::new() }
     }
 
-    /// Writes `index` atomically.
+    /// Writes `index` in place (it is rewritten after every turn), without waiting for
+    /// the disk: one a crash or a power loss left damaged is rebuilt.
     pub fn save(&self, index: &Index) -> Result<(), StoreError> {
         let path = self.index_path();
         let bytes = serde_json::to_vec(index).map_err(|source| StoreError::Json { path: path.clone(), source })?;
-        store::write_atomically(&path, &bytes)
+        store::overwrite_in_place(&path, &bytes)
     }
 
     /// Applies a stored turn; whether the index changed. A thread without an entry (a
@@ -342,7 +343,7 @@ impl OwnerDir {
         };
         let path = self.sidecar_path(summary.thread_id.as_deref());
         let bytes = serde_json::to_vec(&sidecar).map_err(|source| StoreError::Json { path: path.clone(), source })?;
-        store::write_atomically(&path, &bytes)
+        store::overwrite_in_place(&path, &bytes)
     }
 
     fn remove_sidecar(&self, thread_id: Option<&str>) {
@@ -387,11 +388,11 @@ impl OwnerDir {
 
     /// The owner's sidecars (an unreadable one is logged and left out).
     fn sidecars(&self) -> Vec<Sidecar> {
-        let Ok(files) = fs::read_dir(self.path.join("threads")) else { return Vec::new() };
+        let Ok(files) = fs::read_dir(&self.path) else { return Vec::new() };
         files
             .filter_map(Result::ok)
             .map(|file| file.path())
-            .filter(|path| path.extension().is_some_and(|extension| extension == "json"))
+            .filter(|path| path.extension().is_some_and(|extension| extension == "json") && *path != self.index_path())
             .filter_map(|path| match store::read_json::<Sidecar>(&path) {
                 Ok(Some(sidecar)) if sidecar.owner == self.owner => Some(sidecar),
                 Ok(_) => None,

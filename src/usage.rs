@@ -417,7 +417,7 @@ impl LocalUsage {
             let files = self.files_for(&user, &days, sessions.as_ref());
             let written = store::off_thread(move || {
                 for (path, bytes) in files {
-                    store::replace_atomically(&path, &bytes)?;
+                    store::overwrite_in_place(&path, &bytes)?;
                 }
                 Ok(())
             })
