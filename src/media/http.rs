@@ -254,7 +254,14 @@ fn content_type(media_type: &str) -> HeaderValue {
 
 /// `inline` or `attachment`, with the file name (ASCII, and UTF-8 as `filename*`).
 fn disposition(meta: &MediaMeta, inline: bool) -> ContentDisposition {
-    let name = meta.name.clone().unwrap_or_else(|| meta.id.clone());
+    let mut name = meta.name.clone().unwrap_or_else(|| meta.id.clone());
+    if inline && kinds::by_extension(&name) != Some(meta.media_type.as_str()) {
+        // A name that says another type (a PNG called "invoice.html") would be saved
+        // as that type: the file's own extension is added.
+        if let Some(extension) = kinds::extension_of(&meta.media_type) {
+            name = format!("{name}.{extension}");
+        }
+    }
     let ascii: String = name.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '_' }).collect();
     let mut parameters = vec![DispositionParam::Filename(ascii.clone())];
     if ascii != name {

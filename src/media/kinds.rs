@@ -91,6 +91,8 @@ pub fn by_extension(name: &str) -> Option<&'static str> {
         "jpg" | "jpeg" => "image/jpeg",
         "gif" => "image/gif",
         "webp" => "image/webp",
+        "avif" => "image/avif",
+        "bmp" => "image/bmp",
         "pdf" => "application/pdf",
         "txt" | "md" | "log" | "csv" => "text/plain",
         "json" => "application/json",
@@ -103,6 +105,22 @@ pub fn by_extension(name: &str) -> Option<&'static str> {
         _ => return None,
     };
     Some(kind)
+}
+
+/// The extension a file of an inline type is saved with.
+pub fn extension_of(kind: &str) -> Option<&'static str> {
+    let extension = match kind {
+        "image/png" => "png",
+        "image/jpeg" => "jpg",
+        "image/gif" => "gif",
+        "image/webp" => "webp",
+        "image/avif" => "avif",
+        "image/bmp" => "bmp",
+        "application/pdf" => "pdf",
+        "text/plain" => "txt",
+        _ => return None,
+    };
+    Some(extension)
 }
 
 /// A file name as it may appear in a `Content-Disposition` and in frames: its last

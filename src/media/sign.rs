@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -33,7 +34,8 @@ impl Signer {
             key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
             key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
             let temp = dir.join(format!("{KEY_FILE}.{}.tmp", uuid::Uuid::new_v4().simple()));
-            let mut file = fs::File::create(&temp)?;
+            // Readable by this service's user only: whoever reads it can sign links.
+            let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
             file.write_all(&key)?;
             file.sync_all()?;
             let linked = fs::hard_link(&temp, &path);

@@ -95,6 +95,10 @@ async fn a_png_uploaded_like_curl_is_served_back_to_its_owner_and_to_nobody_else
     assert_eq!(served.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(served.header("content-disposition"), Some("inline; filename=\"cat photo.png\""));
     assert!(served.header("content-security-policy").is_some_and(|csp| csp.contains("sandbox")));
+    // A name that says another type is saved with the file's own extension.
+    let disguised = upload(server.addr, "?senderId=alice&name=invoice.html", "image/png", PNG).await.json();
+    let disguised = get(server.addr, &format!("{}?senderId=alice", disguised["url"].as_str().unwrap()), &[]).await;
+    assert_eq!(disguised.header("content-disposition"), Some("inline; filename=\"invoice.html.png\""));
 
     for (path, who) in [
         (format!("/media/{id}?senderId=bob"), "another user"),
