@@ -121,7 +121,7 @@ pub enum IndexChange {
 }
 
 /// Apply `change` to `index`: loaded (or rebuilt from the transcripts when missing or
-/// damaged), changed, written atomically. Answers the entries the change concerns.
+/// damaged), changed, rewritten in place. Answers the entries the change concerns.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<ThreadSummary>, StoreError>")]
 pub struct ChangeIndex {

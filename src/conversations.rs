@@ -5,9 +5,9 @@
 //! when a turn is stored: title, last activity, message count. Listing reads the index,
 //! never the transcripts' directories. One node alone keeps each owner's conversations
 //! in a directory of its own (`{store.dir}/conversations/{direct|group}/{owner}/`, the
-//! owner's id always hashed into the name): `index.json`, replaced atomically, and one
-//! small sidecar per conversation beside it (`t-{thread}.json`, `default.json`) naming its session key, transcript
-//! file and given title, so that an index deleted or damaged by hand is rebuilt from
+//! owner's id always hashed into the name): `index.json`, rewritten in place after
+//! each turn, and one small sidecar per conversation beside it (`t-{thread}.json`,
+//! `default.json`) naming its session key, transcript file and given title, so that an index deleted or damaged by hand is rebuilt from
 //! the owner's own transcripts (never a scan of everyone's). Every file of an owner's
 //! directory is written by one store thread. In a cluster the index is a Redis hash
 //! beside the transcripts, written in the same script as the turn (`cluster.rs`).

@@ -9,7 +9,7 @@
 //! and `{store.dir}/usage/{user}/sessions.json` (the sessions the user ran turns in:
 //! turns, tokens, last activity; at most [`MAX_SESSIONS_PER_USER`], the least recently
 //! used dropped first). `{user}` is the id made path-safe ([`user_dir_name`]); each
-//! file also holds the id itself. Files are replaced atomically (temp file, rename),
+//! file also holds the id itself. Files are rewritten in place (`store::overwrite_in_place`),
 //! off every actor thread, one write at a time per user, [`WRITE_DELAY`] after a turn
 //! (the user's turns meanwhile coalesce into that write); a shutdown waits for them. A
 //! crash of the process loses at most the turns of that last moment; the files are
