@@ -135,18 +135,17 @@ impl Scripts {
                 redis.call('PEXPIRE', KEYS[1], ARGV[2])
                 return 1",
             ),
-            // ARGV: ttl ms, running prefix, then (user, member) pairs: each member that
-            // is still there lives another ttl.
+            // ARGV: ttl ms, running prefix, then (user, member) pairs: each member lives
+            // another ttl, and one that expired meanwhile (Redis slow past the ttl) is
+            // added back: its turn still runs, this node's list is the truth.
             refresh: Script::new(
                 r"local t = redis.call('TIME')
                 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
                 local ttl = tonumber(ARGV[1])
                 for i = 3, #ARGV, 2 do
                   local key = ARGV[2] .. ARGV[i] .. '}'
-                  if redis.call('ZSCORE', key, ARGV[i + 1]) then
-                    redis.call('ZADD', key, now + ttl, ARGV[i + 1])
-                    redis.call('PEXPIRE', key, ttl)
-                  end
+                  redis.call('ZADD', key, now + ttl, ARGV[i + 1])
+                  redis.call('PEXPIRE', key, ttl)
                 end
                 return 1",
             ),
@@ -334,7 +333,7 @@ impl ClusterTenancy {
 
     /// Gives a running turn's place back in Redis (it expires there if this fails).
     pub async fn release_turn(&self, user: &str, member: &str) {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner).remove(member);
+        self.forget_turn(member);
         let released: Result<i64, RedisError> = redis::cmd("ZREM")
             .arg(tagged(RUNNING_PREFIX, user))
             .arg(member)
@@ -346,6 +345,12 @@ impl ClusterTenancy {
                 ClusterError::from(error)
             );
         }
+    }
+
+    /// Stops refreshing `member` (its turn ended): at once, so that a release that never
+    /// runs (a runtime stopping) cannot leave it refreshed for good.
+    pub fn forget_turn(&self, member: &str) {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).remove(member);
     }
 
     /// One health tick: this node's running turns live another [`PERMIT_TTL_MS`].

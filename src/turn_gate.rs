@@ -200,6 +200,7 @@ impl Drop for TurnPermit {
     fn drop(&mut self) {
         let waiters = self.local.give_back(&self.user, self.id);
         let Some((shared, member)) = self.shared.take() else { return wake(waiters) };
+        shared.forget_turn(&member);
         let user = std::mem::take(&mut self.user);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn(async move {

@@ -595,3 +595,29 @@ async fn send_delete(client: &mut WsClient, thread: &str) -> Value {
         }
     }
 }
+
+/// A running turn whose entry vanished from Redis (Redis slow past its expiry) is put
+/// back by its node's next refresh: it still runs, so it still counts.
+#[actix_rt::test]
+async fn a_running_turn_lost_from_redis_is_put_back_and_still_counts() {
+    let redis = RedisServer::start();
+    let agent = paced_agent(60, Duration::from_millis(50));
+    let nodes = two_nodes(&redis, &agent, &[("limits.perUser.concurrentTurns", 1.into())]).await;
+    let mut on_a = WsClient::connect_welcomed(&nodes[0].ws_url("senderId=alice")).await.0;
+    send(&mut on_a, "m1", Some("t1")).await;
+    loop {
+        if on_a.recv().await["type"] == "chat.stream" {
+            break;
+        }
+    }
+    redis.command(&["DEL", "cs:running:{alice}"]);
+    eventually("the running turn put back in Redis", || {
+        let running = redis.command(&["ZCARD", "cs:running:{alice}"]);
+        async move { running.trim() == "1" }
+    })
+    .await;
+    let mut on_b = WsClient::connect_welcomed(&nodes[1].ws_url("senderId=alice")).await.0;
+    send(&mut on_b, "m2", Some("t2")).await;
+    assert!(answered(&on_b.turn("m2").await));
+    assert_eq!(agent.most_at_once(), 1, "the second turn waited for the first");
+}
